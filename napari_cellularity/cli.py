@@ -1,0 +1,81 @@
+"""Command line: ``napari-cellularity info | analyze | models | train {segmentation,cellularity,finetune}``.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+modules keep heavy imports (torch, napari) inside ``run`` so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("napari_cellularity.io.info", "describe a slide: levels, dimensions, mpp, vendor, thumbnail"),
+    "analyze": ("napari_cellularity.pipeline", "segment nuclei and compute cellularity; write results to a folder"),
+    "models": ("napari_cellularity.models.cli", "list installed models"),
+}
+TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "segmentation": ("training.segmentation", "train the FPN segmentation model from point annotations"),
+    "cellularity": ("training.cellularity", "train cellularity regressors (LightGBM on 81 features, CNN)"),
+    "finetune": ("training.finetune", "fine-tune a registered segmentation model on new points"),
+}
+
+
+def _add(subparsers, name: str, module: str, help_text: str) -> None:
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:  # a broken optional dependency must not disable every command
+        err = exc
+
+        def _unavailable(args: argparse.Namespace, err: ImportError = err) -> int:
+            raise RuntimeError(f"'{name}' is unavailable: {err}")
+
+        parser.add_argument("rest", nargs=argparse.REMAINDER)
+        parser.set_defaults(_run=_unavailable)
+        return
+    mod.add_arguments(parser)
+    parser.set_defaults(_run=mod.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-cellularity", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        _add(sub, name, module, help_text)
+    train = sub.add_parser("train", help="train or fine-tune models")
+    train_sub = train.add_subparsers(dest="train_command", required=True)
+    for name, (module, help_text) in TRAIN_COMMANDS.items():
+        _add(train_sub, name, module, help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, LookupError, RuntimeError) as exc:
+        # Known failure modes (bad file, unknown model, corrupt weights, OOM) end with a
+        # one-line message instead of a traceback; -v shows the traceback.
+        if args.verbose:
+            raise
+        print(f"napari-cellularity {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Metrics: point detection (here) and cellularity agreement."""

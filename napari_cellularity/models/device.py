@@ -1,0 +1,72 @@
+"""Device selection: CUDA with autocast when available, CPU otherwise. One place for it."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+
+class DeviceError(RuntimeError):
+    """The requested device cannot be used."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a device is, for display in the UI and summaries."""
+
+    device: str
+    name: str
+    total_mem_gb: float | None = None
+    free_mem_gb: float | None = None
+
+
+def select_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Return the torch device to use.
+
+    Parameters
+    ----------
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+
+    Raises
+    ------
+    DeviceError
+        If CUDA is requested but not available.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("CUDA was requested but no CUDA GPU is available; use device='cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda"):
+        raise DeviceError(f"unsupported device {device!r}; use auto, cpu or cuda")
+    return dev
+
+
+def describe_devices() -> list[DeviceInfo]:
+    """List usable devices with names and memory (free memory for GPUs)."""
+    infos = [DeviceInfo("cpu", "CPU")]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            infos.append(
+                DeviceInfo(f"cuda:{i}", torch.cuda.get_device_name(i), total / 2**30, free / 2**30)
+            )
+    return infos
+
+
+def autocast_context(device: torch.device, enabled: bool = True):
+    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op on CPU."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a CUDA out-of-memory error (so callers can retry smaller or on CPU)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

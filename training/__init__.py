@@ -1,0 +1,1 @@
+"""Training package of napari-cellularity: segmentation, cellularity regressors, fine-tuning."""

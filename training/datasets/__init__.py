@@ -1,0 +1,1 @@
+"""Point-annotation datasets and loaders."""
