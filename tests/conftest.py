@@ -1,0 +1,54 @@
+"""Shared test configuration: --runslow, offline data paths, per-test user data dir, thread limits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Widgets run their generators synchronously when this is set (see widgets/_worker.py).
+os.environ.setdefault("NAPARI_CELLULARITY_SYNC", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("NAPARI_CELLULARITY_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: use --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _limit_threads():
+    try:
+        import torch
+
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    except ImportError:
+        pass
+
+
+@pytest.fixture(autouse=True)
+def user_home(tmp_path_factory, monkeypatch):
+    """Each test gets its own user data dir (models, autosaves) so nothing leaks between tests."""
+    home = tmp_path_factory.mktemp("nc_home")
+    monkeypatch.setenv("NAPARI_CELLULARITY_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to ../shared/data; skips the test when it is absent (e.g. on a user's machine)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
