@@ -1,0 +1,287 @@
+"""Run long compute generators off the GUI thread, with a progress bar, ETA and Cancel.
+
+Every long compute function in this package is a generator: it yields small progress
+records and returns its result (STYLE rule 3). Widgets hand such a generator to
+:func:`run_generator`, which
+
+* runs it in a ``napari.qt.threading`` worker thread (or synchronously, in the calling
+  thread, when the environment variable ``NAPARI_CELLULARITY_SYNC=1`` is set: tests do);
+* drives a ``napari.utils.progress`` bar (shown in napari's activity dock) from the
+  records' ``done`` / ``total`` fields, with an ETA in its description;
+* delivers every record to ``on_yield`` and the generator's return value to
+  ``on_return``, both on the GUI thread;
+* turns an exception into a readable ``show_error`` notification (class name + message,
+  no bare traceback) and then calls ``on_error(exc)``;
+* cancels at the next ``yield`` when ``worker.quit()`` is called (``on_abort`` then runs
+  and the generator is closed, so its ``finally`` blocks release resources).
+
+Progress records may be anything; :func:`progress_of` understands objects or dicts with
+``done``/``total`` (or ``tiles_done``/``tiles_total``) and an optional ``message``.
+
+Example
+-------
+>>> def count(n):                                  # doctest: +SKIP
+...     for i in range(n):
+...         yield {"done": i + 1, "total": n}
+...     return "ok"
+>>> worker = run_generator(lambda: count(3), on_return=print, progress_desc="Counting")
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+ENV_SYNC = "NAPARI_CELLULARITY_SYNC"
+logger = logging.getLogger(__name__)
+
+GenFn = Callable[[], Generator[Any, Any, Any]]
+
+
+def is_sync() -> bool:
+    """True when generators must run synchronously (``NAPARI_CELLULARITY_SYNC=1``)."""
+    return os.environ.get(ENV_SYNC, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class _Failure:
+    """Returned by the guarded generator instead of raising across the thread boundary."""
+
+    exc: BaseException
+    traceback_text: str
+
+
+def progress_of(record: Any) -> tuple[int, int | None, str | None] | None:
+    """Read ``(done, total, message)`` from a progress record, or ``None`` if it has none.
+
+    Parameters
+    ----------
+    record
+        An object with attributes, or a mapping, holding ``done`` and ``total`` (or
+        ``tiles_done`` and ``tiles_total``) and optionally ``message``.
+    """
+
+    def get(name: str) -> Any:
+        if isinstance(record, dict):
+            return record.get(name)
+        return getattr(record, name, None)
+
+    done = get("done")
+    total = get("total")
+    if done is None:
+        done, total = get("tiles_done"), get("tiles_total")
+    if done is None:
+        return None
+    message = get("message")
+    return int(done), (int(total) if total is not None else None), message
+
+
+def estimate_eta_s(done: int, total: int | None, elapsed_s: float) -> float | None:
+    """Seconds left, assuming a constant rate; ``None`` while unknown (nothing done yet)."""
+    if not total or done <= 0 or elapsed_s <= 0:
+        return None
+    return max(0.0, elapsed_s * (total - done) / done)
+
+
+def format_eta(eta_s: float | None) -> str:
+    """``"ETA 1:05"`` / ``"ETA 1:02:03"``, or ``"ETA --"`` while unknown."""
+    if eta_s is None:
+        return "ETA --"
+    secs = int(round(eta_s))
+    hours, rest = divmod(secs, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"ETA {hours}:{minutes:02d}:{seconds:02d}" if hours else f"ETA {minutes}:{seconds:02d}"
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A one-line, user-facing description: ``"ClassName: message"``."""
+    text = str(exc).strip() or "(no message)"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _guarded(gen_fn: GenFn, holder: list) -> Generator[Any, Any, Any]:
+    """Run ``gen_fn()`` and return a :class:`_Failure` instead of raising."""
+    try:
+        gen = gen_fn()
+        holder.append(gen)
+        return (yield from gen)
+    except GeneratorExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported to the user, never swallowed
+        logger.exception("background job failed")
+        return _Failure(exc, traceback.format_exc())
+
+
+class _Progress:
+    """A napari progress bar fed by progress records, with ETA in its description."""
+
+    def __init__(self, total: int | None, desc: str) -> None:
+        from napari.utils import progress
+
+        self.desc = desc
+        self.start_s = time.perf_counter()
+        self.done = 0
+        self.total = total
+        self.eta_s: float | None = None
+        self.bar = progress(total=total or 0, desc=desc)
+
+    def update(self, record: Any) -> None:
+        info = progress_of(record)
+        if info is None:
+            return
+        done, total, message = info
+        if total is not None and total != self.total:
+            self.total = total
+            self.bar.total = total
+        self.eta_s = estimate_eta_s(done, self.total, time.perf_counter() - self.start_s)
+        self.bar.update(max(0, done - self.done))
+        self.done = done
+        suffix = f" ({message})" if message else ""
+        self.bar.set_description(f"{self.desc}: {format_eta(self.eta_s)}{suffix}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class SyncWorker:
+    """Stand-in for a napari ``GeneratorWorker`` that runs in the calling thread.
+
+    Used when ``NAPARI_CELLULARITY_SYNC=1``. ``quit()`` (typically called from an
+    ``on_yield`` callback) stops the loop at the next yield, like the threaded worker.
+    """
+
+    def __init__(self, gen: Generator[Any, Any, Any]) -> None:
+        self._gen = gen
+        self.abort_requested = False
+        self.is_running = False
+        self.callbacks: dict[str, list[Callable]] = {
+            k: [] for k in ("yielded", "returned", "aborted", "finished")
+        }
+
+    def quit(self) -> None:
+        """Request cancellation; honoured at the next yield."""
+        self.abort_requested = True
+
+    def _emit(self, name: str, *args: Any) -> None:
+        for cb in self.callbacks[name]:
+            cb(*args)
+
+    def start(self) -> None:
+        """Run the generator to completion (or until :meth:`quit`)."""
+        self.is_running = True
+        try:
+            while True:
+                if self.abort_requested:
+                    self._gen.close()
+                    self._emit("aborted")
+                    break
+                try:
+                    record = next(self._gen)
+                except StopIteration as stop:
+                    self._emit("returned", stop.value)
+                    break
+                self._emit("yielded", record)
+        finally:
+            self.is_running = False
+            self._emit("finished")
+
+
+def run_generator(
+    gen_fn: GenFn,
+    *,
+    on_yield: Callable[[Any], None] | None = None,
+    on_return: Callable[[Any], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    on_abort: Callable[[], None] | None = None,
+    on_finish: Callable[[], None] | None = None,
+    progress_total: int | None = None,
+    progress_desc: str = "Working",
+    start: bool = True,
+) -> Any:
+    """Run a compute generator in a worker thread with progress, ETA, Cancel and error reporting.
+
+    Parameters
+    ----------
+    gen_fn
+        Zero-argument callable returning the generator (use ``functools.partial`` or a
+        lambda to bind arguments). It is called inside the worker thread.
+    on_yield
+        Called on the GUI thread with every yielded record (e.g. to paint a tile).
+    on_return
+        Called on the GUI thread with the generator's return value (not on error/cancel).
+    on_error
+        Called with the exception after a ``show_error`` notification was shown.
+    on_abort
+        Called after a cancellation (``worker.quit()``) took effect.
+    on_finish
+        Always called last (success, error or cancel): re-enable buttons here.
+    progress_total
+        Initial total for the progress bar; records carrying ``total`` override it.
+    progress_desc
+        Label of the progress bar and prefix of error notifications (e.g. ``"Analyze"``).
+    start
+        Start immediately (default). With ``False`` call ``worker.start()`` yourself.
+
+    Returns
+    -------
+    worker
+        A napari ``GeneratorWorker`` (threaded) or :class:`SyncWorker` (sync mode). Both
+        have ``quit()``, ``start()`` and ``is_running``; ``worker.eta_s`` and
+        ``worker.progress_done``/``progress_total`` are readable from ``on_yield``.
+    """
+    holder: list = []
+    bar = _Progress(progress_total, progress_desc)
+    if is_sync():
+        worker: Any = SyncWorker(_guarded(gen_fn, holder))
+        connect = lambda name, cb: worker.callbacks[name].append(cb)  # noqa: E731
+    else:
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(functools.partial(_guarded, gen_fn, holder), _start_thread=False)
+        connect = lambda name, cb: getattr(worker, name).connect(cb)  # noqa: E731
+    worker.eta_s = None
+    worker.progress_done, worker.progress_total = 0, progress_total
+
+    def _yielded(record: Any) -> None:
+        bar.update(record)
+        worker.eta_s, worker.progress_done, worker.progress_total = bar.eta_s, bar.done, bar.total
+        if on_yield is not None:
+            on_yield(record)
+
+    def _returned(value: Any) -> None:
+        if isinstance(value, _Failure):
+            _report_failure(progress_desc, value, on_error)
+        elif on_return is not None:
+            on_return(value)
+
+    def _finished() -> None:
+        bar.close()
+        for gen in holder:  # release resources (GPU memory, files) held in finally blocks
+            gen.close()
+        if on_finish is not None:
+            on_finish()
+
+    connect("yielded", _yielded)
+    connect("returned", _returned)
+    connect("aborted", on_abort or (lambda: None))
+    connect("finished", _finished)
+    if start:
+        worker.start()
+    return worker
+
+
+def _report_failure(
+    desc: str, failure: _Failure, on_error: Callable[[BaseException], None] | None
+) -> None:
+    """Show a readable notification for a failed job, then call ``on_error``."""
+    from napari.utils.notifications import show_error
+
+    show_error(f"{desc} failed: {describe_exception(failure.exc)}")
+    if on_error is not None:
+        on_error(failure.exc)
