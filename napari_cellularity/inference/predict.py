@@ -1,0 +1,340 @@
+"""Tiled, batched, blended prediction of the segmentation network over a region.
+
+:func:`predict_region` is a generator: it yields :class:`ProgressRecord` s (one per finished
+tile, plus notices such as an out-of-memory fallback) and returns a :class:`RegionPrediction`
+(``StopIteration.value``). The napari widget wraps it in ``thread_worker``; the CLI drains it
+with :func:`run_prediction`. Closing the generator stops work at the next tile and removes
+any half-written output store.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models.config import SegmentationConfig
+from ..models.device import autocast_context, is_out_of_memory, select_device
+from .cells import points_to_level0
+from .sources import as_source, validate_region
+from .tiling import StripAccumulator, blend_window, default_fill, make_grid, tiles_with_tissue, tissue_mask
+from .tta import forward_tta
+
+THUMBNAIL_SIDE_PX = 2048
+
+
+class InferenceMemoryError(RuntimeError):
+    """The network does not fit in memory even with batch size 1 on the CPU."""
+
+
+@dataclass
+class ProgressRecord:
+    """A progress report from :func:`predict_region`.
+
+    ``kind`` is ``"start"`` (total known), ``"tile"`` (one tile finished; ``bounds_level0`` =
+    (row0, col0, row1, col1) in level-0 pixels and ``tile_probs`` (C, h, w) uint8 at the model
+    mpp) or ``"notice"`` (``message``: e.g. batch halved after GPU out-of-memory).
+    """
+
+    kind: str
+    done: int
+    total: int
+    message: str = ""
+    tile_index: int | None = None
+    bounds_level0: tuple[int, int, int, int] | None = None
+    tile_probs: np.ndarray | None = None
+
+
+@dataclass
+class RegionPrediction:
+    """Blended network output for a region, on the model's pixel grid.
+
+    Attributes
+    ----------
+    probs : ndarray or zarr array of shape (C, H, W)
+        Sigmoid probabilities, uint8 (0..255) or float16, channels in ``class_names`` order.
+    labels : ndarray or zarr array of shape (H, W), uint8
+        Argmax channel index per pixel (an index into ``class_names``).
+    origin_level0_rc : tuple of int
+        Level-0 (row, col) of the region's top-left corner.
+    level0_per_px : float
+        Level-0 pixels per model pixel (``mpp / level0_mpp``).
+    """
+
+    probs: Any
+    labels: Any
+    class_names: tuple[str, ...]
+    mpp: float
+    level0_mpp: float
+    origin_level0_rc: tuple[int, int]
+    level0_per_px: float
+    region_level0: tuple[int, int, int, int]
+    n_tiles: int
+    n_skipped: int
+    device: str
+    batch_size: int
+    store_path: Path | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+
+    def to_level0(self, points_rc: np.ndarray) -> np.ndarray:
+        """Model-grid (row, col) -> level-0 (row, col) of the slide (pixel centres map to centres)."""
+        return points_to_level0(points_rc, self.origin_level0_rc, self.level0_per_px)
+
+
+class _Outputs:
+    """Probability + label maps in RAM or in a zarr store written under a temporary name."""
+
+    def __init__(self, n_channels: int, shape_rc: tuple[int, int], dtype: str, store_path: Path | None):
+        self.final_path = Path(store_path) if store_path is not None else None
+        self.tmp_path = None
+        shape = (n_channels, *shape_rc)
+        if self.final_path is None:
+            self.probs = np.zeros(shape, dtype=dtype)
+            self.labels = np.zeros(shape_rc, dtype=np.uint8)
+            return
+        import zarr
+
+        self.tmp_path = self.final_path.with_name(f".{self.final_path.name}.partial")
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+        group = zarr.open_group(str(self.tmp_path), mode="w")
+        chunk = min(1024, shape_rc[0]), min(1024, shape_rc[1])
+        self.probs = group.create_array("probs", shape=shape, chunks=(1, *chunk), dtype=dtype, fill_value=0)
+        self.labels = group.create_array("labels", shape=shape_rc, chunks=chunk, dtype="uint8", fill_value=0)
+        self.group = group
+
+    def write_rows(self, row: int, probs: np.ndarray) -> None:
+        n = probs.shape[1]
+        if self.probs.dtype == np.uint8:
+            stored = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
+        else:
+            stored = probs.astype(self.probs.dtype)
+        self.probs[:, row:row + n, :] = stored
+        self.labels[row:row + n, :] = probs.argmax(axis=0).astype(np.uint8)
+
+    def commit(self, attrs: dict[str, Any]) -> None:
+        if self.final_path is None:
+            return
+        import zarr
+
+        self.group.attrs.update(attrs)
+        if self.final_path.exists():
+            shutil.rmtree(self.final_path)
+        self.tmp_path.replace(self.final_path)
+        group = zarr.open_group(str(self.final_path), mode="r")
+        self.probs, self.labels, self.tmp_path = group["probs"], group["labels"], None
+
+    def discard(self) -> None:
+        if self.tmp_path is not None:
+            shutil.rmtree(self.tmp_path, ignore_errors=True)
+
+
+class _BatchRunner:
+    """Runs the network on uint8 tile batches; halves the batch on GPU OOM, then falls back to CPU."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, batch_size: int, tta: bool):
+        self.net, self.device, self.batch_size, self.tta = net, device, max(1, int(batch_size)), tta
+        self.notices: list[str] = []
+        self._prepare()
+
+    def _prepare(self) -> None:
+        self.net.eval()
+        if self.device.type == "cuda":
+            self.net.to(self.device, memory_format=torch.channels_last)
+        else:
+            self.net.to(self.device)
+
+    def _forward(self, tiles_uint8: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(tiles_uint8)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # the paper's [-1, 1] scaling
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast_context(self.device):
+            probs = forward_tta(self.net, x) if self.tta else torch.sigmoid(self.net(x).float())
+        return probs.float().cpu().numpy()
+
+    def _shrink(self, exc: BaseException) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch_size > 1:
+            self.batch_size = max(1, self.batch_size // 2)
+            self.notices.append(f"out of GPU memory: retrying with batch size {self.batch_size}")
+        elif self.device.type == "cuda":
+            self.device = torch.device("cpu")
+            self._prepare()
+            self.notices.append("out of GPU memory at batch size 1: continuing on the CPU (slower)")
+        else:
+            raise InferenceMemoryError(
+                "not enough memory to run the network even with batch size 1 on the CPU; "
+                "close other programs or use a smaller tile size") from exc
+
+    def run(self, tiles_uint8: np.ndarray) -> np.ndarray:
+        """(N, h, w, 3) uint8 -> (N, C, h, w) float32 probabilities."""
+        out, i = [], 0
+        while i < len(tiles_uint8):
+            chunk = tiles_uint8[i:i + self.batch_size]
+            try:
+                out.append(self._forward(chunk))
+            except Exception as exc:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                if not is_out_of_memory(exc):
+                    raise
+                self._shrink(exc)
+                continue
+            i += len(chunk)
+        return np.concatenate(out)
+
+
+def _tissue_keep(source, grid, region, level0_per_px: float) -> np.ndarray:
+    """Tiles that contain tissue according to an Otsu mask of the source's thumbnail."""
+    thumb, thumb_ds = source.thumbnail(THUMBNAIL_SIDE_PX)
+    mask = tissue_mask(thumb)
+    r, c, h, w = region
+    crop = mask[int(r / thumb_ds):int(np.ceil((r + h) / thumb_ds)), int(c / thumb_ds):int(np.ceil((c + w) / thumb_ds))]
+    from scipy import ndimage as ndi
+
+    crop = ndi.binary_dilation(crop, iterations=1) if crop.any() else crop
+    return tiles_with_tissue(grid, crop, thumb_ds / level0_per_px)
+
+
+def predict_region(
+    net: torch.nn.Module,
+    config: SegmentationConfig,
+    image: Any,
+    *,
+    mpp: float | None = None,
+    region: tuple[int, int, int, int] | None = None,
+    device: str | torch.device | None = "auto",
+    batch_size: int = 4,
+    tta: bool = False,
+    tile_size_px: int | None = None,
+    overlap_px: int | None = None,
+    skip_background: bool = True,
+    store_path: str | Path | None = None,
+    probs_dtype: str = "uint8",
+) -> Generator[ProgressRecord, None, RegionPrediction]:
+    """Predict class probabilities over a region, tile by tile, at the model's mpp.
+
+    Parameters
+    ----------
+    net, config
+        The network (moved to ``device``, eval mode) and its config (mpp, tile size, classes).
+    image
+        A :class:`~napari_cellularity.io.slide.Slide`, or an RGB uint8 array with ``mpp``.
+    mpp : float, optional
+        Level-0 µm per pixel; overrides the slide's value, required for arrays.
+    region : tuple of int, optional
+        Level-0 (row, col, height, width); default the whole image.
+    batch_size : int
+        Tiles per forward pass (halved automatically on GPU out-of-memory).
+    tta : bool
+        Average the 8 flips / 90-degree rotations (8x slower).
+    tile_size_px, overlap_px : int, optional
+        Default ``config.tile_size_px`` and a quarter of it.
+    skip_background : bool
+        Skip tiles with no tissue in an Otsu saturation mask of the thumbnail; their pixels
+        get background probability 1.
+    store_path : path, optional
+        Write the maps to this zarr store (chunked, on disk) instead of RAM; written under a
+        temporary name and renamed at the end.
+    probs_dtype : {"uint8", "float16"}
+
+    Yields
+    ------
+    ProgressRecord
+
+    Returns
+    -------
+    RegionPrediction
+    """
+    t_start = time.perf_counter()
+    source = as_source(image, mpp)
+    region = validate_region(region, source.level0_shape_rc)
+    scale = float(config.mpp) / source.level0_mpp  # level-0 px per model px
+    shape = (max(1, round(region[2] / scale)), max(1, round(region[3] / scale)))
+    grid = make_grid(shape, tile_size_px or config.tile_size_px, overlap_px)
+    keep = _tissue_keep(source, grid, region, scale) if skip_background else np.ones(len(grid), bool)
+    todo = [t for t in grid if keep[t.index]]
+    runner = _BatchRunner(net, select_device(device), batch_size, tta)
+    outputs = _Outputs(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None)
+    acc = StripAccumulator(config.n_classes, shape, blend_window(grid.tile_shape_rc),
+                           outputs.write_rows, default_fill(config.class_names))
+    timings = {"read_s": 0.0, "network_s": 0.0, "blend_s": 0.0}
+    committed, notices = False, []
+    try:
+        yield ProgressRecord("start", 0, len(todo), f"{len(todo)} tiles with tissue of {len(grid)}")
+        if not todo:
+            yield ProgressRecord("notice", 0, 0, "no tissue found: every tile was skipped as background")
+        done, read_batch = 0, max(1, int(batch_size))
+        for b in range(0, len(todo), read_batch):
+            batch = todo[b:b + read_batch]
+            t0 = time.perf_counter()
+            pixels = np.stack([_read_tile(source, region, scale, t, shape) for t in batch])
+            t1 = time.perf_counter()
+            probs = runner.run(pixels)
+            t2 = time.perf_counter()
+            for t, p in zip(batch, probs):
+                acc.add(p, t.row, t.col)
+            next_row = todo[b + len(batch)].row if b + len(batch) < len(todo) else shape[0]
+            acc.flush(next_row)
+            timings["read_s"] += t1 - t0
+            timings["network_s"] += t2 - t1
+            timings["blend_s"] += time.perf_counter() - t2
+            while runner.notices:
+                notices.append(runner.notices.pop(0))
+                yield ProgressRecord("notice", done, len(todo), notices[-1])
+            for t, p in zip(batch, probs):
+                done += 1
+                yield _tile_record(t, p, done, len(todo), region, scale, shape)
+        acc.finish()
+        timings["total_s"] = time.perf_counter() - t_start
+        outputs.commit({"class_names": list(config.class_names), "mpp": config.mpp,
+                        "origin_level0_rc": list(region[:2]), "level0_per_px": scale,
+                        "model": config.ref})
+        committed = True
+    finally:
+        if not committed:
+            outputs.discard()
+    return RegionPrediction(
+        outputs.probs, outputs.labels, tuple(config.class_names), float(config.mpp), source.level0_mpp,
+        (region[0], region[1]), scale, region, len(grid), len(grid) - len(todo), str(runner.device),
+        runner.batch_size, outputs.final_path, timings, notices)
+
+
+def _read_tile(source, region, scale: float, tile, shape_rc) -> np.ndarray:
+    """Read one tile at the model mpp, reflect-padded when the region is smaller than the tile."""
+    vh, vw = tile.valid_shape(shape_rc)
+    origin = (region[0] + tile.row * scale, region[1] + tile.col * scale)
+    size0 = (min(vh * scale, region[0] + region[2] - origin[0]), min(vw * scale, region[1] + region[3] - origin[1]))
+    rgb = source.read(origin, size0, (vh, vw))
+    if (vh, vw) != (tile.height, tile.width):
+        rgb = np.pad(rgb, ((0, tile.height - vh), (0, tile.width - vw), (0, 0)), mode="reflect")
+    return rgb
+
+
+def _tile_record(tile, probs, done, total, region, scale, shape_rc) -> ProgressRecord:
+    vh, vw = tile.valid_shape(shape_rc)
+    r0 = region[0] + int(round(tile.row * scale))
+    c0 = region[1] + int(round(tile.col * scale))
+    r1 = min(region[0] + region[2], region[0] + int(round((tile.row + vh) * scale)))
+    c1 = min(region[1] + region[3], region[1] + int(round((tile.col + vw) * scale)))
+    tile_u8 = np.rint(np.clip(probs[:, :vh, :vw], 0, 1) * 255).astype(np.uint8)
+    return ProgressRecord("tile", done, total, tile_index=tile.index, bounds_level0=(r0, c0, r1, c1),
+                          tile_probs=tile_u8)
+
+
+def run_prediction(gen: Generator[ProgressRecord, None, RegionPrediction],
+                   progress: Callable[[ProgressRecord], None] | None = None) -> RegionPrediction:
+    """Drain a :func:`predict_region` generator, passing each record to ``progress``."""
+    while True:
+        try:
+            record = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(record)

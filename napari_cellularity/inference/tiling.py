@@ -1,0 +1,260 @@
+"""Tile grids with overlap, smooth blending windows, a streaming blend accumulator and tissue masks.
+
+Everything here works in (row, col) pixels of the grid the network runs on (the model mpp);
+conversion to level-0 slide pixels happens in :mod:`napari_cellularity.inference.predict`.
+
+The blending follows the sliding-window inference of MONAI (``sliding_window_inference``
+with a Gaussian / cosine importance map) and TIAToolbox (``SemanticSegmentor`` merging):
+each tile's prediction is multiplied by a smooth window that is small at the tile edges
+(where a fully convolutional network sees zero / reflect padding) and the weighted sums are
+divided by the summed weights, so there are no seams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class TilingError(ValueError):
+    """Tile size, overlap or region shape are invalid."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a :class:`TileGrid`: origin (row, col) and size in grid pixels.
+
+    A tile may extend past the region's bottom / right edge when the region is smaller than
+    the tile; :meth:`valid_shape` gives the part inside the region.
+    """
+
+    index: int
+    row: int
+    col: int
+    height: int
+    width: int
+
+    def valid_shape(self, region_shape_rc: tuple[int, int]) -> tuple[int, int]:
+        """(rows, cols) of the tile that lie inside a region of ``region_shape_rc``."""
+        return (
+            min(self.height, region_shape_rc[0] - self.row),
+            min(self.width, region_shape_rc[1] - self.col),
+        )
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tiles covering a region of ``shape_rc`` pixels, in row-major order."""
+
+    shape_rc: tuple[int, int]
+    tile_shape_rc: tuple[int, int]
+    overlap_rc: tuple[int, int]
+    tiles: tuple[Tile, ...]
+
+    def __len__(self) -> int:
+        return len(self.tiles)
+
+    def __iter__(self) -> Iterator[Tile]:
+        return iter(self.tiles)
+
+
+def _ceil32(n: int) -> int:
+    return max(32, -(-n // 32) * 32)
+
+
+def _starts(length: int, tile: int, step: int) -> list[int]:
+    """Tile origins along one axis: 0, step, 2*step, ... and the last one flush with the end."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def make_grid(
+    shape_rc: tuple[int, int], tile_size_px: int = 256, overlap_px: int | None = None
+) -> TileGrid:
+    """Cover a region with overlapping tiles whose sides are multiples of 32.
+
+    Parameters
+    ----------
+    shape_rc : tuple of int
+        Region size (rows, cols) in network pixels.
+    tile_size_px : int
+        Tile side (multiple of 32, >= 32). A region side smaller than the tile gets a single
+        tile along that axis, shrunk to the next multiple of 32 (the reader pads it).
+    overlap_px : int, optional
+        Overlap between neighbouring tiles; default ``tile_size_px // 4``.
+
+    Returns
+    -------
+    TileGrid
+        Tiles in row-major order; the union covers the region exactly, the last tile of each
+        row / column is flush with the region edge.
+
+    Raises
+    ------
+    TilingError
+        For a tile size that is not a positive multiple of 32, an overlap outside
+        ``0 .. tile_size_px // 2`` or an empty region.
+    """
+    rows, cols = int(shape_rc[0]), int(shape_rc[1])
+    if rows < 1 or cols < 1:
+        raise TilingError(f"region must be at least 1x1 pixels, got {rows}x{cols}")
+    if tile_size_px < 32 or tile_size_px % 32:
+        raise TilingError(f"tile_size_px must be a positive multiple of 32, got {tile_size_px}")
+    overlap = tile_size_px // 4 if overlap_px is None else int(overlap_px)
+    if not 0 <= overlap <= tile_size_px // 2:
+        raise TilingError(f"overlap_px must be in 0..{tile_size_px // 2}, got {overlap}")
+    tile_h, tile_w = min(tile_size_px, _ceil32(rows)), min(tile_size_px, _ceil32(cols))
+    ov_h, ov_w = min(overlap, tile_h // 2), min(overlap, tile_w // 2)
+    tiles = []
+    for r in _starts(rows, tile_h, tile_h - ov_h):
+        for c in _starts(cols, tile_w, tile_w - ov_w):
+            tiles.append(Tile(len(tiles), r, c, tile_h, tile_w))
+    return TileGrid((rows, cols), (tile_h, tile_w), (ov_h, ov_w), tuple(tiles))
+
+
+def blend_window(shape_rc: tuple[int, int], floor: float = 1e-3) -> np.ndarray:
+    """Separable squared-sine (Hann) window, never below ``floor``.
+
+    ``w(r, c) = max(floor, sin²(π (r + ½) / H)) · max(floor, sin²(π (c + ½) / W))``. The
+    floor keeps every pixel's weight positive, so pixels covered by a single tile (region
+    borders) get that tile's value exactly after normalisation; applying it per axis keeps
+    the blend smooth along a region border that two tiles share.
+
+    Returns
+    -------
+    ndarray of shape (H, W), float32
+    """
+    h, w = shape_rc
+    wr = np.maximum(np.sin(np.pi * (np.arange(h) + 0.5) / h) ** 2, floor)
+    wc = np.maximum(np.sin(np.pi * (np.arange(w) + 0.5) / w) ** 2, floor)
+    return np.outer(wr, wc).astype(np.float32)
+
+
+def default_fill(class_names: tuple[str, ...]) -> np.ndarray:
+    """Probabilities for pixels no tile covered (skipped background): background 1, others 0."""
+    fill = np.zeros(len(class_names), dtype=np.float32)
+    if "background" in class_names:
+        fill[class_names.index("background")] = 1.0
+    return fill
+
+
+#: Receives finished rows: (row_start, probs of shape (C, rows, W) float32 in 0..1).
+RowSink = Callable[[int, np.ndarray], None]
+
+
+class StripAccumulator:
+    """Blend overlapping tiles into (C, H, W) maps, keeping only the unfinished rows in RAM.
+
+    Tiles are added in any order; :meth:`flush` hands rows that no later tile touches to
+    ``sink`` (normalised probabilities) and frees them, so memory stays proportional to the
+    tile height times the region width, not the region area.
+    """
+
+    def __init__(self, n_channels: int, shape_rc: tuple[int, int], window: np.ndarray,
+                 sink: RowSink, fill: np.ndarray | None = None) -> None:
+        self.n_channels = n_channels
+        self.shape_rc = (int(shape_rc[0]), int(shape_rc[1]))
+        self.window = window.astype(np.float32)
+        self.sink = sink
+        self.fill = np.zeros(n_channels, np.float32) if fill is None else np.asarray(fill, np.float32)
+        self.band_start = 0
+        self._sum = np.zeros((n_channels, 0, self.shape_rc[1]), np.float32)
+        self._weight = np.zeros((0, self.shape_rc[1]), np.float32)
+
+    def _ensure_rows(self, row_end: int) -> None:
+        have = self.band_start + self._weight.shape[0]
+        if row_end <= have:
+            return
+        extra = row_end - have
+        self._sum = np.concatenate(
+            [self._sum, np.zeros((self.n_channels, extra, self.shape_rc[1]), np.float32)], axis=1)
+        self._weight = np.concatenate([self._weight, np.zeros((extra, self.shape_rc[1]), np.float32)])
+
+    def add(self, probs: np.ndarray, row: int, col: int) -> None:
+        """Add one tile's probabilities (C, h, w) with its origin; parts outside are cropped."""
+        if row < self.band_start:
+            raise TilingError(f"tile at row {row} arrived after rows up to {self.band_start} were flushed")
+        h = min(probs.shape[1], self.shape_rc[0] - row)
+        w = min(probs.shape[2], self.shape_rc[1] - col)
+        win = self.window[:h, :w]
+        self._ensure_rows(row + h)
+        r0 = row - self.band_start
+        self._sum[:, r0:r0 + h, col:col + w] += probs[:, :h, :w] * win
+        self._weight[r0:r0 + h, col:col + w] += win
+
+    def flush(self, until_row: int) -> None:
+        """Normalise rows ``[band_start, until_row)``, pass them to the sink and drop them."""
+        until_row = min(until_row, self.shape_rc[0])
+        n = until_row - self.band_start
+        if n <= 0:
+            return
+        self._ensure_rows(until_row)
+        weight = self._weight[:n]
+        covered = weight > 0
+        out = np.empty((self.n_channels, n, self.shape_rc[1]), np.float32)
+        np.divide(self._sum[:, :n], weight, out=out, where=covered)
+        out[:, ~covered] = self.fill[:, None]
+        self.sink(self.band_start, out)
+        self._sum = self._sum[:, n:].copy()
+        self._weight = self._weight[n:].copy()
+        self.band_start = until_row
+
+    def finish(self) -> None:
+        """Flush every remaining row."""
+        self.flush(self.shape_rc[0])
+
+
+def tissue_mask(thumbnail: np.ndarray, min_saturation: float = 0.04,
+                max_saturation_threshold: float = 0.12, min_object_px: int = 16) -> np.ndarray:
+    """Tissue vs glass background on a low-resolution RGB thumbnail.
+
+    Otsu's threshold on the HSV saturation (as QuPath's and TIAToolbox's Otsu tissue
+    maskers do), clamped to ``[min_saturation, max_saturation_threshold]`` so that a blank
+    thumbnail gives no tissue and a thumbnail that is all tissue is not split in half; then
+    a small closing and removal of specks.
+
+    Parameters
+    ----------
+    thumbnail : ndarray of shape (H, W, 3), uint8
+
+    Returns
+    -------
+    ndarray of shape (H, W), bool
+    """
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import binary_closing, disk, remove_small_objects
+
+    rgb = np.asarray(thumbnail)[..., :3].astype(np.float32)
+    cmax, cmin = rgb.max(axis=-1), rgb.min(axis=-1)
+    sat = np.where(cmax > 0, (cmax - cmin) / np.maximum(cmax, 1e-6), 0.0)
+    try:
+        thr = float(threshold_otsu(sat)) if sat.max() > sat.min() else max_saturation_threshold
+    except ValueError:
+        thr = max_saturation_threshold
+    thr = float(np.clip(thr, min_saturation, max_saturation_threshold))
+    mask = (sat > thr) & (cmax > 20)  # near-black pixels (scanner borders) have noisy saturation
+    mask = binary_closing(mask, disk(1))
+    if mask.any():
+        mask = remove_small_objects(mask, max_size=min_object_px)
+    return mask
+
+
+def tiles_with_tissue(grid: TileGrid, mask: np.ndarray, mask_scale: float) -> np.ndarray:
+    """Which tiles contain any tissue; ``mask_scale`` = grid pixels per mask pixel.
+
+    Returns
+    -------
+    ndarray of shape (n_tiles,), bool
+    """
+    keep = np.zeros(len(grid), dtype=bool)
+    for t in grid:
+        r0, c0 = int(t.row / mask_scale), int(t.col / mask_scale)
+        r1 = int(np.ceil((t.row + t.height) / mask_scale))
+        c1 = int(np.ceil((t.col + t.width) / mask_scale))
+        keep[t.index] = bool(mask[r0:max(r1, r0 + 1), c0:max(c1, c0 + 1)].any())
+    return keep
