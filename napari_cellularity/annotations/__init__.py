@@ -1,1 +1,1 @@
-"""annotations subpackage."""
+"""Point annotations of cells (compute only, no Qt): in-memory form, CSV / GeoJSON I/O, autosave."""
