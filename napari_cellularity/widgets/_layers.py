@@ -1,0 +1,239 @@
+"""Layer names, colours and in-place layer updates for all widgets (one place for them).
+
+* Names: :func:`prob_layer_name` (``"Malignant (prob)"``), :func:`points_layer_name`
+  (``"Nuclei: Malignant epithelial"``), :func:`annotation_layer_name`
+  (``"Annotations: Malignant epithelial"``), :data:`HEATMAP_LAYER`, :data:`CLASS_MAP_LAYER`,
+  :data:`ROI_LAYER`. Colours come from ``models.config.CLASS_COLORS``.
+* Updates: :func:`upsert_image_layer` / :func:`upsert_labels_layer` /
+  :func:`upsert_points_layer` update a layer of that name in place instead of adding a
+  new one; :func:`paste_map_layer` keeps a *canvas* layer (at the map's pixel size)
+  covering every analysed region and pastes new regions into it, growing it when needed.
+* Geometry: world units are µm. Image overlays get ``scale=(pixel_um, pixel_um)`` and the
+  ``translate`` from :func:`napari_cellularity.regions.overlay_translate_um`; points are
+  stored in level-0 pixels with the slide's ``scale`` / ``translate``.
+* Every layer we create carries ``metadata[META_KEY] = {"kind": ..., ...}`` so widgets
+  can find their layers even if a user renames them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
+from ..regions import Level0Box, paste_on_canvas, place_on_canvas
+
+META_KEY = "napari_cellularity"
+HEATMAP_LAYER = "Cellularity heatmap"
+CLASS_MAP_LAYER = "Cell classes"
+ROI_LAYER = "Analysis ROI"
+HEATMAP_COLORMAP = "inferno"
+PROB_OPACITY = 0.5
+HEATMAP_OPACITY = 0.5
+NUCLEUS_SIZE_UM = 6.0
+#: Labels-layer value of each class in :data:`CLASS_MAP_LAYER` (0 = background).
+CLASS_LABEL_VALUES: dict[str, int] = {name: i + 1 for i, name in enumerate(CELL_CLASSES)}
+
+
+def prob_layer_name(cls: str) -> str:
+    """``"Malignant (prob)"`` etc."""
+    return f"{cls.capitalize()} (prob)"
+
+
+def points_layer_name(cls: str) -> str:
+    """``"Nuclei: Malignant epithelial"`` etc. (detections from the model)."""
+    return f"Nuclei: {CLASS_LABELS[cls]}"
+
+
+def annotation_layer_name(cls: str) -> str:
+    """``"Annotations: Malignant epithelial"`` etc. (a pathologist's points)."""
+    return f"Annotations: {CLASS_LABELS[cls]}"
+
+
+def hex_to_rgba(color: str, alpha: float = 1.0) -> np.ndarray:
+    """``"#ff0000"`` -> ``array([1., 0., 0., alpha])``."""
+    h = color.lstrip("#")
+    return np.array([int(h[i : i + 2], 16) / 255.0 for i in (0, 2, 4)] + [alpha])
+
+
+def class_colormap(cls: str) -> Any:
+    """Linear napari colormap from transparent to the class colour (for probabilities)."""
+    from napari.utils.colormaps import Colormap
+
+    top = hex_to_rgba(CLASS_COLORS[cls])
+    bottom = top.copy()
+    bottom[3] = 0.0
+    return Colormap(colors=np.stack([bottom, top]), name=f"nc_{cls}", display_name=f"{cls} (transparent)")
+
+
+def class_map_colormap() -> Any:
+    """Labels colormap for :data:`CLASS_MAP_LAYER`: class colours, background transparent."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colors: dict[int | None, Any] = {0: np.zeros(4), None: np.zeros(4)}
+    colors.update({v: hex_to_rgba(CLASS_COLORS[c]) for c, v in CLASS_LABEL_VALUES.items()})
+    return DirectLabelColormap(color_dict=colors)
+
+
+def find_layer(viewer: Any, name: str, layer_type: str | None = None) -> Any | None:
+    """The layer called ``name`` (of napari type ``layer_type``, e.g. ``"Image"``), or None."""
+    for layer in viewer.layers:
+        if layer.name == name and (layer_type is None or type(layer).__name__ == layer_type):
+            return layer
+    return None
+
+
+def _upsert(viewer: Any, layer_type: str, name: str, data: Any, kwargs: dict[str, Any]) -> Any:
+    layer = find_layer(viewer, name, layer_type)
+    if layer is not None and getattr(layer.data, "ndim", None) != getattr(data, "ndim", None):
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
+        return getattr(viewer, f"add_{layer_type.lower()}")(data, name=name, **kwargs)
+    metadata = kwargs.pop("metadata", None)
+    for key in ("scale", "translate"):  # geometry first, so the data lands in place
+        if key in kwargs:
+            setattr(layer, key, kwargs.pop(key))
+    layer.data = data
+    for key, value in kwargs.items():
+        setattr(layer, key, value)
+    if metadata is not None:
+        layer.metadata = {**layer.metadata, **metadata}
+    return layer
+
+
+def upsert_image_layer(viewer: Any, name: str, data: np.ndarray, **kwargs: Any) -> Any:
+    """Add an Image layer, or update the one called ``name`` in place; returns the layer.
+
+    ``kwargs`` are napari ``add_image`` arguments (scale, translate, colormap, opacity,
+    blending, contrast_limits, metadata ...); on update they are set as attributes.
+    """
+    return _upsert(viewer, "Image", name, data, dict(kwargs))
+
+
+def upsert_labels_layer(viewer: Any, name: str, data: np.ndarray, **kwargs: Any) -> Any:
+    """Like :func:`upsert_image_layer`, for a Labels layer."""
+    return _upsert(viewer, "Labels", name, data, dict(kwargs))
+
+
+def paste_map_layer(
+    viewer: Any,
+    name: str,
+    region: np.ndarray,
+    translate_um: Sequence[float],
+    pixel_um: float,
+    *,
+    fill_value: float = 0,
+    labels: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Paste a 2-D map (one analysed region) into the canvas layer ``name``.
+
+    The canvas has pixels of ``pixel_um`` µm; it is created on first use, grown to cover
+    each new region, and regions analysed again overwrite what was there. A layer of that
+    name with another pixel size (e.g. a different model mpp) is replaced.
+
+    Parameters
+    ----------
+    region
+        Map of shape (H, W) at ``pixel_um`` µm per pixel.
+    translate_um
+        World position (µm) of the centre of ``region[0, 0]``.
+    fill_value
+        Value of canvas pixels not analysed yet (0, or NaN for heatmaps).
+    labels
+        Make a Labels layer instead of an Image layer.
+    """
+    kind = "Labels" if labels else "Image"
+    layer = find_layer(viewer, name, kind)
+    meta = dict(layer.metadata.get(META_KEY, {})) if layer is not None else {}
+    if layer is not None and (meta.get("pixel_um") != pixel_um or layer.data.dtype != region.dtype):
+        layer, meta = None, {}
+    old = np.asarray(layer.data) if layer is not None else None
+    placement = place_on_canvas(
+        None if old is None else old.shape, None if old is None else tuple(layer.translate[-2:]),
+        region.shape, translate_um, pixel_um,
+    )
+    canvas = paste_on_canvas(old, placement, region, fill_value)
+    metadata = {**kwargs.pop("metadata", {})}
+    metadata[META_KEY] = {**meta, **metadata.get(META_KEY, {}), "pixel_um": pixel_um}
+    upsert = upsert_labels_layer if labels else upsert_image_layer
+    if layer is None and find_layer(viewer, name, kind) is not None:
+        viewer.layers.remove(find_layer(viewer, name, kind))
+    return upsert(
+        viewer, name, canvas, scale=(pixel_um, pixel_um), translate=placement.translate_um,
+        metadata=metadata, **kwargs,
+    )
+
+
+def prob_layer_kwargs(cls: str) -> dict[str, Any]:
+    """Display settings of a class probability layer (transparent -> class colour)."""
+    return {
+        "colormap": class_colormap(cls),
+        "contrast_limits": (0.0, 1.0),
+        "opacity": PROB_OPACITY,
+        "blending": "translucent",
+    }
+
+
+def heatmap_layer_kwargs() -> dict[str, Any]:
+    """Display settings of the cellularity heatmap (``inferno``, 0-1)."""
+    return {
+        "colormap": HEATMAP_COLORMAP,
+        "contrast_limits": (0.0, 1.0),
+        "opacity": HEATMAP_OPACITY,
+        "blending": "translucent",
+    }
+
+
+def upsert_points_layer(
+    viewer: Any,
+    name: str,
+    points_level0_rc: np.ndarray,
+    *,
+    replace_box: Level0Box | None,
+    slide_mpp: float,
+    color: str,
+    image_translate_um: Sequence[float] = (0.0, 0.0),
+    size_um: float = NUCLEUS_SIZE_UM,
+    scores: np.ndarray | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    """Add points (level-0 pixels) to the Points layer ``name``, replacing those in a box.
+
+    Points of an earlier run that fall inside ``replace_box`` (the region analysed again)
+    are dropped first, so re-running a region never duplicates detections. The layer has
+    ``scale=(slide_mpp, slide_mpp)`` so it sits on the slide; ``size_um`` is the marker
+    diameter in µm.
+    """
+    pts = np.asarray(points_level0_rc, dtype=float).reshape(-1, 2)
+    new_scores = np.ones(len(pts)) if scores is None else np.asarray(scores, dtype=float).reshape(-1)
+    layer = find_layer(viewer, name, "Points")
+    if layer is not None and tuple(layer.scale[-2:]) != (slide_mpp, slide_mpp):
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is not None:
+        old = np.asarray(layer.data, dtype=float).reshape(-1, 2)
+        old_scores = np.asarray(layer.features.get("score", np.ones(len(old))), dtype=float)
+        keep = ~replace_box.contains(old) if replace_box is not None else np.ones(len(old), bool)
+        layer.data = np.concatenate([old[keep], pts])
+        layer.features = {"score": np.concatenate([old_scores[keep], new_scores])}
+        layer.face_color = color
+        layer.border_color = color
+        layer.size = size_um / slide_mpp
+        return layer
+    meta = {META_KEY: {"kind": "nuclei", **(metadata or {}).get(META_KEY, {})}}
+    return viewer.add_points(
+        pts,
+        name=name,
+        scale=(slide_mpp, slide_mpp),
+        translate=tuple(image_translate_um[-2:]),
+        size=size_um / slide_mpp,
+        face_color=color,
+        border_color=color,
+        border_width=0,
+        features={"score": new_scores},
+        metadata=meta,
+    )
