@@ -126,5 +126,5 @@ def test_unwritable_folder_by_access_check(slide, monkeypatch, user_home):
     assert sidecar_path(slide) == fallback_sidecar_path(slide)
     autosave(_ann(4), slide)
     assert not slide.with_name(slide.name + ".cellularity-annotations.geojson").exists()
-    monkeypatch.undo()
+    monkeypatch.setattr(os, "access", real_access)
     assert len(recover(slide)) == 4  # found in the user dir even once the folder is writable again
