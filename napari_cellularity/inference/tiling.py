@@ -226,8 +226,9 @@ def tissue_mask(thumbnail: np.ndarray, min_saturation: float = 0.04,
     -------
     ndarray of shape (H, W), bool
     """
+    from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
-    from skimage.morphology import binary_closing, disk, remove_small_objects
+    from skimage.morphology import remove_small_objects
 
     rgb = np.asarray(thumbnail)[..., :3].astype(np.float32)
     cmax, cmin = rgb.max(axis=-1), rgb.min(axis=-1)
@@ -238,7 +239,7 @@ def tissue_mask(thumbnail: np.ndarray, min_saturation: float = 0.04,
         thr = max_saturation_threshold
     thr = float(np.clip(thr, min_saturation, max_saturation_threshold))
     mask = (sat > thr) & (cmax > 20)  # near-black pixels (scanner borders) have noisy saturation
-    mask = binary_closing(mask, disk(1))
+    mask = ndi.binary_closing(mask, structure=ndi.generate_binary_structure(2, 1), border_value=0) | mask
     if mask.any():
         mask = remove_small_objects(mask, max_size=min_object_px)
     return mask
