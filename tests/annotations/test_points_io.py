@@ -189,5 +189,5 @@ def test_compute_modules_import_without_qt(monkeypatch):
     for name in [m for m in sys.modules if m.startswith("napari_cellularity.annotations")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "qtpy", None)
-    for mod in ("points", "csv_io", "geojson_io", "autosave", "roi_estimates"):
+    for mod in ("points", "csv_io", "geojson_io", "autosave", "roi_estimates", "training_items"):
         importlib.import_module(f"napari_cellularity.annotations.{mod}")
