@@ -29,6 +29,8 @@ from napari_cellularity.models.registry import (
 from .cellularity_features import FEATURE_NAMES, as_probabilities, extract_features_batch
 
 KINDS = ("cellularity-lgbm", "cellularity-cnn")
+#: Kind of the model-free fallback (never saved; see ``cellularity_map.SegmentationAreaEstimate``).
+ESTIMATE_KIND = "segmentation-area-estimate"
 CELLULARITY_FORMAT_VERSION = 1
 #: LightGBM parameters. From the paper (section 4.3): L2 objective, 600 rounds, learning rate
 #: 0.01, max depth 5, 8 leaves. Ours: ``min_data_in_leaf`` 5 (LightGBM's default 20 cannot split
@@ -94,7 +96,7 @@ class CellularityConfig:
     format_version: int = CELLULARITY_FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        if self.kind not in (*KINDS, ESTIMATE_KIND):
             raise ModelConfigError(f"cellularity config kind must be one of {KINDS}, got {self.kind!r}")
         if not self.name or "/" in self.name or "\\" in self.name or "@" in self.name:
             raise ModelConfigError(f"invalid model name {self.name!r}")
