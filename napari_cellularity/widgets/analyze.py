@@ -1,0 +1,372 @@
+"""Analyze dock widget: pick model, device and region, run segmentation + cellularity.
+
+Thin: it reads its controls, runs :func:`napari_cellularity.analysis.analyze_region` in a
+worker (:func:`._worker.run_generator`), paints finished tiles as they arrive and turns
+the final :class:`~napari_cellularity.analysis.RegionAnalysis` into layers
+(:mod:`._layers`). The run's summary is stored in the metadata of the
+``"Malignant (prob)"`` layer, where the Cellularity report widget reads it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
+    QPushButton, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from .. import regions
+from ..models.config import CELL_CLASSES, CLASS_LABELS
+from . import _layers as L
+from ._legend import gradient_legend
+from ._worker import format_eta, run_generator
+
+REGION_VIEW, REGION_ROI, REGION_WHOLE = "Current view", "Shapes ROI", "Whole image/slide"
+SUMMARY_KEY = "summary"
+
+
+class AnalyzeWidget(QWidget):
+    """Dock widget running segmentation + cellularity on the view, a ROI or the whole image."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.model_cache: dict = {}
+        self.first_tile_s: float | None = None
+        self._build()
+        self.refresh_models()
+        self.refresh_layers()
+        self.viewer.layers.events.inserted.connect(self.refresh_layers)
+        self.viewer.layers.events.removed.connect(self.refresh_layers)
+
+    # ------------------------------------------------------------------ UI
+    def _build(self) -> None:
+        form = QFormLayout()
+        self.model_combo, self.model_info = QComboBox(), QLabel()
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh_models)
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(refresh)
+        form.addRow("Model", row)
+        form.addRow("", self.model_info)
+        self.model_combo.currentIndexChanged.connect(self._show_model_info)
+        self.device_combo = QComboBox()
+        self._fill_devices()
+        form.addRow("Device", self.device_combo)
+        self.image_combo, self.shapes_combo = QComboBox(), QComboBox()
+        self.image_combo.currentIndexChanged.connect(self._show_mpp)
+        form.addRow("Image", self.image_combo)
+        self.mpp_override = QCheckBox("override")
+        self.mpp_spin = QDoubleSpinBox(decimals=4, minimum=0.05, maximum=20.0, singleStep=0.05, value=0.5)
+        self.mpp_spin.setSuffix(" µm/px")
+        row = QHBoxLayout()
+        row.addWidget(self.mpp_spin, 1)
+        row.addWidget(self.mpp_override)
+        form.addRow("Resolution", row)
+        self.region_combo = QComboBox()
+        self.region_combo.addItems([REGION_VIEW, REGION_ROI, REGION_WHOLE])
+        form.addRow("Region", self.region_combo)
+        form.addRow("ROI layer", self.shapes_combo)
+        self.tta_check = QCheckBox("test-time augmentation (8x slower)")
+        form.addRow("", self.tta_check)
+        self.batch_spin = QSpinBox(minimum=1, maximum=256, value=4)
+        form.addRow("Batch size", self.batch_spin)
+        self.run_button, self.cancel_button = QPushButton("Run"), QPushButton("Cancel")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress = QProgressBar()
+        self.status = QLabel("Ready.")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self._build_toggles())
+        layout.addStretch(1)
+
+    def _build_toggles(self) -> QWidget:
+        box = QWidget()
+        col = QVBoxLayout(box)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(QLabel("Show:"))
+        self.class_checks: dict[str, QCheckBox] = {}
+        for cls in CELL_CLASSES:
+            check = QCheckBox(CLASS_LABELS[cls])
+            check.setChecked(True)
+            check.setStyleSheet(f"QCheckBox {{ color: {L.CLASS_COLORS[cls]}; font-weight: bold; }}")
+            check.toggled.connect(functools.partial(self._set_class_visible, cls))
+            col.addWidget(check)
+            self.class_checks[cls] = check
+        self.heatmap_check = QCheckBox("Cellularity heatmap")
+        self.heatmap_check.setChecked(True)
+        self.heatmap_check.toggled.connect(self._set_heatmap_visible)
+        col.addWidget(self.heatmap_check)
+        self.legend = gradient_legend(L.HEATMAP_COLORMAP, "0 %", "100 %", "cellularity")
+        col.addWidget(self.legend)
+        return box
+
+    def _fill_devices(self) -> None:
+        from ..models.device import describe_devices
+
+        self.device_combo.clear()
+        self.device_combo.addItem("auto", "auto")
+        self.device_combo.addItem("CPU", "cpu")
+        gpus = [d for d in describe_devices() if d.device.startswith("cuda")]
+        for d in gpus:
+            self.device_combo.addItem(f"{d.device}: {d.name} ({d.free_mem_gb:.1f} GB free)", d.device)
+        if not gpus:
+            self.device_combo.addItem("CUDA (no GPU found)", "cuda")
+            self.device_combo.model().item(self.device_combo.count() - 1).setEnabled(False)
+
+    def refresh_models(self) -> None:
+        """Re-scan the model registry (shipped + user models)."""
+        from ..models.registry import list_models
+
+        current = self.model_combo.currentData()
+        self.model_combo.clear()
+        for entry in reversed(list_models("segmentation")):
+            self.model_combo.addItem(f"{entry.ref} ({entry.source})", entry)
+        idx = max(0, next((i for i in range(self.model_combo.count())
+                           if current and self.model_combo.itemData(i).ref == current.ref), 0))
+        self.model_combo.setCurrentIndex(idx)
+        self._show_model_info()
+
+    def _model_config(self) -> Any:
+        from ..models.config import SegmentationConfig
+
+        entry = self.model_combo.currentData()
+        return None if entry is None else SegmentationConfig.load(entry.config_path)
+
+    def _show_model_info(self, *_: Any) -> None:
+        try:
+            cfg = self._model_config()
+        except ValueError as exc:
+            self.model_info.setText(f"unreadable config: {exc}")
+            return
+        self.model_info.setText(
+            "no segmentation model installed: train one (Retrain) or install the default"
+            if cfg is None else f"{cfg.mpp:g} µm/px, classes: {', '.join(cfg.class_names)}"
+        )
+
+    def refresh_layers(self, *_: Any) -> None:
+        """Refresh the image and ROI-layer pickers from the viewer's layers."""
+        for combo, kind in ((self.image_combo, "Image"), (self.shapes_combo, "Shapes")):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            names = [
+                lay.name for lay in self.viewer.layers
+                if type(lay).__name__ == kind and L.META_KEY not in lay.metadata
+            ]
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        self._show_mpp()
+
+    def _image_layer(self) -> Any:
+        name = self.image_combo.currentText()
+        return L.find_layer(self.viewer, name, "Image") if name else None
+
+    def _show_mpp(self, *_: Any) -> None:
+        layer = self._image_layer()
+        mpp = layer_mpp(layer) if layer is not None else None
+        if mpp is not None and not self.mpp_override.isChecked():
+            self.mpp_spin.setValue(mpp)
+        if layer is not None and mpp is None:
+            self.mpp_override.setChecked(True)
+            self.status.setText("This image has no resolution: set µm/px (Resolution) before Run.")
+
+    # ------------------------------------------------------------------ run
+    def _region_box(self, layer: Any, shape_rc: tuple[int, int]) -> regions.Level0Box:
+        kind = self.region_combo.currentText()
+        if kind == REGION_WHOLE:
+            return regions.whole_box(shape_rc)
+        if kind == REGION_ROI:
+            shapes = L.find_layer(self.viewer, self.shapes_combo.currentText(), "Shapes")
+            if shapes is None or len(shapes.data) == 0:
+                raise regions.RegionError("draw a rectangle in a Shapes layer and pick it as ROI layer")
+            idx = sorted(shapes.selected_data)[-1] if shapes.selected_data else len(shapes.data) - 1
+            return regions.shape_box(shapes.data[idx], shapes.scale, shapes.translate,
+                                     layer.scale, layer.translate, shape_rc)
+        return regions.view_box(self.viewer.camera.center, canvas_size_px(self.viewer),
+                                self.viewer.camera.zoom, layer.scale, layer.translate, shape_rc)
+
+    def _inputs(self) -> dict[str, Any]:
+        """Read the controls; raises a named error with advice when something is missing."""
+        layer = self._image_layer()
+        if layer is None:
+            raise regions.RegionError("open an H&E image first (File > Open, or a sample)")
+        entry = self.model_combo.currentData()
+        if entry is None:
+            raise LookupError("no segmentation model installed: train one (Retrain) or install the default")
+        mpp = float(self.mpp_spin.value()) if self.mpp_override.isChecked() else layer_mpp(layer)
+        if mpp is None:
+            raise regions.RegionError("the image's resolution is unknown: tick 'override' and set µm/px")
+        image, shape_rc = image_source(layer, mpp)
+        return dict(
+            image=image, slide_mpp=mpp, box=self._region_box(layer, shape_rc), image_name=layer.name,
+            region_kind=self.region_combo.currentText(), model_ref=entry.ref,
+            device=self.device_combo.currentData(), batch_size=self.batch_spin.value(),
+            tta=self.tta_check.isChecked(), model_cache=self.model_cache,
+        )
+
+    def run(self) -> None:
+        """Start an analysis of the chosen region (no-op while one is running)."""
+        from napari.utils.notifications import show_error
+
+        from ..analysis import analyze_region
+
+        if self.worker is not None and self.worker.is_running:
+            return
+        try:
+            inputs = self._inputs()
+            self.config = self._model_config()
+        except (ValueError, LookupError, OSError) as exc:
+            show_error(f"Analyze: {exc}")
+            self.status.setText(str(exc))
+            return
+        self.image_translate = tuple(self._image_layer().translate[-2:])
+        self.run_inputs, self.t_start, self.first_tile_s = inputs, time.perf_counter(), None
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.status.setText(f"Analysing {inputs['box'].rows}x{inputs['box'].cols} px ...")
+        self.worker = run_generator(
+            functools.partial(analyze_region, **inputs), on_yield=self._on_yield,
+            on_return=self._on_return, on_error=self._on_error, on_abort=self._on_abort,
+            on_finish=self._on_finish, progress_desc="Analyze", start=False,
+        )
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Stop the running analysis at its next tile."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("Cancelling ...")
+
+    def _on_yield(self, record: Any) -> None:
+        if getattr(record, "kind", "") == "notice" and record.message:
+            self.status.setText(record.message)
+        if getattr(record, "total", 0):
+            self.progress.setMaximum(record.total)
+            self.progress.setValue(record.done)
+            self.status.setText(f"{record.done}/{record.total} tiles, {format_eta(self.worker.eta_s)}")
+        if getattr(record, "kind", "") == "tile" and record.tile_probs is not None:
+            if self.first_tile_s is None:
+                self.first_tile_s = time.perf_counter() - self.t_start
+            self._paint(record.tile_probs, record.bounds_level0[:2])
+
+    def _paint(self, probs_u8: np.ndarray, origin_rc: tuple[int, int]) -> None:
+        mpp, model_mpp = self.run_inputs["slide_mpp"], float(self.config.mpp)
+        translate = regions.overlay_translate_um(origin_rc, mpp, model_mpp, self.image_translate)
+        names = tuple(self.config.class_names)
+        for cls in CELL_CLASSES:
+            if cls in names:
+                L.paste_map_layer(self.viewer, L.prob_layer_name(cls), probs_u8[names.index(cls)],
+                                  translate, model_mpp, visible=self.class_checks[cls].isChecked(),
+                                  **L.prob_layer_kwargs(cls))
+
+    def _on_return(self, result: Any) -> None:
+        pred, summary = result.prediction, result.summary
+        mpp, box = summary.slide_mpp, summary.region
+        self._paint(np.asarray(pred.probs), box.origin_rc)
+        lut = np.array([L.CLASS_LABEL_VALUES.get(c, 0) for c in pred.class_names], np.uint8)
+        L.paste_map_layer(self.viewer, L.CLASS_MAP_LAYER, lut[np.asarray(pred.labels)],
+                          regions.overlay_translate_um(box.origin_rc, mpp, summary.model_mpp, self.image_translate),
+                          summary.model_mpp, labels=True, colormap=L.class_map_colormap(), opacity=0.4,
+                          visible=False)
+        for cls in CELL_CLASSES:
+            L.upsert_points_layer(self.viewer, L.points_layer_name(cls), result.nuclei_level0[cls],
+                                  replace_box=box, slide_mpp=mpp, color=L.CLASS_COLORS[cls],
+                                  image_translate_um=self.image_translate, scores=result.nuclei_scores[cls])
+            self._set_class_visible(cls, self.class_checks[cls].isChecked())
+        if result.heatmap is not None:
+            L.paste_map_layer(self.viewer, L.HEATMAP_LAYER, result.heatmap,
+                              regions.overlay_translate_um(box.origin_rc, mpp, result.heatmap_pixel_um,
+                                                           self.image_translate),
+                              result.heatmap_pixel_um, fill_value=np.nan,
+                              visible=self.heatmap_check.isChecked(), **L.heatmap_layer_kwargs())
+        store_summary(self.viewer, summary)
+        self.last_result = result
+        pct = "n/a" if summary.cellularity is None else f"{100 * summary.cellularity:.0f} %"
+        counts = ", ".join(f"{n} {c}" for c, n in summary.counts.items())
+        self.status.setText(f"Done in {summary.duration_s:.1f} s: cellularity {pct}; {counts}."
+                            + "".join(f"\nNote: {n}" for n in summary.notices))
+
+    def _on_error(self, exc: BaseException) -> None:
+        self.status.setText(f"Failed: {exc}")
+
+    def _on_abort(self) -> None:
+        self.status.setText("Cancelled; tiles painted so far are kept.")
+
+    def _on_finish(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    # ------------------------------------------------------------------ visibility
+    def _set_class_visible(self, cls: str, visible: bool) -> None:
+        for name in (L.prob_layer_name(cls), L.points_layer_name(cls)):
+            layer = L.find_layer(self.viewer, name)
+            if layer is not None:
+                layer.visible = visible
+
+    def _set_heatmap_visible(self, visible: bool) -> None:
+        layer = L.find_layer(self.viewer, L.HEATMAP_LAYER)
+        if layer is not None:
+            layer.visible = visible
+
+
+# ---------------------------------------------------------------------- helpers (no widget state)
+def layer_mpp(layer: Any) -> float | None:
+    """µm per level-0 pixel of an image layer: slide metadata, else a non-unit layer scale."""
+    info = layer.metadata.get("slide_info") or {}
+    if info.get("mpp"):
+        return float(info["mpp"])
+    scale = float(layer.scale[-1])
+    return scale if scale != 1.0 or layer.metadata.get("mpp_source") else None
+
+
+def image_source(layer: Any, mpp: float) -> tuple[Any, tuple[int, int]]:
+    """What to read pixels from (lazy Slide for files, the array otherwise) and level-0 shape."""
+    path = layer.metadata.get("path")
+    if path and Path(path).is_file():
+        from ..io.slide import open_slide
+
+        slide = open_slide(path, mpp=mpp)
+        return slide, tuple(int(v) for v in slide.info.level_dimensions[0])
+    data = layer.data[0] if layer.multiscale else layer.data
+    rgb = np.asarray(data)
+    return rgb, (int(rgb.shape[0]), int(rgb.shape[1]))
+
+
+def canvas_size_px(viewer: Any) -> tuple[int, int]:
+    """(height, width) of the viewer canvas in screen pixels."""
+    try:
+        return tuple(viewer.window._qt_viewer.canvas.size)
+    except AttributeError:  # no Qt window (tests with a ViewerModel)
+        return (600, 800)
+
+
+def store_summary(viewer: Any, summary: regions.AnalysisSummary) -> None:
+    """Attach the run summary to the malignant-probability layer (read by the report widget)."""
+    layer = L.find_layer(viewer, L.prob_layer_name("malignant"))
+    if layer is None:
+        return
+    meta = dict(layer.metadata.get(L.META_KEY, {}))
+    meta[SUMMARY_KEY] = summary.to_dict()
+    layer.metadata = {**layer.metadata, L.META_KEY: meta}
+    layer.events.data(value=layer.data)  # lets listeners (report widget) refresh
+

@@ -1,0 +1,188 @@
+"""Analyze widget: builds through the plugin, adds µm-scaled layers, updates in place, cancels."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from napari_cellularity import regions
+from napari_cellularity.models.config import CELL_CLASSES, SegmentationConfig
+from napari_cellularity.widgets import _layers as L
+from napari_cellularity.widgets._worker import run_generator
+
+SLIDE_MPP = 0.5
+MODEL_MPP = 1.0
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A small random-init FPN (resnet18 encoder, thin decoder) saved once per session."""
+    import torch
+
+    from napari_cellularity.models.fpn import build_network
+    from napari_cellularity.models.registry import save_segmentation_model
+
+    torch.manual_seed(0)
+    arch = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 5,
+            "decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32,
+            "decoder_merge_policy": "cat", "decoder_dropout": 0.0, "in_channels": 3}
+    config = SegmentationConfig(name="tiny-test", version=1, architecture=arch, mpp=MODEL_MPP,
+                                tile_size_px=128)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    save_segmentation_model(build_network(config), config, folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_model(tiny_model_dir, user_home):
+    dest = user_home / "models"
+    shutil.copytree(tiny_model_dir, dest, dirs_exist_ok=True)
+    return "tiny-test@1"
+
+
+def _he_image(shape=(384, 448)) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = np.full((*shape, 3), (230, 200, 220), np.uint8)
+    for r, c in rng.integers(10, min(shape) - 10, size=(60, 2)):
+        img[r - 4 : r + 4, c - 4 : c + 4] = (90, 40, 140)
+    return img
+
+
+@pytest.fixture
+def viewer_widget(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    viewer.add_image(_he_image(), name="he", rgb=True, scale=(SLIDE_MPP, SLIDE_MPP),
+                     translate=(10.0, 20.0), metadata={"mpp_source": "test"})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Analyze")
+    return viewer, widget
+
+
+def _run_whole(widget):
+    widget.region_combo.setCurrentText("Whole image/slide")
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    widget.run()
+    assert widget.worker is not None and not widget.worker.is_running
+
+
+def test_builds_with_models_devices_and_legend(viewer_widget):
+    viewer, widget = viewer_widget
+    assert widget.model_combo.currentData().ref == "tiny-test@1"
+    assert widget.image_combo.currentText() == "he"
+    assert widget.mpp_spin.value() == pytest.approx(SLIDE_MPP)
+    assert widget.device_combo.findData("cpu") >= 0
+    assert widget.legend.findChild(type(widget.status)) is not None
+
+
+def test_analyze_adds_layers_with_um_geometry(viewer_widget):
+    viewer, widget = viewer_widget
+    _run_whole(widget)
+    for cls in CELL_CLASSES:
+        prob = L.find_layer(viewer, L.prob_layer_name(cls), "Image")
+        assert prob is not None, cls
+        assert tuple(prob.scale) == (MODEL_MPP, MODEL_MPP)
+        # model pixel 0 spans level-0 pixels 0..1 -> centre at 0.5 px * 0.5 µm + layer translate
+        assert tuple(prob.translate) == pytest.approx((10.0 + 0.25, 20.0 + 0.25))
+        assert prob.data.shape == (192, 224)
+        np.testing.assert_allclose(prob.colormap.colors[-1][:3], L.hex_to_rgba(L.CLASS_COLORS[cls])[:3])
+        assert prob.colormap.colors[0][3] == 0  # transparent at probability 0
+        pts = L.find_layer(viewer, L.points_layer_name(cls), "Points")
+        assert pts is not None and tuple(pts.scale) == (SLIDE_MPP, SLIDE_MPP)
+        assert tuple(pts.translate) == (10.0, 20.0)
+    labels = L.find_layer(viewer, L.CLASS_MAP_LAYER, "Labels")
+    assert labels is not None and labels.data.shape == (192, 224)
+    summary = widget.last_result.summary
+    assert summary.region == regions.Level0Box(0, 0, 384, 448)
+    assert summary.segmentation_model == "tiny-test@1"
+    assert "Done" in widget.status.text()
+
+
+def test_rerun_updates_layers_in_place(viewer_widget):
+    viewer, widget = viewer_widget
+    _run_whole(widget)
+    n_layers = len(viewer.layers)
+    first = L.find_layer(viewer, L.prob_layer_name("malignant"))
+    n_points = {c: len(L.find_layer(viewer, L.points_layer_name(c)).data) for c in CELL_CLASSES}
+    _run_whole(widget)
+    assert len(viewer.layers) == n_layers
+    assert L.find_layer(viewer, L.prob_layer_name("malignant")) is first
+    assert {c: len(L.find_layer(viewer, L.points_layer_name(c)).data) for c in CELL_CLASSES} == n_points
+
+
+def test_roi_region_grows_canvas(viewer_widget):
+    viewer, widget = viewer_widget
+    # ROI 1: level-0 rows 0..100, cols 0..120 (world µm = translate + px * 0.5)
+    shapes = viewer.add_shapes([np.array([[10.0, 20.0], [60.0, 80.0]])], shape_type="rectangle", name="roi")
+    widget.refresh_layers()
+    widget.region_combo.setCurrentText("Shapes ROI")
+    widget.shapes_combo.setCurrentText("roi")
+    widget.run()
+    prob = L.find_layer(viewer, L.prob_layer_name("malignant"))
+    assert prob.data.shape == (50, 60)
+    shapes.data = [np.array([[110.0, 120.0], [160.0, 180.0]])]  # level-0 rows 200..300, cols 200..320
+    widget.run()
+    assert L.find_layer(viewer, L.prob_layer_name("malignant")) is prob
+    assert prob.data.shape == (150, 160)
+    assert tuple(prob.translate) == pytest.approx((10.25, 20.25))
+
+
+def test_missing_mpp_is_reported_not_run(make_napari_viewer, tiny_model):
+    viewer = make_napari_viewer()
+    viewer.add_image(_he_image(), name="plain", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Analyze")
+    assert widget.mpp_override.isChecked()  # offered the override
+    widget.mpp_override.setChecked(False)
+    widget.run()
+    assert widget.worker is None
+    assert "resolution" in widget.status.text()
+
+
+def test_no_model_is_reported(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(_he_image(), rgb=True, scale=(SLIDE_MPP, SLIDE_MPP))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Analyze")
+    widget.run()
+    assert widget.worker is None
+    assert "no segmentation model" in widget.status.text()
+
+
+def test_cancel_stops_an_endless_job():
+    closed, seen = [], []
+
+    def forever():
+        i = 0
+        try:
+            while True:
+                i += 1
+                yield {"done": i, "total": None}
+        finally:
+            closed.append(True)
+
+    holder = {}
+
+    def on_yield(record):
+        seen.append(record["done"])
+        if record["done"] == 3:
+            holder["w"].quit()
+
+    holder["w"] = run_generator(forever, on_yield=on_yield, on_abort=lambda: seen.append("aborted"),
+                                start=False)
+    holder["w"].start()
+    assert seen == [1, 2, 3, "aborted"]
+    assert closed == [True]
+
+
+def test_errors_become_readable_notifications(monkeypatch):
+    import napari.utils.notifications as notifications
+
+    shown, errors = [], []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+
+    def failing():
+        yield {"done": 1, "total": 2}
+        raise regions.RegionError("draw a rectangle")
+
+    run_generator(failing, on_error=errors.append, progress_desc="Analyze")
+    assert shown == ["Analyze failed: RegionError: draw a rectangle"]
+    assert isinstance(errors[0], regions.RegionError)
