@@ -187,7 +187,7 @@ def _analyze_into(folder: Path, slide, net, config, device, roi, tta, batch_size
     write_label_tif(folder / "labels.tif", pred.labels, config.mpp)
     _write_overlay(folder / "overlay.png", slide, pred, config, points0, det.classes)
     write_s = time.perf_counter() - t
-    cellularity = _cellularity(folder, pred, config, cellularity_model)
+    cellularity = _cellularity(folder, slide, pred, config, cellularity_model)
     return {
         "input": slide.info.path,
         "model": config.ref,
@@ -246,52 +246,54 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def _cellularity(folder: Path, pred, config, cellularity_model: str | None) -> dict[str, Any]:
-    """Cellularity grid + image value when the cellularity modules are installed."""
+def _load_regressor(ref: str | None):
+    """A named cellularity regressor (LightGBM or CNN), or None for the cellularity module's default."""
+    if not ref:
+        return None
+    from .features.regressors import KINDS, load_cellularity_model
+    from .models.registry import ModelNotFoundError
+
+    first = None
+    for kind in KINDS:
+        try:
+            return load_cellularity_model(ref, kind)
+        except ModelNotFoundError as exc:
+            first = first or exc
+    raise first
+
+
+def _cellularity(folder: Path, slide, pred, config, cellularity_model: str | None) -> dict[str, Any]:
+    """Cellularity grid (``cellularity.csv``, ``cellularity_heatmap.tif``) and the region's value."""
     import numpy as np
 
     try:
-        from .features.cellularity_map import cellularity_grid
-        from .features.regressors import load_cellularity_model
+        from .features.cellularity_map import cellularity_grid, write_cellularity_csv
+        from .features.tissue import tissue_mask
     except ImportError as exc:
         if cellularity_model:
             raise RuntimeError(f"--cellularity-model given but cellularity is unavailable: {exc}") from exc
         return {"available": False, "reason": f"cellularity modules not available ({exc})"}
-    from .models.registry import ModelNotFoundError
-
-    try:
-        regressor = load_cellularity_model(cellularity_model)
-    except ModelNotFoundError:
-        if cellularity_model:
-            raise
-        regressor = None
-    grid = cellularity_grid(pred.probs, config, regressor=regressor)
-    return {"available": True, "regressor": getattr(regressor, "ref", None) if regressor is not None else None,
-            **_write_grid(folder, grid, np)}
-
-
-def _write_grid(folder: Path, grid: Any, np) -> dict[str, Any]:
-    """Write a CellularityGrid generically: patch rows -> cellularity.csv, 2-D maps -> TIFF."""
-    import csv
-    import dataclasses
-
+    rows, cols = pred.labels.shape
+    if rows * cols > SMALL_REGION_MAX_PX:
+        return {"available": False, "reason": "region too large for a cellularity grid; "
+                "pass --roi X,Y,W,H around the tumour bed"}
     import tifffile
 
-    fields = dataclasses.asdict(grid) if dataclasses.is_dataclass(grid) else dict(vars(grid))
-    info: dict[str, Any] = {}
-    for key, value in fields.items():
-        if isinstance(value, np.ndarray) and value.ndim == 2:
-            tifffile.imwrite(folder / f"cellularity_{key}.tif", value.astype(np.float32))
-            info[key] = f"cellularity_{key}.tif"
-        elif isinstance(value, (list, tuple)) and value and isinstance(value[0], dict):
-            with open(folder / "cellularity.csv", "w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(value[0]))
-                writer.writeheader()
-                writer.writerows(value)
-            info[key] = "cellularity.csv"
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            info[key] = value
-    return info
+    from .inference.sources import SlideSource
+
+    regressor = _load_regressor(cellularity_model)
+    r, c, h, w = pred.region_level0
+    image = SlideSource(slide).read((r, c), (h, w), (rows, cols))
+    grid = cellularity_grid(np.asarray(pred.probs), config, regressor=regressor,
+                            tissue_mask=tissue_mask(image, config.mpp))
+    write_cellularity_csv(folder / "cellularity.csv", grid, pred.level0_per_px, pred.origin_level0_rc)
+    tifffile.imwrite(folder / "cellularity_heatmap.tif", grid.heatmap.astype(np.float32))
+    value = grid.image_cellularity
+    return {"available": True, "image_cellularity": None if np.isnan(value) else round(float(value), 4),
+            "method": grid.method, "model": grid.model_ref or None, "patch_px": grid.patch_px,
+            "patch_um": grid.patch_px * config.mpp, "n_patches": int(len(grid.patches)),
+            "tumour_bed_area_um2": round(grid.tumour_bed_area_um2, 1), "warnings": list(grid.warnings),
+            "files": ["cellularity.csv", "cellularity_heatmap.tif"]}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,178 @@
+"""``analyze``: outputs on a tiny synthetic PNG with a random-init tiny model, and clear errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cellularity import pipeline
+from napari_cellularity.cli import main
+from napari_cellularity.models.config import CLASS_NAMES, SegmentationConfig
+from napari_cellularity.models.registry import ModelNotFoundError, save_segmentation_model
+
+slide_mod = pytest.importorskip("napari_cellularity.io.slide")
+
+TINY_ARCH = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 5, "decoder_pyramid_channels": 32,
+             "decoder_segmentation_channels": 32, "decoder_merge_policy": "cat", "decoder_dropout": 0.5,
+             "in_channels": 3}
+
+
+@pytest.fixture
+def tiny_model(user_home):
+    from napari_cellularity.models.fpn import build_network
+
+    torch.manual_seed(0)
+    config = SegmentationConfig(name="tiny-test", architecture=dict(TINY_ARCH), tile_size_px=64)
+    save_segmentation_model(build_network(config), config)
+    return config.ref
+
+
+def _png(path, shape=(180, 240), seed=0):
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    img = np.full((*shape, 3), 238, np.uint8)
+    img[30:150, 40:200] = np.stack([rng.integers(140, 220, (120, 160)), rng.integers(50, 140, (120, 160)),
+                                    rng.integers(130, 210, (120, 160))], -1)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_analyze_png_writes_all_outputs(tmp_path, tiny_model):
+    import tifffile
+
+    src = _png(tmp_path / "patch.png")
+    records = []
+    summary = pipeline.analyze_image(src, tmp_path / "out", mpp=0.5, batch_size=2, progress=records.append)
+    folder = tmp_path / "out" / "patch"
+    assert {"cells.csv", "labels.tif", "masks", "overlay.png", "summary.json"} <= {p.name for p in folder.iterdir()}
+    with open(folder / "cells.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["x", "y", "class", "score"]
+    xs, ys = np.array([float(r["x"]) for r in rows]), np.array([float(r["y"]) for r in rows])
+    assert (xs >= -0.5).all() and (xs < 240).all() and (ys >= -0.5).all() and (ys < 180).all()
+    assert {r["class"] for r in rows} <= {"malignant", "normal", "lymphocyte"}
+    assert all(0 <= float(r["score"]) <= 1 for r in rows)
+    for name in CLASS_NAMES:
+        mask = tifffile.imread(folder / "masks" / f"{name}.tif")
+        assert mask.shape == (90, 120) and mask.dtype == np.uint8  # model mpp 1.0 = 2x downsampled
+    assert tifffile.imread(folder / "labels.tif").max() < len(CLASS_NAMES)
+    from PIL import Image
+
+    assert Image.open(folder / "overlay.png").size == (240, 180)
+    saved = json.loads((folder / "summary.json").read_text())
+    assert saved == json.loads(json.dumps(summary))
+    assert saved["model"] == "tiny-test@1" and saved["input_mpp"] == 0.5 and saved["input_mpp_source"] == "override"
+    assert saved["mpp_used"] == 1.0 and saved["device"] == "cpu"
+    assert sum(saved["counts"].values()) == saved["n_cells"] == len(rows)
+    assert {"network_s", "total_s", "detect_s"} <= set(saved["timings_s"])
+    cell = saved["cellularity"]
+    if cell["available"]:  # the cellularity modules are installed
+        assert 0 <= cell["image_cellularity"] <= 1 and (folder / "cellularity.csv").exists()
+        assert cell["method"] == "segmentation-area estimate"  # no regressor installed in user_home
+    else:
+        assert "not available" in cell["reason"]
+    assert records[0].kind == "start" and records[-1].kind == "tile"
+    assert not list((tmp_path / "out").glob(".*"))  # no temporary folders left
+
+
+def test_analyze_roi_and_big_region_zarr(tmp_path, tiny_model, monkeypatch):
+    import tifffile
+    import zarr
+
+    src = _png(tmp_path / "p.png", shape=(200, 260))
+    monkeypatch.setattr(pipeline, "SMALL_REGION_MAX_PX", 100)
+    summary = pipeline.analyze_image(src, tmp_path / "out", mpp=0.5, roi="40,20,160,120")
+    folder = tmp_path / "out" / "p"
+    assert summary["outputs"]["masks"] == "masks.zarr"
+    group = zarr.open_group(str(folder / "masks.zarr"), mode="r")
+    assert group["probs"].shape == (4, 60, 80) and group.attrs["level0_per_px"] == 2.0
+    assert tifffile.imread(folder / "labels.tif").shape == (60, 80)
+    assert summary["cellularity"]["available"] is False and "--roi" in summary["cellularity"]["reason"]
+    assert summary["roi_xywh"] == [40, 20, 160, 120] and summary["region_level0_rc_hw"] == [20, 40, 120, 160]
+    with open(folder / "cells.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            assert 39 <= float(r["x"]) <= 200 and 19 <= float(r["y"]) <= 140
+
+
+def test_label_tif_from_zarr_is_exact(tmp_path):
+    import tifffile
+    import zarr
+
+    from napari_cellularity.inference.outputs import write_label_tif
+
+    labels = np.random.default_rng(0).integers(0, 4, (70, 1100)).astype(np.uint8)
+    z = zarr.open_array(str(tmp_path / "l.zarr"), mode="w", shape=labels.shape, chunks=(32, 32), dtype="uint8")
+    z[:] = labels
+    write_label_tif(tmp_path / "labels.tif", z, mpp=1.0, tile_px=256)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "labels.tif"), labels)
+
+
+def test_missing_mpp_says_pass_mpp(tmp_path, tiny_model):
+    with pytest.raises(slide_mod.MissingResolutionError, match="--mpp"):
+        pipeline.analyze_image(_png(tmp_path / "a.png"), tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_bad_files(tmp_path, tiny_model):
+    with pytest.raises(FileNotFoundError):
+        pipeline.analyze_image(tmp_path / "nope.svs", tmp_path / "out", mpp=0.5)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(slide_mod.UnsupportedFormatError):
+        pipeline.analyze_image(tmp_path / "notes.txt", tmp_path / "out", mpp=0.5)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
+    with pytest.raises(slide_mod.SlideError):
+        pipeline.analyze_image(tmp_path / "broken.png", tmp_path / "out", mpp=0.5)
+
+
+@pytest.mark.parametrize(("roi", "match"), [("1,2,3", "X,Y,W,H"), ("a,b,c,d", "X,Y,W,H"), ("0,0,0,10", "W, H > 0"),
+                                            ("-5,0,10,10", ">= 0")])
+def test_bad_roi_text(roi, match):
+    with pytest.raises(pipeline.RoiError, match=match):
+        pipeline.parse_roi(roi)
+
+
+def test_roi_outside_image(tmp_path, tiny_model):
+    with pytest.raises(pipeline.RoiError, match="outside the image"):
+        pipeline.analyze_image(_png(tmp_path / "a.png"), tmp_path / "out", mpp=0.5, roi="200,0,100,100")
+
+
+def test_no_model_installed_says_so(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="fpn-resnet34-brca-v1"):
+        pipeline.analyze_image(_png(tmp_path / "a.png"), tmp_path / "out", mpp=0.5)
+    assert main(["analyze", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--mpp", "0.5"]) == 2
+
+
+def test_cli_continues_after_a_failed_input(tmp_path, tiny_model, capsys):
+    good = _png(tmp_path / "good.png")
+    rc = main(["analyze", str(tmp_path / "missing.png"), str(good), "--out", str(tmp_path / "out"),
+               "--mpp", "0.5", "--batch-size", "2", "--model", tiny_model])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "missing.png: FAILED: FileNotFoundError" in err and "1 of 2 inputs failed" in err
+    assert (tmp_path / "out" / "good" / "summary.json").exists()
+    assert not (tmp_path / "out" / "missing").exists()
+
+
+def test_cli_bad_roi_exit_code(tmp_path, tiny_model, capsys):
+    rc = main(["analyze", str(_png(tmp_path / "a.png")), "--out", str(tmp_path / "o"), "--roi", "1,2"])
+    assert rc == 2 and "X,Y,W,H" in capsys.readouterr().err
+
+
+def test_failure_midway_leaves_previous_result_intact(tmp_path, tiny_model, monkeypatch):
+    src = _png(tmp_path / "a.png")
+    pipeline.analyze_image(src, tmp_path / "out", mpp=0.5)
+    before = (tmp_path / "out" / "a" / "summary.json").read_text()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("napari_cellularity.inference.outputs.write_label_tif", boom)
+    with pytest.raises(OSError, match="disk full"):
+        pipeline.analyze_image(src, tmp_path / "out", mpp=0.5)
+    assert (tmp_path / "out" / "a" / "summary.json").read_text() == before
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a"]
