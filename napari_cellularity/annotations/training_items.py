@@ -103,4 +103,26 @@ def annotations_to_items(
     return items
 
 
-__all__ = ["annotations_to_items"]
+
+
+
+#: Refusal thresholds for fine-tuning (the training engineer's ``finetune`` defaults).
+MIN_POINTS = 20
+MIN_CLASSES = 2
+
+
+def check_enough_annotations(ann: PointAnnotations, min_points: int = MIN_POINTS,
+                             min_classes: int = MIN_CLASSES) -> None:
+    """Raise :class:`AnnotationError` saying what to add when there are too few points / classes."""
+    counts = ann.counts()
+    present = [c for c, n in counts.items() if n > 0]
+    problems = []
+    if len(ann) < min_points:
+        problems.append(f"{len(ann)} points (need at least {min_points})")
+    if len(present) < min_classes:
+        problems.append(f"{len(present)} class(es) {present} (need at least {min_classes})")
+    if problems:
+        have = ", ".join(f"{c}: {n}" for c, n in counts.items())
+        raise AnnotationError(f"too few annotations to retrain: {'; '.join(problems)}. Current counts {have}; "
+                              "annotate more cells of more classes first")
+__all__ = ["annotations_to_items", "check_enough_annotations", "MIN_CLASSES", "MIN_POINTS"]

@@ -49,10 +49,11 @@ def test_crash_during_replace_keeps_old_file(slide, monkeypatch):
     def boom(src, dst):
         raise OSError("simulated crash")
 
+    real_replace = os.replace
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(Exception, match="simulated crash"):
         autosave(_ann(6), slide)
-    monkeypatch.undo()
+    monkeypatch.setattr(os, "replace", real_replace)
     assert sidecar_path(slide).read_bytes() == before
     assert len(recover(slide)) == 3
     assert not [p for p in slide.parent.iterdir() if p.name.endswith(".tmp")]

@@ -42,3 +42,13 @@ def test_errors():
         annotations_to_items(image, PointAnnotations([[5, 5], [150, 5], [5, -1]], ["normal"] * 3), mpp=0.5)
     with pytest.raises(AnnotationError, match="mpp"):
         annotations_to_items(image, PointAnnotations([[5, 5]], ["normal"]), mpp=0)
+
+
+def test_check_enough_annotations():
+    from napari_cellularity.annotations.training_items import check_enough_annotations
+
+    few = PointAnnotations(np.zeros((3, 2)), ["normal"] * 3)
+    with pytest.raises(AnnotationError, match=r"3 points \(need at least 20\); 1 class\(es\)"):
+        check_enough_annotations(few)
+    ok = PointAnnotations(np.zeros((20, 2)), ["normal"] * 10 + ["malignant"] * 10)
+    check_enough_annotations(ok)

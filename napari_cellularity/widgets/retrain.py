@@ -1,0 +1,256 @@
+"""Retrain widget: fine-tune the segmentation model on the pathologist's corrected points.
+
+Thin Qt glue: counts come from the Annotate widget's layers, crops from
+:func:`napari_cellularity.annotations.training_items.annotations_to_items`, training from
+``training.finetune.iter_finetune`` (a generator run through ``_worker.run_generator`` with a
+progress bar, a live loss curve and Cancel). The cellularity regressor refit needs at least
+:data:`MIN_ROI_ESTIMATES` labelled ROIs recorded in the Annotate widget.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import QPointF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (
+    QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from ..annotations.autosave import load_sidecar
+from ..annotations.points import AnnotationError, PointAnnotations
+from ..annotations.training_items import annotations_to_items, check_enough_annotations
+from ..models.config import CELL_CLASSES, CLASS_LABELS
+from ..models.registry import list_models
+from ._layers import annotation_layer_name, find_layer
+from ._worker import run_generator
+from .annotate import image_layers, layer_slide_path
+
+MIN_ROI_ESTIMATES = 5
+
+
+class LossPlot(QWidget):
+    """A minimal polyline plot of training loss (QPainter; no plotting library)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.values: list[float] = []
+        self.setMinimumHeight(80)
+
+    def add(self, value: float) -> None:
+        self.values.append(float(value))
+        self.update()
+
+    def clear(self) -> None:
+        self.values = []
+        self.update()
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(30, 30, 30))
+        vals = np.asarray([v for v in self.values if np.isfinite(v)])
+        if len(vals) >= 2:
+            w, h = self.width() - 8, self.height() - 8
+            lo, hi = float(vals.min()), float(vals.max())
+            span = hi - lo or 1.0
+            pts = [QPointF(4 + w * i / (len(vals) - 1), 4 + h * (1 - (v - lo) / span)) for i, v in enumerate(vals)]
+            painter.setPen(QPen(QColor(255, 170, 0), 1.5))
+            painter.drawPolyline(QPolygonF(pts))
+            painter.setPen(QColor(200, 200, 200))
+            painter.drawText(6, 14, f"loss {vals[-1]:.4f}")
+        painter.end()
+
+
+def _with_done(gen: Any) -> Any:
+    """Pass records through, adding ``done`` (from ``step``) for the progress bar."""
+    result = yield from ((dict(r, done=r["step"]) if isinstance(r, dict) and "step" in r else r) for r in gen)
+    return result
+
+
+class RetrainWidget(QWidget):
+    """Dock widget: fine-tune the segmentation model from annotations; refit cellularity."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.result: Any = None
+        self._build_ui()
+        self.refresh()
+        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            ev.connect(lambda _e=None: self.refresh())
+
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+        self.model_combo = QComboBox()
+        layout.addWidget(QLabel("Base segmentation model:"))
+        layout.addWidget(self.model_combo)
+        self.counts_label = QLabel("")
+        self.counts_label.setWordWrap(True)
+        layout.addWidget(self.counts_label)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Steps:"))
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 5000)
+        self.steps_spin.setValue(150)
+        row.addWidget(self.steps_spin)
+        layout.addLayout(row)
+        row = QHBoxLayout()
+        self.retrain_button, self.cancel_button = QPushButton("Retrain segmentation"), QPushButton("Cancel")
+        self.retrain_button.clicked.connect(self.start_retrain)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.setEnabled(False)
+        row.addWidget(self.retrain_button)
+        row.addWidget(self.cancel_button)
+        layout.addLayout(row)
+        self.loss_plot = LossPlot()
+        layout.addWidget(self.loss_plot)
+        self.metrics_label = QLabel("")
+        self.metrics_label.setWordWrap(True)
+        layout.addWidget(self.metrics_label)
+        self.use_button = QPushButton("Use new model")
+        self.use_button.setEnabled(False)
+        self.use_button.clicked.connect(self.use_new_model)
+        layout.addWidget(self.use_button)
+        self.refit_button = QPushButton("Refit cellularity regressor")
+        self.refit_button.clicked.connect(self.refit_cellularity)
+        self.refit_label = QLabel("")
+        self.refit_label.setWordWrap(True)
+        layout.addWidget(self.refit_button)
+        layout.addWidget(self.refit_label)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    def _notify(self, message: str, error: bool = False) -> None:
+        from napari.utils.notifications import show_error, show_info
+
+        self.status.setText(message)
+        (show_error if error else show_info)(message)
+
+    # ------------------------------------------------------------------ state
+    def image_layer(self) -> Any | None:
+        layers = image_layers(self.viewer)
+        active = self.viewer.layers.selection.active
+        return active if active in layers else (layers[0] if layers else None)
+
+    def annotations(self) -> PointAnnotations:
+        """Points of the Annotate widget's layers, in level-0 px of the image layer."""
+        img = self.image_layer()
+        ann = PointAnnotations(mpp=float(img.scale[-1]) if img is not None else None,
+                               slide_path=layer_slide_path(img) if img is not None else None)
+        for cls in CELL_CLASSES:
+            layer = find_layer(self.viewer, annotation_layer_name(cls), "Points")
+            if layer is not None and len(layer.data):
+                ann = ann.concat(PointAnnotations(np.asarray(layer.data, float)[:, -2:], cls))
+        return ann
+
+    def roi_estimate_count(self) -> int:
+        img = self.image_layer()
+        path = layer_slide_path(img) if img is not None else None
+        doc = load_sidecar(path, quiet=True) if path else None
+        return len(doc.roi_estimates) if doc else 0
+
+    def refresh(self) -> None:
+        """Reload models, counts and the refit button state."""
+        current = self.model_combo.currentText()
+        refs = [e.ref for e in list_models("segmentation")]
+        self.model_combo.clear()
+        self.model_combo.addItems(refs)
+        if current in refs:
+            self.model_combo.setCurrentText(current)
+        counts = self.annotations().counts()
+        self.counts_label.setText("Annotated points: " + ", ".join(f"{CLASS_LABELS[c]} {n}" for c, n in counts.items()))
+        n_roi = self.roi_estimate_count()
+        self.refit_button.setEnabled(n_roi >= MIN_ROI_ESTIMATES)
+        self.refit_label.setText(
+            f"{n_roi} labelled ROI(s)." + ("" if n_roi >= MIN_ROI_ESTIMATES else
+            f" Record at least {MIN_ROI_ESTIMATES} cellularity estimates in the Annotate widget to refit.")
+        )
+
+    # ------------------------------------------------------------------ retrain
+    def build_items(self) -> list:
+        """Training crops from the annotations on the current image (raises AnnotationError)."""
+        img = self.image_layer()
+        if img is None:
+            raise AnnotationError("open a slide or image first")
+        ann = self.annotations()
+        check_enough_annotations(ann)
+        data = img.data[0] if img.multiscale else img.data
+        return annotations_to_items(data, ann, mpp=float(img.scale[-1]), slide_id=img.name)
+
+    def start_retrain(self) -> Any:
+        """Refuse with a notification when there is too little data, else run fine-tuning."""
+        self.refresh()
+        try:
+            items = self.build_items()
+            from training.finetune import iter_finetune
+        except AnnotationError as exc:
+            self._notify(f"Cannot retrain: {exc}", error=True)
+            return None
+        except ImportError as exc:
+            self._notify(f"Fine-tuning is not available in this installation ({exc}).", error=True)
+            return None
+        base = self.model_combo.currentText() or None
+        steps = self.steps_spin.value()
+        self.loss_plot.clear()
+        self.result = None
+        self.use_button.setEnabled(False)
+        self.retrain_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(f"Fine-tuning {base or 'default model'} on {sum(len(i.points_rc) for i in items)} points…")
+        self.worker = run_generator(
+            lambda: _with_done(iter_finetune(base, items, steps=steps, device="auto")),
+            on_yield=self._on_record, on_return=self._on_result, on_abort=self._on_abort,
+            on_finish=self._on_finish, progress_total=steps, progress_desc="Retrain",
+        )
+        return self.worker
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+
+    def _on_record(self, record: Any) -> None:
+        if isinstance(record, dict) and record.get("loss") is not None:
+            self.loss_plot.add(record["loss"])
+
+    def _on_result(self, result: Any) -> None:
+        self.result = result
+        before, after = getattr(result, "before_metrics", {}), getattr(result, "after_metrics", {})
+        keys = sorted(k for k in set(before) | set(after) if isinstance(after.get(k, before.get(k)), (int, float)))
+        lines = [f"{k}: {before.get(k, float('nan')):.3f} → {after.get(k, float('nan')):.3f}" for k in keys]
+        self.metrics_label.setText(f"New model {result.new_ref}\n" + "\n".join(lines))
+        self.use_button.setEnabled(True)
+        self.refresh()
+        self._notify(f"Saved new model {result.new_ref}")
+
+    def _on_abort(self) -> None:
+        self._notify("Retraining cancelled; no model was saved.")
+
+    def _on_finish(self) -> None:
+        self.retrain_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def use_new_model(self) -> str | None:
+        """Select the new model here and in any open Analyze widget (``set_model(ref)``)."""
+        if self.result is None:
+            return None
+        ref = self.result.new_ref
+        self.model_combo.setCurrentText(ref)
+        for widget in getattr(self.viewer.window, "_dock_widgets", {}).values():
+            inner = widget.widget() if hasattr(widget, "widget") else None
+            if inner is not None and hasattr(inner, "set_model"):
+                inner.set_model(ref)
+        self._notify(f"Using {ref} for analysis")
+        return ref
+
+    # ------------------------------------------------------------------ cellularity
+    def refit_cellularity(self) -> None:
+        n = self.roi_estimate_count()
+        if n < MIN_ROI_ESTIMATES:
+            self._notify(f"Need at least {MIN_ROI_ESTIMATES} labelled ROIs to refit (have {n}).", error=True)
+            return
+        self._notify("Refitting the cellularity regressor from ROI estimates is not available yet: "
+                     "use 'napari-cellularity train cellularity'.", error=True)
