@@ -37,11 +37,16 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"unsupported device {device!r}; use auto, cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError("CUDA was requested but no CUDA GPU is available; use device='cpu' or 'auto'")
     if dev.type not in ("cpu", "cuda"):
         raise DeviceError(f"unsupported device {device!r}; use auto, cpu or cuda")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise DeviceError(f"{device!r} requested but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     return dev
 
 
