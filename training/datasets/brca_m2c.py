@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .class_maps import BRCA_M2C_CLASS_MAP  # noqa: F401 - re-exported (the map lives in class_maps)
 from .points import PointImage
 
 BRCA_M2C_MPP = 0.5
-#: Default class map (dataset id -> our class). Class 2 mixes tumour and normal epithelium;
-#: it is mapped to malignant, as in the issue. Stromal cells are background (no nucleus target).
-BRCA_M2C_CLASS_MAP: dict[int, str] = {1: "lymphocyte", 2: "malignant", 3: "background"}
+#: Default class map: ``BRCA_M2C_CLASS_MAP`` from :mod:`.class_maps` (class 2 mixes tumour and
+#: normal epithelium and is mapped to malignant; stromal cells are background).
 
 
 def patient_of(stem: str) -> str:
