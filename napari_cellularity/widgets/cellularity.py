@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QApplication, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
@@ -40,7 +41,7 @@ class CellularityReportWidget(QWidget):
         self.report: dict[str, Any] | None = None
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
-        self.summary_label.setTextFormat(1)  # Qt.RichText
+        self.summary_label.setTextFormat(Qt.RichText)
         buttons = QHBoxLayout()
         for text, slot in (("Refresh", self.refresh), ("Copy", self.copy_to_clipboard),
                            ("Export CSV/JSON...", self.export_dialog)):
