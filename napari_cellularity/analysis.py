@@ -65,22 +65,14 @@ def load_model_cached(ref: str | None, device: str, cache: dict | None) -> tuple
     return loaded
 
 
-def _cellularity(probs01: np.ndarray, config: Any) -> tuple[Any, str | None, list[str]]:
-    """Run the cellularity map if its module and a model are installed; notices otherwise."""
+def _cellularity(probs: Any, config: Any) -> tuple[Any, str | None, list[str]]:
+    """Cellularity grid (the installed regressor, else the segmentation-area estimate)."""
     try:
         from .features.cellularity_map import cellularity_grid
-        from .features.regressors import load_cellularity_model
-    except ImportError as exc:
+    except ImportError as exc:  # pragma: no cover - the module ships with the package
         return None, None, [f"cellularity not computed: {exc}"]
-    notices: list[str] = []
-    try:
-        regressor = load_cellularity_model()
-    except (LookupError, ValueError, OSError) as exc:
-        regressor = None
-        notices.append(f"no cellularity model ({exc}); using the map's default estimate")
-    grid = cellularity_grid(probs01, config, regressor=regressor)
-    ref = getattr(regressor, "ref", None) or (getattr(regressor, "name", None) if regressor else None)
-    return grid, ref, notices
+    grid = cellularity_grid(np.asarray(probs), config)
+    return grid, grid.model_ref or grid.method, list(grid.warnings)
 
 
 def analyze_region(
@@ -138,14 +130,12 @@ def analyze_region(
     nuclei = {c: level0[det.classes == c] for c in CELL_CLASSES}
     scores = {c: np.asarray(det.scores)[det.classes == c] for c in CELL_CLASSES}
     yield _notice("estimating cellularity")
-    probs01 = np.asarray(pred.probs, dtype=np.float32)
-    if pred.probs.dtype == np.uint8:
-        probs01 /= 255.0
-    grid, cell_ref, notices = _cellularity(probs01, config)
+    grid, cell_ref, notices = _cellularity(pred.probs, config)
     summary = AnalysisSummary(
         image_name=image_name, region_kind=region_kind, region=box, slide_mpp=float(slide_mpp),
         segmentation_model=config.ref, model_mpp=float(config.mpp), cellularity_model=cell_ref,
-        cellularity=None if grid is None else float(grid.image_cellularity),
+        cellularity=None if grid is None or not np.isfinite(grid.image_cellularity)
+        else float(grid.image_cellularity),
         counts={c: int(len(v)) for c, v in nuclei.items()},
         tumour_bed_area_mm2=None if grid is None else float(grid.tumour_bed_area_um2) / 1e6,
         device=pred.device, duration_s=time.perf_counter() - t0,

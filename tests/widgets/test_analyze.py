@@ -92,7 +92,13 @@ def test_analyze_adds_layers_with_um_geometry(viewer_widget):
         assert tuple(pts.translate) == (10.0, 20.0)
     labels = L.find_layer(viewer, L.CLASS_MAP_LAYER, "Labels")
     assert labels is not None and labels.data.shape == (192, 224)
+    heat = L.find_layer(viewer, L.HEATMAP_LAYER, "Image")
+    assert heat is not None and heat.colormap.name == L.HEATMAP_COLORMAP
+    assert tuple(heat.contrast_limits) == (0.0, 1.0)
+    assert heat.scale[0] == pytest.approx(widget.last_result.heatmap_pixel_um)
     summary = widget.last_result.summary
+    assert summary.cellularity is None or 0.0 <= summary.cellularity <= 1.0
+    assert summary.cellularity_model  # the regressor's ref, or the named fallback estimate
     assert summary.region == regions.Level0Box(0, 0, 384, 448)
     assert summary.segmentation_model == "tiny-test@1"
     assert "Done" in widget.status.text()
