@@ -144,17 +144,15 @@ class _BatchRunner:
         self._prepare()
 
     def _prepare(self) -> None:
+        # channels_last: faster convolutions on CUDA (tensor cores) and on this CPU too
+        # (ENV.md: batch 4 x 256² 0.285 s -> 0.150 s).
         self.net.eval()
-        if self.device.type == "cuda":
-            self.net.to(self.device, memory_format=torch.channels_last)
-        else:
-            self.net.to(self.device)
+        self.net.to(self.device, memory_format=torch.channels_last)
 
     def _forward(self, tiles_uint8: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(tiles_uint8)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # the paper's [-1, 1] scaling
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast_context(self.device):
             probs = forward_tta(self.net, x) if self.tta else torch.sigmoid(self.net(x).float())
         return probs.float().cpu().numpy()

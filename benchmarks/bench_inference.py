@@ -1,0 +1,119 @@
+"""Inference and training-step speed of the paper's FPN / ResNet-34 (random init, no download).
+
+Run by hand; numbers go in issue notes, not in tests::
+
+    python benchmarks/bench_inference.py --threads 2 --reps 2
+    python benchmarks/bench_inference.py --device cuda --batch-sizes 1 4 16 64
+
+Reports, per batch size, tiles/s and megapixels/s of the batched network forward pass through
+the same code path as ``predict_region`` (eval, inference_mode, autocast + channels_last on
+CUDA), one end-to-end ``predict_region`` run over a blank-free random image (tiling, reading,
+blending included), one training step (batch 8 x 256², forward + backward + Adam) and the
+process's peak RSS. Random images: the timings do not depend on content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def bench_forward(net, device, batch_sizes, tile_px: int, reps: int) -> list[dict]:
+    from napari_cellularity.inference.predict import _BatchRunner
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for bs in batch_sizes:
+        runner = _BatchRunner(net, device, bs, tta=False)
+        tiles = rng.integers(0, 256, (bs, tile_px, tile_px, 3), dtype=np.uint8)
+        runner.run(tiles)  # warm-up (allocator, cuDNN autotune)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            runner.run(tiles)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = (time.perf_counter() - t0) / reps
+        rows.append({"batch_size": bs, "s_per_batch": round(dt, 4), "tiles_per_s": round(bs / dt, 2),
+                     "mp_per_s": round(bs * tile_px * tile_px / dt / 1e6, 3), "peak_rss_mb": round(_peak_rss_mb())})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def bench_region(net, config, device, side_px: int, batch_size: int) -> dict:
+    from napari_cellularity.inference.predict import predict_region, run_prediction
+
+    img = np.random.default_rng(1).integers(0, 256, (side_px, side_px, 3), dtype=np.uint8)
+    t0 = time.perf_counter()
+    pred = run_prediction(predict_region(net, config, img, mpp=config.mpp, device=device,
+                                         batch_size=batch_size, skip_background=False))
+    dt = time.perf_counter() - t0
+    return {"region_px": side_px, "tiles": pred.n_tiles, "batch_size": batch_size, "total_s": round(dt, 3),
+            "mp_per_s": round(side_px * side_px / dt / 1e6, 3),
+            "timings_s": {k: round(v, 3) for k, v in pred.timings_s.items()}}
+
+
+def bench_train_step(config, device, batch: int, tile_px: int, reps: int) -> dict:
+    from napari_cellularity.models.fpn import build_network
+
+    net = build_network(config).to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    x = torch.rand(batch, 3, tile_px, tile_px, device=device) * 2 - 1
+    y = (torch.rand(batch, config.n_classes, tile_px, tile_px, device=device) > 0.9).float()
+    times = []
+    for _ in range(reps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return {"batch": batch, "tile_px": tile_px, "s_per_step": round(float(np.median(times[1:])), 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from napari_cellularity.models.config import SegmentationConfig
+    from napari_cellularity.models.device import describe_devices, select_device
+    from napari_cellularity.models.fpn import build_network
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    p.add_argument("--region-px", type=int, default=1024)
+    p.add_argument("--skip-train", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    config = SegmentationConfig()  # paper FPN / ResNet-34, 256 px tiles at 1 µm/px
+    torch.manual_seed(0)
+    net = build_network(config).eval()
+    print(json.dumps({"device": str(device), "devices": [d.name for d in describe_devices()],
+                      "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+    result = {"forward": bench_forward(net, device, args.batch_sizes, config.tile_size_px, args.reps)}
+    result["region"] = bench_region(net, config, device, args.region_px, batch_size=4)
+    print(json.dumps(result["region"]), flush=True)
+    if not args.skip_train:
+        result["train_step"] = bench_train_step(config, device, 8, 256, args.reps)
+        print(json.dumps(result["train_step"]), flush=True)
+    result["peak_rss_mb"] = round(_peak_rss_mb())
+    print(json.dumps({"peak_rss_mb": result["peak_rss_mb"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
