@@ -31,7 +31,7 @@ CLASS_MAP_LAYER = "Cell classes"
 ROI_LAYER = "Analysis ROI"
 HEATMAP_COLORMAP = "inferno"
 PROB_OPACITY = 0.5
-HEATMAP_OPACITY = 0.5
+HEATMAP_OPACITY = 0.35
 NUCLEUS_SIZE_UM = 6.0
 #: Labels-layer value of each class in :data:`CLASS_MAP_LAYER` (0 = background).
 CLASS_LABEL_VALUES: dict[str, int] = {name: i + 1 for i, name in enumerate(CELL_CLASSES)}
@@ -200,13 +200,14 @@ def upsert_points_layer(
     size_um: float = NUCLEUS_SIZE_UM,
     scores: np.ndarray | None = None,
     metadata: dict[str, Any] | None = None,
+    units: Any = None,
 ) -> Any:
     """Add points (level-0 pixels) to the Points layer ``name``, replacing those in a box.
 
     Points of an earlier run that fall inside ``replace_box`` (the region analysed again)
     are dropped first, so re-running a region never duplicates detections. The layer has
     ``scale=(slide_mpp, slide_mpp)`` so it sits on the slide; ``size_um`` is the marker
-    diameter in µm.
+    diameter in µm; pass the slide layer's ``units`` so napari does not warn about mixed units.
     """
     pts = np.asarray(points_level0_rc, dtype=float).reshape(-1, 2)
     new_scores = np.ones(len(pts)) if scores is None else np.asarray(scores, dtype=float).reshape(-1)
@@ -223,6 +224,8 @@ def upsert_points_layer(
         layer.face_color = color
         layer.border_color = color
         layer.size = size_um / slide_mpp
+        if units is not None:
+            layer.units = units
         return layer
     meta = {META_KEY: {"kind": "nuclei", **(metadata or {}).get(META_KEY, {})}}
     return viewer.add_points(
@@ -236,4 +239,5 @@ def upsert_points_layer(
         border_width=0,
         features={"score": new_scores},
         metadata=meta,
+        **({} if units is None else {"units": units}),
     )

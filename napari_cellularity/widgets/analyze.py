@@ -239,6 +239,7 @@ class AnalyzeWidget(QWidget):
             self.status.setText(str(exc))
             return
         self.image_translate = tuple(self._image_layer().translate[-2:])
+        self.image_units = tuple(self._image_layer().units[-2:])
         self.run_inputs, self.t_start, self.first_tile_s = inputs, time.perf_counter(), None
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -277,6 +278,7 @@ class AnalyzeWidget(QWidget):
             if cls in names:
                 L.paste_map_layer(self.viewer, L.prob_layer_name(cls), probs_u8[names.index(cls)],
                                   translate, model_mpp, visible=self.class_checks[cls].isChecked(),
+                                  units=self.image_units,
                                   **L.prob_layer_kwargs(cls))
 
     def _on_return(self, result: Any) -> None:
@@ -287,18 +289,20 @@ class AnalyzeWidget(QWidget):
         L.paste_map_layer(self.viewer, L.CLASS_MAP_LAYER, lut[np.asarray(pred.labels)],
                           regions.overlay_translate_um(box.origin_rc, mpp, summary.model_mpp, self.image_translate),
                           summary.model_mpp, labels=True, colormap=L.class_map_colormap(), opacity=0.4,
-                          visible=False)
+                          visible=False, units=self.image_units)
         for cls in CELL_CLASSES:
             L.upsert_points_layer(self.viewer, L.points_layer_name(cls), result.nuclei_level0[cls],
                                   replace_box=box, slide_mpp=mpp, color=L.CLASS_COLORS[cls],
-                                  image_translate_um=self.image_translate, scores=result.nuclei_scores[cls])
+                                  image_translate_um=self.image_translate, scores=result.nuclei_scores[cls],
+                                  units=self.image_units)
             self._set_class_visible(cls, self.class_checks[cls].isChecked())
         if result.heatmap is not None:
             L.paste_map_layer(self.viewer, L.HEATMAP_LAYER, result.heatmap,
                               regions.overlay_translate_um(box.origin_rc, mpp, result.heatmap_pixel_um,
                                                            self.image_translate),
                               result.heatmap_pixel_um, fill_value=np.nan,
-                              visible=self.heatmap_check.isChecked(), **L.heatmap_layer_kwargs())
+                              visible=self.heatmap_check.isChecked(), units=self.image_units,
+                              **L.heatmap_layer_kwargs())
         store_summary(self.viewer, summary)
         self.last_result = result
         pct = "n/a" if summary.cellularity is None else f"{100 * summary.cellularity:.0f} %"
@@ -354,8 +358,12 @@ def image_source(layer: Any, mpp: float) -> tuple[Any, tuple[int, int]]:
 
 def canvas_size_px(viewer: Any) -> tuple[int, int]:
     """(height, width) of the viewer canvas in screen pixels."""
+    import warnings
+
     try:
-        return tuple(viewer.window._qt_viewer.canvas.size)
+        with warnings.catch_warnings():  # _qt_viewer is the only public-ish path to the canvas
+            warnings.simplefilter("ignore", FutureWarning)
+            return tuple(viewer.window._qt_viewer.canvas.size)
     except AttributeError:  # no Qt window (tests with a ViewerModel)
         return (600, 800)
 
