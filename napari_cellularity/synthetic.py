@@ -18,7 +18,16 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ._synthetic_scene import CODE_TO_CLASS, FIBRE_ANGLES, FIBROBLAST, LYMPHOCYTE, MALIGNANT, NORMAL, Scene, build_scene
+from ._synthetic_scene import (
+    CODE_TO_CLASS,
+    FIBRE_ANGLES,
+    FIBROBLAST,
+    LYMPHOCYTE,
+    MALIGNANT,
+    NORMAL,
+    Scene,
+    build_scene,
+)
 
 #: Optical density (log10) per unit stain, (R, G, B): haematoxylin from Ruifrok & Johnston (2001);
 #: eosin bluer than theirs, fitted by eye to typical stroma RGB (235, 160, 200).

@@ -8,10 +8,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .slide import DEFAULT_TILE_PX, CorruptSlideError, Slide, SlideInfo, UnsupportedFormatError, as_rgb_uint8, plausible_mpp
+from .slide import (
+    DEFAULT_TILE_PX,
+    CorruptSlideError,
+    Slide,
+    SlideInfo,
+    UnsupportedFormatError,
+    as_rgb_uint8,
+    plausible_mpp,
+)
 from .tiles import lazy_level
 
-_UM_PER_UNIT = {"µm": 1.0, "um": 1.0, "\u00b5m": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
+_UM_PER_UNIT = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
 
 
 def open_tifffile(path: Path, tif=None) -> Slide:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..models.config import CLASS_COLORS, CLASS_LABELS, CELL_CLASSES
+from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
 from .reader import LayerData, slide_layer_data
 from .slide import open_slide
 

@@ -296,6 +296,13 @@ class Slide:
             self._close_fn()
         self.closed = True
 
+    def __copy__(self) -> Slide:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Slide:
+        # A slide is a read-only file handle: napari may deep-copy layer metadata that holds it.
+        return self
+
     def __enter__(self) -> Slide:
         return self
 

@@ -9,7 +9,6 @@ import psutil
 from napari_cellularity.io.slide import open_slide
 
 
-
 def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 1e6
 
