@@ -3,7 +3,7 @@
 LightGBM uses the native ``lightgbm.train`` API (no scikit-learn) with the paper's parameters
 (:data:`~napari_cellularity.features.regressors.PAPER_LGBM_PARAMS`). The CNN is a randomly
 initialised ResNet-34 on the 4-channel maps resized to ``input_size_px`` (64 by default so that
-a few hundred Adam steps fit on a 2-core CPU; the paper used full 512-px maps on a GPU), L2 loss,
+150 Adam steps of batch 8 fit on a 2-core CPU; the paper used full 512-px maps on a GPU), L2 loss,
 flips / 90-degree rotations as augmentation (cellularity does not change under them).
 """
 
@@ -39,8 +39,8 @@ class TrainingDataError(ValueError):
 class CNNSettings:
     """Optimisation settings of the CNN regressor (recorded in its config)."""
 
-    steps: int = 300
-    batch_size: int = 16
+    steps: int = 150
+    batch_size: int = 8
     lr: float = 1e-3
     input_size_px: int = 64
     seed: int = 0
