@@ -10,8 +10,14 @@ import torch.nn.functional as F
 ALPHA = 0.15
 
 
-def soft_jaccard(prob: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Per-class soft Jaccard of eq. (2): mean over pixels of y*p / (y + p - y*p).
+def soft_jaccard(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Per-class soft Jaccard (eq. 2), pooled over the batch: sum(y*p) / sum(y + p - y*p).
+
+    Eq. (2) as printed averages ``y*p / (y + p - y*p)`` pixel by pixel; that ratio is 0 for every
+    background pixel whatever ``p`` is (and 0/0 at ``p = 0``), so it would never penalise false
+    positives. The references it cites (Iglovikov et al.) compute the ratio of sums, which is the
+    Jaccard index of the soft masks; we do the same. ``eps`` smooths empty classes: a class absent
+    from target and prediction scores 1.
 
     Parameters
     ----------
@@ -22,9 +28,9 @@ def soft_jaccard(prob: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) ->
     -------
     Tensor of shape (C,)
     """
-    inter = target * prob
-    ratio = inter / (target + prob - inter + eps)
-    return ratio.mean(dim=(0, 2, 3))
+    inter = (target * prob).sum(dim=(0, 2, 3))
+    union = target.sum(dim=(0, 2, 3)) + prob.sum(dim=(0, 2, 3)) - inter
+    return (inter + eps) / (union + eps)
 
 
 def segmentation_loss(
