@@ -1,0 +1,67 @@
+"""Fixtures for training tests: hand-drawn point images with known nuclei and a tiny registered model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.datasets.points import PointImage
+
+#: A small FPN (ResNet-18, 3 encoder stages, 32-channel decoder): fast on one CPU thread.
+TINY_ARCH = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 3, "decoder_pyramid_channels": 32,
+             "decoder_segmentation_channels": 32, "decoder_merge_policy": "cat", "decoder_dropout": 0.5,
+             "in_channels": 3}
+
+PINK = (236, 190, 214)
+NUCLEUS = {"malignant": (80, 40, 120), "normal": (120, 70, 150), "lymphocyte": (40, 20, 90)}
+RADIUS_PX = {"malignant": 7, "normal": 5, "lymphocyte": 3}
+
+
+def draw_item(shape=(128, 160), points=None, mpp=0.5, image_id="img", patient_id="P1") -> PointImage:
+    """Pink background with a dark disk per point (radius by class); points are the disk centres."""
+    from skimage.draw import disk
+
+    if points is None:
+        points = [((20, 20), "malignant"), ((20, 60), "lymphocyte"), ((70, 40), "normal"), ((90, 120), "malignant")]
+    img = np.empty((*shape, 3), np.uint8)
+    img[:] = PINK
+    for (r, c), cls in points:
+        rr, cc = disk((r, c), RADIUS_PX[cls], shape=shape)
+        img[rr, cc] = NUCLEUS[cls]
+    pts = np.array([p for p, _ in points], float).reshape(-1, 2)
+    classes = np.array([c for _, c in points], dtype=object)
+    return PointImage(img, pts, classes, mpp, image_id, patient_id, "test")
+
+
+@pytest.fixture(name="draw_item")
+def _draw_item_fixture():
+    """The :func:`draw_item` helper (tests/training is not a package, so it comes as a fixture)."""
+    return draw_item
+
+
+@pytest.fixture
+def tiny_base(user_home):
+    """A randomly initialised tiny segmentation model registered as ``tiny-base@1`` (mpp 1.0)."""
+    import torch
+
+    from napari_cellularity.models.config import SegmentationConfig
+    from napari_cellularity.models.fpn import build_network
+    from napari_cellularity.models.registry import save_segmentation_model
+
+    torch.manual_seed(0)
+    config = SegmentationConfig(name="tiny-base", architecture=dict(TINY_ARCH), tile_size_px=64, mpp=1.0,
+                                weights_dtype="float32")
+    path = save_segmentation_model(build_network(config), config)
+    return config.ref, path
+
+
+@pytest.fixture(scope="session")
+def synthetic_items():
+    """Two synthetic H&E patches (0.5 µm/px) from different 'patients', as PointImage items."""
+    from napari_cellularity.synthetic import make_he_patch
+
+    items = []
+    for seed, pid in ((3, "S3"), (5, "S5")):  # 25 malignant + 17 / 12 lymphocytes each
+        p = make_he_patch((256, 256), mpp=0.5, seed=seed, tumour_fraction=0.3)
+        items.append(PointImage(p.image, p.points_rc, p.classes, p.mpp, f"syn{seed}", pid, "synthetic"))
+    return items

@@ -1,0 +1,369 @@
+"""Fine-tune a registered segmentation model on new point annotations (the Retrain widget's engine).
+
+Recipe: load the base model from the registry, hold out a patient- / region-disjoint share of
+the NEW points for validation (a held-out stripe when there is one image), evaluate the base
+model on it, train a few hundred steps at a low learning rate (5e-5 -> 1e-5, a tenth of the
+paper's 1e-4 start; Rakhlin et al., section 4) on the new points mixed with replay tiles of the
+original data, evaluate again, and save a NEW version in the user registry with
+``parent = <base ref>``, a description of the data and the before / after metrics. Nothing is
+saved when the run is cancelled or fails; the base model is never modified.
+
+The "after" score is measured once, on the final weights, so it is not tuned to the held-out
+points (unless ``val_every`` asks for intermediate evaluations, which then select the best).
+
+Command line: ``napari-cellularity train finetune --base NAME --data folder=PATH [--steps N]
+[--replay brca_m2c=../shared/data/brca_m2c:train]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_cellularity.models.config import CELL_CLASSES
+
+from .datasets.points import PointImage
+
+log = logging.getLogger(__name__)
+
+#: Learning rate decays from the first to the second value over the run.
+FINETUNE_LR: tuple[float, float] = (5e-5, 1e-5)
+
+
+class FinetuneError(ValueError):
+    """Fine-tuning was refused: too few points or classes, points outside images, bad settings."""
+
+
+class FinetuneCancelled(RuntimeError):
+    """Fine-tuning was cancelled by the user; no model was saved."""
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run produced.
+
+    Attributes
+    ----------
+    new_ref : str
+        ``name@version`` of the saved model.
+    config_path : Path
+        Its JSON config in the user registry.
+    before_metrics, after_metrics : dict
+        :func:`training.evaluate.evaluate_segmentation` results on the held-out new points, for
+        the base and the fine-tuned model.
+    history : list of dict
+        Training losses per step and validation records.
+    """
+
+    new_ref: str
+    config_path: Path
+    before_metrics: dict
+    after_metrics: dict
+    history: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        """Headline scores (mean F1 at 6 µm of malignant and lymphocyte) before and after."""
+        return {"before": _headline(self.before_metrics), "after": _headline(self.after_metrics)}
+
+
+def _headline(metrics: dict) -> float:
+    from .evaluate import headline
+
+    if not metrics.get("detection"):
+        return float("nan")
+    thr = next(iter(metrics["detection"]))[1:]
+    return headline(metrics, float(thr))
+
+
+def check_items(items: list[PointImage], min_points: int, min_classes: int) -> dict[str, int]:
+    """Validate new annotations; return cell counts per class.
+
+    Raises
+    ------
+    FinetuneError
+        No items, points outside their images (with how many), fewer than ``min_points`` cells
+        or fewer than ``min_classes`` cell classes.
+    """
+    if not items:
+        raise FinetuneError("no annotated images were given; annotate cells first")
+    outside = 0
+    for it in items:
+        h, w = it.image.shape[:2]
+        p = it.points_rc
+        outside += int(((p[:, 0] < -0.5) | (p[:, 0] > h - 0.5) | (p[:, 1] < -0.5) | (p[:, 1] > w - 0.5)).sum())
+    total = sum(len(it.points_rc) for it in items)
+    if outside:
+        raise FinetuneError(f"{outside} of {total} points lie outside their image; remove them or check the coordinates")
+    counts = {c: int(sum(np.sum(it.classes == c) for it in items)) for c in CELL_CLASSES}
+    n = sum(counts.values())
+    if n < min_points:
+        raise FinetuneError(f"only {n} annotated cells; fine-tuning needs at least {min_points}. Annotate more cells")
+    present = [c for c, k in counts.items() if k]
+    if len(present) < min_classes:
+        raise FinetuneError(f"annotated classes {present} ({counts}); fine-tuning needs at least {min_classes} "
+                            "cell classes, e.g. malignant and lymphocyte")
+    return counts
+
+
+def _check_settings(steps: int, replay_ratio: float, val_fraction: float, batch_size: int, crop_px: int) -> None:
+    if steps < 1:
+        raise FinetuneError(f"steps must be >= 1, got {steps}")
+    if not 0.0 <= replay_ratio < 1.0:
+        raise FinetuneError(f"replay_ratio must be in [0, 1), got {replay_ratio}")
+    if not 0.0 < val_fraction < 1.0:
+        raise FinetuneError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if batch_size < 1 or crop_px < 32 or crop_px % 32:
+        raise FinetuneError(f"batch_size must be >= 1 and crop_px a multiple of 32, got {batch_size}, {crop_px}")
+
+
+def prepare_data(
+    new_items: list[PointImage], replay_items: list[PointImage] | None, replay_ratio: float,
+    val_fraction: float, crop_px: int, model_mpp: float, seed: int,
+) -> tuple[list[PointImage], list[PointImage], dict[str, Any]]:
+    """Split new items into train / held-out and add replay tiles; return (train, val, description)."""
+    from .datasets.splits import effective_area_px, holdout_split, n_cells, replay_tiles
+
+    train, val, split = holdout_split(new_items, val_fraction, seed)
+    if n_cells(val) == 0 or n_cells(train) == 0:
+        raise FinetuneError(f"cannot hold out validation points disjoint from training points ({split}); "
+                            "annotate cells in more than one area")
+    replay: list[PointImage] = []
+    if replay_items and replay_ratio > 0:
+        target = effective_area_px(train, crop_px, model_mpp) * replay_ratio / (1.0 - replay_ratio)
+        n_tiles = max(1, int(round(target / crop_px**2)))
+        replay = replay_tiles(replay_items, n_tiles, crop_px, model_mpp, np.random.default_rng([seed, 1]))
+    desc = {
+        "split": split,
+        "n_train_images": len(train), "n_val_images": len(val),
+        "train_cells": n_cells(train), "val_cells": n_cells(val),
+        "image_ids": sorted({it.image_id for it in new_items})[:100],
+        "sources": sorted({it.source for it in new_items if it.source}),
+        "replay": {"ratio": replay_ratio, "n_tiles": len(replay),
+                   "sources": sorted({it.source for it in replay_items or [] if it.source})},
+    }
+    return train + replay, val, desc
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN / inf -> None and numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _new_config(base, name: str | None, settings, data_desc: dict, counts: dict, before: dict):
+    import datetime as dt
+
+    from napari_cellularity.models.config import SegmentationConfig
+
+    cfg = SegmentationConfig.from_dict(base.to_dict())
+    cfg.name = name or base.name
+    cfg.parent = base.ref
+    cfg.created_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    cfg.weights_sha256 = None
+    cfg.training = {
+        "finetune": {"base": base.ref, "data": data_desc, "cell_counts": counts, "settings": asdict(settings)},
+        "base_training": base.training,
+    }
+    cfg.metrics = {"finetune": {"before": _json_safe(before)}, "base": base.metrics}
+    return cfg
+
+
+@contextlib.contextmanager
+def _fresh_run_dir(run_dir: str | Path | None, stem: str):
+    """A new, empty folder: a temporary one (removed afterwards) or ``run_dir/<stem>-<time>``."""
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="nc-finetune-") as tmp:
+            yield Path(tmp)
+        return
+    path = Path(run_dir) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    k = 1
+    while path.exists():
+        path, k = Path(f"{path}-{k}"), k + 1
+    path.mkdir(parents=True)
+    yield path
+
+
+def iter_finetune(
+    base_ref: str | None,
+    new_items: list[PointImage],
+    *,
+    steps: int = 150,
+    replay_items: list[PointImage] | None = None,
+    replay_ratio: float = 0.5,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    device: str = "auto",
+    run_dir: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    min_points: int = 20,
+    min_classes: int = 2,
+    batch_size: int = 4,
+    crop_px: int = 256,
+    lr: tuple[float, float] = FINETUNE_LR,
+    val_every: int | None = None,
+    name: str | None = None,
+    models_dir: str | Path | None = None,
+) -> Generator[dict, None, FinetuneResult]:
+    """Generator form of :func:`finetune` (for a ``thread_worker``).
+
+    Yields ``{"stage": ...}`` records (``prepared``, ``before``, ``saved``), one
+    ``{"step", "total", "loss", "elapsed_s"}`` record per training step and
+    ``{"validation": {...}}`` records; returns the :class:`FinetuneResult`. Closing the
+    generator or ``should_stop()`` returning True cancels the run and saves nothing.
+    """
+    from napari_cellularity.models.device import select_device
+    from napari_cellularity.models.registry import load_segmentation_model, next_version, save_segmentation_model
+
+    from .evaluate import evaluate_segmentation
+    from .segmentation import TrainSettings, _load_best, _train_iter
+
+    _check_settings(steps, replay_ratio, val_fraction, batch_size, crop_px)
+    counts = check_items(new_items, min_points, min_classes)
+    net, base = load_segmentation_model(base_ref, device="cpu")
+    train, val, desc = prepare_data(new_items, replay_items, replay_ratio, val_fraction, crop_px, base.mpp, seed)
+    yield {"stage": "prepared", **desc}
+    dev = select_device(device)
+    thr = float(base.detection["threshold"])
+    before = evaluate_segmentation(net.to(dev), val, base, dev, thresholds=(thr,))
+    yield {"stage": "before", "metrics": before}
+    settings = TrainSettings(steps=steps, batch_size=batch_size, crop_px=crop_px, lr_start=lr[0], lr_end=lr[1],
+                             val_every=val_every or steps, patience_evals=10**9, seed=seed,
+                             detection_thresholds=(thr,), extra={"finetune_of": base.ref})
+    cfg = _new_config(base, name, settings, desc, counts, before)
+    init_state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    del net
+    history: list[dict] = []
+    with _fresh_run_dir(run_dir, f"finetune-{cfg.name}") as rdir:
+        last_step = 0
+        for rec in _train_iter(train, val, cfg, settings, rdir, device, init_state, should_stop):
+            last_step = rec.get("step", last_step)
+            history.append(_history_record(rec))
+            yield rec
+        if last_step < steps:
+            raise FinetuneCancelled(f"fine-tuning cancelled at step {last_step} of {steps}; no model was saved")
+        tuned, best = _load_best(rdir, cfg, "cpu")
+    after = best.get("metrics", {})
+    cfg.metrics["finetune"].update(after=_json_safe(after), after_step=best.get("step"),
+                                   val_cells=desc["val_cells"], threshold=thr)
+    cfg.version = next_version(cfg.name)
+    path = save_segmentation_model(tuned, cfg, models_dir)
+    log.info("fine-tuned %s -> %s (%s)", base.ref, cfg.ref, path)
+    result = FinetuneResult(cfg.ref, path, before, after, history)
+    yield {"stage": "saved", "ref": cfg.ref, "config_path": str(path), **result.summary()}
+    return result
+
+
+def _history_record(rec: dict) -> dict:
+    if "validation" in rec:
+        v = rec["validation"]
+        return {"step": v.get("step"), "val_score": v.get("score"), "train_loss": v.get("train_loss")}
+    return {"step": rec["step"], "loss": rec["loss"]}
+
+
+def finetune(
+    base_ref: str | None,
+    new_items: list[PointImage],
+    *,
+    progress: Callable[[dict], None] | None = None,
+    **kwargs: Any,
+) -> FinetuneResult:
+    """Fine-tune ``base_ref`` on ``new_items`` and save a new registered version.
+
+    Parameters
+    ----------
+    base_ref
+        Registry reference (``"name"``, ``"name@3"``, a config path, or ``None`` for the default).
+    new_items
+        New point annotations (e.g. from ``annotations_to_items``).
+    progress
+        Called with every record :func:`iter_finetune` yields.
+    **kwargs
+        ``steps=150, replay_items=None, replay_ratio=0.5, val_fraction=0.2, seed=0,
+        device="auto", run_dir=None, should_stop=None, min_points=20, min_classes=2,
+        batch_size=4, crop_px=256, lr=(5e-5, 1e-5), val_every=None, name=None,
+        models_dir=None`` as in :func:`iter_finetune`.
+
+    Returns
+    -------
+    FinetuneResult
+
+    Raises
+    ------
+    FinetuneError
+        Too few points / classes, points outside images, no disjoint hold-out, bad settings.
+    FinetuneCancelled
+        ``should_stop()`` returned True; nothing was saved.
+    napari_cellularity.models.registry.ModelNotFoundError
+        ``base_ref`` is not registered.
+    """
+    gen = iter_finetune(base_ref, new_items, **kwargs)
+    while True:
+        try:
+            rec = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if progress:
+            progress(rec)
+
+
+# ----------------------------------------------------------------------------- command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base", default=None, help="registered model to start from (name or name@version)")
+    parser.add_argument("--data", nargs="+", required=True, help="new annotations, e.g. folder=PATH (images + CSV/GeoJSON)")
+    parser.add_argument("--replay", nargs="*", default=[], help="original data to mix in, e.g. brca_m2c=PATH:train")
+    parser.add_argument("--replay-ratio", type=float, default=0.5)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--crop-px", type=int, default=256)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--min-points", type=int, default=20)
+    parser.add_argument("--name", default=None, help="name of the new model (default: the base name, next version)")
+    parser.add_argument("--run-dir", default=None, help="keep checkpoints here (default: a temporary folder)")
+    parser.add_argument("--out", default=None, help="model folder (default: user models dir)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .segmentation import load_datasets
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    new_items = load_datasets(args.data)
+    replay = load_datasets(args.replay) if args.replay else None
+
+    def report(rec: dict) -> None:
+        if "step" in rec and (rec["step"] % 10 == 0 or rec["step"] == rec["total"]):
+            log.info("step %d/%d loss %.4f (%.0f s)", rec["step"], rec["total"], rec["loss"], rec["elapsed_s"])
+        elif rec.get("stage") == "prepared":
+            log.info("train %d images (%d cells), hold-out %d images (%d cells), split %s, replay tiles %d",
+                     rec["n_train_images"], rec["train_cells"], rec["n_val_images"], rec["val_cells"],
+                     rec["split"].get("method"), rec["replay"]["n_tiles"])
+
+    result = finetune(args.base, new_items, progress=report, steps=args.steps, replay_items=replay,
+                      replay_ratio=args.replay_ratio, val_fraction=args.val_fraction, seed=args.seed,
+                      device=args.device, run_dir=args.run_dir, min_points=args.min_points,
+                      batch_size=args.batch_size, crop_px=args.crop_px, name=args.name, models_dir=args.out)
+    s = result.summary()
+    print(f"saved {result.new_ref} to {result.config_path}: held-out score {s['before']:.3f} -> {s['after']:.3f}")
+    return 0
