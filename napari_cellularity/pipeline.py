@@ -187,7 +187,10 @@ def _analyze_into(folder: Path, slide, net, config, device, roi, tta, batch_size
     write_label_tif(folder / "labels.tif", pred.labels, config.mpp)
     _write_overlay(folder / "overlay.png", slide, pred, config, points0, det.classes)
     write_s = time.perf_counter() - t
+    t = time.perf_counter()
     cellularity = _cellularity(folder, slide, pred, config, cellularity_model)
+    cellularity_s = time.perf_counter() - t
+    timings = {("predict_s" if k == "total_s" else k): round(v, 3) for k, v in pred.timings_s.items()}
     return {
         "input": slide.info.path,
         "model": config.ref,
@@ -205,8 +208,8 @@ def _analyze_into(folder: Path, slide, net, config, device, roi, tta, batch_size
         "tiles": {"total": pred.n_tiles, "skipped_background": pred.n_skipped, "batch_size": pred.batch_size},
         "tta": bool(tta),
         "notices": list(pred.notices),
-        "timings_s": {**{k: round(v, 3) for k, v in pred.timings_s.items()},
-                      "detect_s": round(detect_s, 3), "write_s": round(write_s, 3)},
+        "timings_s": {**timings, "detect_s": round(detect_s, 3), "write_s": round(write_s, 3),
+                      "cellularity_s": round(cellularity_s, 3)},
         "outputs": {"cells": "cells.csv", "masks": masks, "labels": "labels.tif", "overlay": "overlay.png"},
         "cellularity": cellularity,
     }

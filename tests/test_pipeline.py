@@ -36,8 +36,10 @@ def _png(path, shape=(180, 240), seed=0):
 
     rng = np.random.default_rng(seed)
     img = np.full((*shape, 3), 238, np.uint8)
-    img[30:150, 40:200] = np.stack([rng.integers(140, 220, (120, 160)), rng.integers(50, 140, (120, 160)),
-                                    rng.integers(130, 210, (120, 160))], -1)
+    r0, r1, c0, c1 = shape[0] // 6, shape[0] * 5 // 6, shape[1] // 6, shape[1] * 5 // 6
+    size = (r1 - r0, c1 - c0)
+    img[r0:r1, c0:c1] = np.stack([rng.integers(140, 220, size), rng.integers(50, 140, size),
+                                  rng.integers(130, 210, size)], -1)
     Image.fromarray(img).save(path)
     return path
 
@@ -176,3 +178,33 @@ def test_failure_midway_leaves_previous_result_intact(tmp_path, tiny_model, monk
         pipeline.analyze_image(src, tmp_path / "out", mpp=0.5)
     assert (tmp_path / "out" / "a" / "summary.json").read_text() == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a"]
+
+
+def test_image_smaller_than_one_tile(tmp_path, tiny_model):
+    """A 16x16 image (8x8 at the model mpp) is padded to a 64-px tile, not a 32-px one."""
+    summary = pipeline.analyze_image(_png(tmp_path / "tiny.png", shape=(16, 16)), tmp_path / "out", mpp=0.5)
+    assert summary["maps"]["shape_rc"] == [8, 8] and summary["tiles"]["total"] == 1
+    assert {"predict_s", "total_s", "cellularity_s"} <= set(summary["timings_s"])
+
+
+@pytest.mark.shared_data
+def test_real_svs_roi_reads_mpp_from_file(tmp_path, tiny_model, shared_data):
+    svs = shared_data / "wsi" / "CMU-1-Small-Region.svs"
+    if not svs.exists():
+        pytest.skip("CMU-1-Small-Region.svs not in shared data")
+    summary = pipeline.analyze_image(svs, tmp_path / "out", roi="1000,800,256,256")
+    assert summary["input_mpp"] == pytest.approx(0.499) and summary["input_mpp_source"] == "file"
+    assert summary["maps"]["shape_rc"] == [128, 128]
+    with open(tmp_path / "out" / "CMU-1-Small-Region" / "cells.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            assert 999 <= float(r["x"]) <= 1256 and 799 <= float(r["y"]) <= 1056
+
+
+@pytest.mark.shared_data
+def test_real_corrupt_slide_is_a_clear_error(tmp_path, tiny_model, shared_data):
+    bad = shared_data / "wsi" / "synthetic" / "unreadable.svs"
+    if not bad.exists():
+        pytest.skip("unreadable.svs not in shared data")
+    with pytest.raises(slide_mod.CorruptSlideError, match="corrupt"):
+        pipeline.analyze_image(bad, tmp_path / "out")
+    assert not (tmp_path / "out" / "unreadable").exists()

@@ -60,8 +60,13 @@ class TileGrid:
         return iter(self.tiles)
 
 
+#: Smallest tile side: ResNet encoders reduce by 32, and the FPN decoder's GroupNorm needs more
+#: than one value per group at the deepest (1/32) level, so a 32-px tile fails there.
+MIN_TILE_PX = 64
+
+
 def _ceil32(n: int) -> int:
-    return max(32, -(-n // 32) * 32)
+    return max(MIN_TILE_PX, -(-n // 32) * 32)
 
 
 def _starts(length: int, tile: int, step: int) -> list[int]:
@@ -83,8 +88,8 @@ def make_grid(
     shape_rc : tuple of int
         Region size (rows, cols) in network pixels.
     tile_size_px : int
-        Tile side (multiple of 32, >= 32). A region side smaller than the tile gets a single
-        tile along that axis, shrunk to the next multiple of 32 (the reader pads it).
+        Tile side (multiple of 32, >= 64). A region side smaller than the tile gets a single
+        tile along that axis, shrunk to the next multiple of 32 (at least 64; the reader pads).
     overlap_px : int, optional
         Overlap between neighbouring tiles; default ``tile_size_px // 4``.
 
@@ -103,8 +108,8 @@ def make_grid(
     rows, cols = int(shape_rc[0]), int(shape_rc[1])
     if rows < 1 or cols < 1:
         raise TilingError(f"region must be at least 1x1 pixels, got {rows}x{cols}")
-    if tile_size_px < 32 or tile_size_px % 32:
-        raise TilingError(f"tile_size_px must be a positive multiple of 32, got {tile_size_px}")
+    if tile_size_px < MIN_TILE_PX or tile_size_px % 32:
+        raise TilingError(f"tile_size_px must be a multiple of 32 and at least {MIN_TILE_PX}, got {tile_size_px}")
     overlap = tile_size_px // 4 if overlap_px is None else int(overlap_px)
     if not 0 <= overlap <= tile_size_px // 2:
         raise TilingError(f"overlap_px must be in 0..{tile_size_px // 2}, got {overlap}")

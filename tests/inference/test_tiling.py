@@ -44,9 +44,10 @@ def test_grid_overlap_and_flush_last_tile():
 def test_small_region_gets_one_shrunken_tile():
     grid = make_grid((40, 70), tile_size_px=256)
     assert len(grid) == 1 and grid.tile_shape_rc == (64, 96)
+    assert make_grid((8, 8), tile_size_px=256).tile_shape_rc == (64, 64)  # never below 64 px
 
 
-@pytest.mark.parametrize("kwargs", [{"tile_size_px": 100}, {"tile_size_px": 0}, {"tile_size_px": 64, "overlap_px": 40},
+@pytest.mark.parametrize("kwargs", [{"tile_size_px": 100}, {"tile_size_px": 0}, {"tile_size_px": 32}, {"tile_size_px": 64, "overlap_px": 40},
                                     {"tile_size_px": 64, "overlap_px": -1}])
 def test_bad_grid_parameters(kwargs):
     with pytest.raises(TilingError):
