@@ -23,7 +23,7 @@ def write_cells_csv(path: Path, points_level0_rc: np.ndarray, classes: np.ndarra
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(CELLS_CSV_COLUMNS)
-        for (row, col), cls, score in zip(np.asarray(points_level0_rc).reshape(-1, 2), classes, scores):
+        for (row, col), cls, score in zip(np.asarray(points_level0_rc).reshape(-1, 2), classes, scores, strict=True):
             writer.writerow((f"{col:.2f}", f"{row:.2f}", cls, f"{score:.4f}"))
 
 
@@ -107,7 +107,7 @@ def render_overlay(image_rgb: np.ndarray, labels: Any, class_names: tuple[str, .
         sel = lab == k
         out[sel] = (1 - OVERLAY_ALPHA) * out[sel] + OVERLAY_ALPHA * _hex_rgb(class_colors[name])
     radius = 2 if max(image_rgb.shape[:2]) >= 256 else 1
-    for (r, c), cls in zip(np.asarray(points_rc).reshape(-1, 2) * points_scale, point_classes):
+    for (r, c), cls in zip(np.asarray(points_rc).reshape(-1, 2) * points_scale, point_classes, strict=True):
         rr, cc = disk((r, c), radius, shape=image_rgb.shape[:2])
         out[rr, cc] = _hex_rgb(class_colors.get(cls, "#ffffff"))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -23,10 +23,19 @@ from ..models.config import SegmentationConfig
 from ..models.device import autocast_context, is_out_of_memory, select_device
 from .cells import points_to_level0
 from .sources import as_source, validate_region
-from .tiling import StripAccumulator, blend_window, default_fill, make_grid, tiles_with_tissue, tissue_mask
+from .tiling import (
+    StripAccumulator,
+    blend_window,
+    default_fill,
+    make_grid,
+    tiles_with_tissue,
+    tissue_mask,
+)
 from .tta import forward_tta
 
 THUMBNAIL_SIDE_PX = 2048
+#: Tissue specks smaller than this (dust, debris; ~30 x 30 µm) do not keep a tile.
+MIN_TISSUE_OBJECT_UM2 = 1000.0
 
 
 class InferenceMemoryError(RuntimeError):
@@ -191,7 +200,8 @@ class _BatchRunner:
 def _tissue_keep(source, grid, region, level0_per_px: float) -> np.ndarray:
     """Tiles that contain tissue according to an Otsu mask of the source's thumbnail."""
     thumb, thumb_ds = source.thumbnail(THUMBNAIL_SIDE_PX)
-    mask = tissue_mask(thumb)
+    thumb_mpp = source.level0_mpp * thumb_ds
+    mask = tissue_mask(thumb, min_object_px=max(4, int(MIN_TISSUE_OBJECT_UM2 / thumb_mpp**2)))
     r, c, h, w = region
     crop = mask[int(r / thumb_ds):int(np.ceil((r + h) / thumb_ds)), int(c / thumb_ds):int(np.ceil((c + w) / thumb_ds))]
     from scipy import ndimage as ndi
@@ -256,13 +266,15 @@ def predict_region(
     scale = float(config.mpp) / source.level0_mpp  # level-0 px per model px
     shape = (max(1, round(region[2] / scale)), max(1, round(region[3] / scale)))
     grid = make_grid(shape, tile_size_px or config.tile_size_px, overlap_px)
+    t_tissue = time.perf_counter()
     keep = _tissue_keep(source, grid, region, scale) if skip_background else np.ones(len(grid), bool)
+    tissue_s = time.perf_counter() - t_tissue
     todo = [t for t in grid if keep[t.index]]
     runner = _BatchRunner(net, select_device(device), batch_size, tta)
     outputs = _Outputs(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None)
     acc = StripAccumulator(config.n_classes, shape, blend_window(grid.tile_shape_rc),
                            outputs.write_rows, default_fill(config.class_names))
-    timings = {"read_s": 0.0, "network_s": 0.0, "blend_s": 0.0}
+    timings = {"tissue_s": tissue_s, "read_s": 0.0, "network_s": 0.0, "blend_s": 0.0}
     committed, notices = False, []
     try:
         yield ProgressRecord("start", 0, len(todo), f"{len(todo)} tiles with tissue of {len(grid)}")
@@ -276,7 +288,7 @@ def predict_region(
             t1 = time.perf_counter()
             probs = runner.run(pixels)
             t2 = time.perf_counter()
-            for t, p in zip(batch, probs):
+            for t, p in zip(batch, probs, strict=True):
                 acc.add(p, t.row, t.col)
             next_row = todo[b + len(batch)].row if b + len(batch) < len(todo) else shape[0]
             acc.flush(next_row)
@@ -286,7 +298,7 @@ def predict_region(
             while runner.notices:
                 notices.append(runner.notices.pop(0))
                 yield ProgressRecord("notice", done, len(todo), notices[-1])
-            for t, p in zip(batch, probs):
+            for t, p in zip(batch, probs, strict=True):
                 done += 1
                 yield _tile_record(t, p, done, len(todo), region, scale, shape)
         acc.finish()

@@ -6,7 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_cellularity.inference.cells import detect_nuclei_chunked, level0_to_points, points_to_level0
+from napari_cellularity.inference.cells import (
+    detect_nuclei_chunked,
+    level0_to_points,
+    points_to_level0,
+)
 from napari_cellularity.inference.nuclei import detect_nuclei
 from napari_cellularity.inference.predict import (
     InferenceMemoryError,
@@ -138,7 +142,7 @@ def test_chunked_detection_matches_whole_map():
         probs[k % 3] = np.maximum(probs[k % 3], np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / 8.0))
     whole = detect_nuclei(probs, 1.0)
     chunked = detect_nuclei_chunked(probs, 1.0, chunk_px=64)
-    key = lambda d: sorted(zip(d.points_rc[:, 0], d.points_rc[:, 1], d.classes))  # noqa: E731
+    key = lambda d: sorted(zip(d.points_rc[:, 0], d.points_rc[:, 1], d.classes, strict=True))  # noqa: E731
     assert len(whole) > 30 and key(whole) == key(chunked)
 
 
