@@ -3,7 +3,7 @@
 LightGBM uses the native ``lightgbm.train`` API (no scikit-learn) with the paper's parameters
 (:data:`~napari_cellularity.features.regressors.PAPER_LGBM_PARAMS`). The CNN is a randomly
 initialised ResNet-34 on the 4-channel maps resized to ``input_size_px`` (64 by default so that
-150 Adam steps of batch 8 fit on a 2-core CPU; the paper used full 512-px maps on a GPU), L2 loss,
+120 Adam steps of batch 8 fit on a 2-core CPU; the paper used full 512-px maps on a GPU), L2 loss,
 flips / 90-degree rotations as augmentation (cellularity does not change under them).
 """
 
@@ -39,7 +39,7 @@ class TrainingDataError(ValueError):
 class CNNSettings:
     """Optimisation settings of the CNN regressor (recorded in its config)."""
 
-    steps: int = 150
+    steps: int = 120
     batch_size: int = 8
     lr: float = 1e-3
     input_size_px: int = 64
@@ -128,7 +128,7 @@ def group_kfold(groups: np.ndarray, n_splits: int = 5) -> list[tuple[np.ndarray,
     n_splits = min(n_splits, len(uniq))
     load = np.zeros(n_splits)
     fold_of = {}
-    for g, c in sorted(zip(uniq, counts), key=lambda gc: (-gc[1], str(gc[0]))):
+    for g, c in sorted(zip(uniq, counts, strict=True), key=lambda gc: (-gc[1], str(gc[0]))):
         f = int(np.argmin(load))
         fold_of[g] = f
         load[f] += c

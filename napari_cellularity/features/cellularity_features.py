@@ -143,7 +143,7 @@ def _class_features(prob: np.ndarray, mpp: float) -> list[float]:
     area = above.sum(axis=1) / n_px
     activation = np.where(above, flat, 0.0).sum(axis=1, dtype=np.float64) / n_px
     out: list[float] = []
-    for a, s in zip(area, activation):
+    for a, s in zip(area, activation, strict=True):
         out += [float(a), float(s)]
     centres, response = log_blobs(prob, mpp)
     centre_p = prob[centres[:, 0], centres[:, 1]].astype(np.float64)

@@ -169,8 +169,8 @@ def iter_cellularity_grid(
         raise CellularityMapError(f"patch_px must be at least 8 map pixels, got {patch_px}")
     tissue = np.ones((h, w), bool) if tissue_mask is None else np.asarray(tissue_mask, bool)
     ys, xs = _edges(h, patch_px), _edges(w, patch_px)
-    boxes = [(i, j, y0, y1, x0, x1) for i, (y0, y1) in enumerate(zip(ys[:-1], ys[1:]))
-             for j, (x0, x1) in enumerate(zip(xs[:-1], xs[1:]))]
+    boxes = [(i, j, y0, y1, x0, x1) for i, (y0, y1) in enumerate(zip(ys[:-1], ys[1:], strict=True))
+             for j, (x0, x1) in enumerate(zip(xs[:-1], xs[1:], strict=True))]
     frac = {b: float(tissue[b[2]:b[3], b[4]:b[5]].mean()) for b in boxes}
     scored = [b for b in boxes if frac[b] >= min_tissue_fraction]
     heatmap = np.full((len(ys) - 1, len(xs) - 1), np.nan)
@@ -182,7 +182,7 @@ def iter_cellularity_grid(
             values = regressor.predict_maps(maps, config.mpp, [tissue[y0:y1, x0:x1] for _, _, y0, y1, x0, x1 in chunk])
         else:
             values = regressor.predict_maps(maps, config.mpp)
-        for (i, j, y0, y1, x0, x1), v in zip(chunk, values):
+        for (i, j, y0, y1, x0, x1), v in zip(chunk, values, strict=True):
             heatmap[i, j] = v
             rows.append((x0, y0, x1 - x0, y1 - y0, float(v), frac[(i, j, y0, y1, x0, x1)]))
         yield {"done": min(s + batch_size, len(scored)), "total": len(scored)}

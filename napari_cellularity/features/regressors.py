@@ -18,7 +18,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from napari_cellularity.models.config import CLASS_NAMES, ModelConfigError, read_json, write_json_atomic
+from napari_cellularity.models.config import (
+    CLASS_NAMES,
+    ModelConfigError,
+    read_json,
+    write_json_atomic,
+)
 from napari_cellularity.models.registry import (
     ModelFileError,
     file_sha256,
@@ -181,7 +186,7 @@ class LightGBMCellularity:
 
 
 def _first_difference(a: list[str], b: list[str]) -> str:
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return f"#{i} {x!r} vs {y!r}"
     return f"lengths {len(a)} vs {len(b)}"

@@ -45,7 +45,7 @@ def test_zero_map_gives_zeros():
 
 def test_k_disks_give_k_blobs_and_exact_areas():
     probs = _disk_map(CENTRES)
-    f = dict(zip(FEATURE_NAMES, extract_features(probs, mpp=1.0)))
+    f = dict(zip(FEATURE_NAMES, extract_features(probs, mpp=1.0), strict=True))
     n_px = 128 * 128
     area_mm2 = n_px * 1e-6
     disk_px = int((probs[MAL] > 0).sum())
@@ -63,7 +63,7 @@ def test_k_disks_give_k_blobs_and_exact_areas():
 
 def test_faint_disks_drop_out_at_high_thresholds():
     probs = _disk_map(CENTRES, value=0.3)  # LoG peak ~0.74 * 0.3 = 0.22
-    f = dict(zip(FEATURE_NAMES, extract_features(probs, mpp=1.0)))
+    f = dict(zip(FEATURE_NAMES, extract_features(probs, mpp=1.0), strict=True))
     assert f["malignant_blobs_gt_0.16_per_mm2"] > 0
     assert f["malignant_blobs_gt_0.24_per_mm2"] == 0
     assert f["malignant_area_gt_0.24"] > 0 and f["malignant_area_gt_0.32"] == 0
