@@ -110,6 +110,8 @@ def find_model(ref: str | None, kind: str) -> ModelEntry:
         default = [e for e in entries if e.name.startswith(DEFAULT_SEGMENTATION_MODEL)] or entries
         return max(default, key=lambda e: (e.source == "user", e.version))
     name, _, version = ref.partition("@")
+    if version and not version.isdigit():
+        raise ModelNotFoundError(f"bad model reference {ref!r}: use NAME or NAME@VERSION with an integer version")
     matches = [e for e in entries if e.name == name and (not version or e.version == int(version))]
     if not matches:
         known = ", ".join(e.ref for e in entries)

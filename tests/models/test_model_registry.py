@@ -82,6 +82,8 @@ def test_find_model_versions_and_default(tiny_net):
     assert next_version("tiny") == 3
     with pytest.raises(ModelNotFoundError, match="installed: "):
         find_model("tiny@7", "segmentation")
+    with pytest.raises(ModelNotFoundError, match="integer version"):
+        find_model("tiny@v2", "segmentation")
 
 
 def test_no_model_installed(user_home):
