@@ -105,3 +105,15 @@ def test_uint8_maps_read_as_p_times_255():
 def test_bad_inputs_raise_clear_errors(probs, mpp, match):
     with pytest.raises(FeatureInputError, match=match):
         extract_features(probs, mpp)
+
+
+def test_compute_modules_import_without_qt():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['qtpy'] = None; sys.modules['magicgui'] = None\n"
+            "import napari_cellularity.features.cellularity_features, napari_cellularity.features.regressors\n"
+            "import napari_cellularity.features.cellularity_map, napari_cellularity.features.tissue\n"
+            "import napari_cellularity.metrics.cellularity, training.cellularity, training.cellularity_fit\n"
+            "import training.cellularity_labels\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
