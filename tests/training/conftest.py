@@ -7,8 +7,8 @@ import pytest
 
 from training.datasets.points import PointImage
 
-#: A small FPN (ResNet-18, 3 encoder stages, 32-channel decoder): fast on one CPU thread.
-TINY_ARCH = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 3, "decoder_pyramid_channels": 32,
+#: A small FPN (ResNet-18 encoder, 32-channel decoder): fast on one CPU thread.
+TINY_ARCH = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 5, "decoder_pyramid_channels": 32,
              "decoder_segmentation_channels": 32, "decoder_merge_policy": "cat", "decoder_dropout": 0.5,
              "in_channels": 3}
 
@@ -37,6 +37,14 @@ def draw_item(shape=(128, 160), points=None, mpp=0.5, image_id="img", patient_id
 def _draw_item_fixture():
     """The :func:`draw_item` helper (tests/training is not a package, so it comes as a fixture)."""
     return draw_item
+
+
+@pytest.fixture
+def tiny_config():
+    """A tiny segmentation config (mpp 1.0, 64-px tiles)."""
+    from napari_cellularity.models.config import SegmentationConfig
+
+    return SegmentationConfig(name="tiny", architecture=dict(TINY_ARCH), tile_size_px=64, mpp=1.0)
 
 
 @pytest.fixture

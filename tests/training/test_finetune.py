@@ -1,0 +1,131 @@
+"""Fine-tuning: a new registered version with its parent, refusals, cancellation, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cellularity.models.config import SegmentationConfig
+from napari_cellularity.models.registry import file_sha256, list_models, load_segmentation_model
+from training.finetune import FinetuneCancelled, FinetuneError, finetune, iter_finetune
+from training.datasets.points import PointImage
+
+FAST = {"steps": 3, "batch_size": 2, "crop_px": 64, "device": "cpu"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _refs() -> list[str]:
+    return [e.ref for e in list_models("segmentation")]
+
+
+def test_finetune_saves_a_new_version_with_parent_and_metrics(tiny_base, synthetic_items):
+    base_ref, base_path = tiny_base
+    base_hash = file_sha256(base_path.with_suffix(".safetensors"))
+    records = []
+    result = finetune("tiny-base", synthetic_items[:1], replay_items=synthetic_items[1:], progress=records.append,
+                      **FAST)
+    assert result.new_ref == "tiny-base@2" and _refs() == ["tiny-base@1", "tiny-base@2"]
+    cfg = SegmentationConfig.load(result.config_path)
+    assert cfg.parent == base_ref and cfg.version == 2
+    ft = cfg.training["finetune"]
+    assert ft["base"] == base_ref and ft["data"]["split"]["method"] == "stripe"
+    assert ft["data"]["replay"]["n_tiles"] >= 1 and ft["cell_counts"]["malignant"] == 25
+    assert ft["settings"]["lr_start"] <= 5e-5
+    for key in ("before", "after"):
+        assert "detection" in cfg.metrics["finetune"][key]
+    assert result.before_metrics["n_true"] == result.after_metrics["n_true"] == cfg.metrics["finetune"]["before"]["n_true"]
+    def _no_nan(const):
+        raise AssertionError(f"non-standard JSON constant {const} in the config")
+
+    json.loads(result.config_path.read_text(), parse_constant=_no_nan)
+    # the base model is untouched and both load
+    assert file_sha256(base_path.with_suffix(".safetensors")) == base_hash
+    net, loaded = load_segmentation_model("tiny-base@2")
+    assert loaded.ref == "tiny-base@2"
+    steps = [r for r in records if "step" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in steps)
+    assert [r["stage"] for r in records if "stage" in r] == ["prepared", "before", "saved"]
+    assert any("validation" in r for r in records)
+    assert len([h for h in result.history if "loss" in h]) == 3
+
+
+def test_weights_change_but_stay_close(tiny_base, synthetic_items):
+    net0, _ = load_segmentation_model("tiny-base@1")
+    result = finetune("tiny-base@1", synthetic_items, **FAST)
+    net1, _ = load_segmentation_model(result.new_ref)
+    w0, w1 = dict(net0.named_parameters()), dict(net1.named_parameters())  # BN running stats excluded
+    diffs = [float((w1[k] - w0[k]).abs().max()) for k in w0]
+    assert 0 < max(diffs) < 1e-3  # Adam moves each weight by <= lr per step: 3 steps at <= 5e-5
+
+
+def test_refuses_too_few_points_or_classes(tiny_base, draw_item):
+    few = draw_item()  # 4 cells
+    with pytest.raises(FinetuneError, match="only 4 annotated cells.*at least 20"):
+        finetune("tiny-base", [few], **FAST)
+    many_one_class = draw_item(points=[((10 + 12 * (k // 10), 10 + 14 * (k % 10)), "malignant") for k in range(30)])
+    with pytest.raises(FinetuneError, match="at least 2 cell classes"):
+        finetune("tiny-base", [many_one_class], **FAST)
+    assert _refs() == ["tiny-base@1"]
+
+
+def test_refuses_points_outside_the_image(tiny_base, synthetic_items):
+    it = synthetic_items[0]
+    pts = it.points_rc.copy()
+    pts[:3] += 1000
+    bad = PointImage(it.image, pts, it.classes, it.mpp, "bad", "P")
+    with pytest.raises(FinetuneError, match="3 of 42 points lie outside"):
+        finetune("tiny-base", [bad], **FAST)
+
+
+def test_refuses_bad_settings_and_unknown_base(tiny_base, synthetic_items):
+    from napari_cellularity.models.registry import ModelNotFoundError
+
+    with pytest.raises(FinetuneError, match="replay_ratio"):
+        finetune("tiny-base", synthetic_items, replay_ratio=1.0, **FAST)
+    with pytest.raises(ModelNotFoundError):
+        finetune("no-such-model", synthetic_items, **FAST)
+
+
+def test_cancel_saves_nothing(tiny_base, synthetic_items, tmp_path):
+    calls = {"n": 0}
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2  # two steps run, then cancel
+
+    with pytest.raises(FinetuneCancelled, match="step 2 of 3"):
+        finetune("tiny-base", synthetic_items, should_stop=stop, run_dir=tmp_path / "runs", **FAST)
+    assert _refs() == ["tiny-base@1"]
+    # closing the generator (the widget's Cancel) also saves nothing
+    gen = iter_finetune("tiny-base", synthetic_items, **FAST)
+    for rec in gen:
+        if rec.get("step") == 1:
+            gen.close()
+            break
+    assert _refs() == ["tiny-base@1"]
+
+
+def test_cli_finetune(tiny_base, synthetic_items, tmp_path, capsys):
+    from PIL import Image
+
+    from napari_cellularity.cli import main
+
+    for it in synthetic_items:
+        Image.fromarray(it.image).save(tmp_path / f"{it.image_id}.png")
+        rows = "".join(f"{c},{r},{k}\n" for (r, c), k in zip(it.points_rc, it.classes))
+        (tmp_path / f"{it.image_id}.csv").write_text("x,y,class\n" + rows)
+    (tmp_path / "dataset.json").write_text('{"mpp": 0.5}')
+    rc = main(["train", "finetune", "--base", "tiny-base", "--data", f"folder={tmp_path}", "--steps", "2",
+               "--batch-size", "2", "--crop-px", "64", "--device", "cpu", "--threads", "1"])
+    assert rc == 0
+    assert "saved tiny-base@2" in capsys.readouterr().out
+    assert _refs() == ["tiny-base@1", "tiny-base@2"]
+    assert main(["train", "finetune", "--base", "tiny-base", "--data", f"folder={tmp_path}", "--min-points",
+                 "500"]) == 2

@@ -1,0 +1,65 @@
+"""Hold-out splits never put a validation point next to a training point; replay tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.datasets.splits import (STRIPE_GAP_UM, crop_item, effective_area_px, holdout_split, n_cells,
+                                      replay_tiles)
+
+
+def _grid_item(draw_item, mpp=0.5, image_id="g", patient_id="P"):
+    pts = [((r, c), "malignant" if (r + c) % 40 else "lymphocyte") for r in range(10, 120, 20) for c in range(10, 160, 20)]
+    return draw_item(shape=(128, 168), points=pts, mpp=mpp, image_id=image_id, patient_id=patient_id)
+
+
+def _global(item):
+    r0, c0 = item.meta["crop_rc"][:2]
+    return item.points_rc + (r0, c0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_single_image_is_split_into_a_stripe_with_a_gap(draw_item, seed):
+    item = _grid_item(draw_item)
+    (train,), (val,), desc = holdout_split([item], 0.2, seed)
+    assert desc["method"] == "stripe" and desc["axis"] == "cols"
+    n = len(item.points_rc)
+    assert 0.1 * n <= len(val.points_rc) <= 0.3 * n and len(train.points_rc) >= 0.6 * n
+    g_train, g_val = _global(train), _global(val)
+    d = np.linalg.norm(g_train[:, None] - g_val[None], axis=2)
+    assert d.min() >= STRIPE_GAP_UM / item.mpp  # grid spacing 20 px > 16 px gap
+    # the two parts share no pixel
+    (r0, c0, h, w), (r1, c1, h1, w1) = train.meta["crop_rc"], val.meta["crop_rc"]
+    assert c0 + w <= c1 or c1 + w1 <= c0
+    assert train.image.shape[:2] == (h, w) and val.image.shape[:2] == (h1, w1)
+
+
+def test_patients_are_never_on_both_sides(draw_item):
+    items = [_grid_item(draw_item, image_id=f"i{k}", patient_id=f"P{k // 2}") for k in range(6)]
+    train, val, desc = holdout_split(items, 0.3, seed=0)
+    assert desc["method"] == "patient"
+    assert {it.patient_id for it in train}.isdisjoint({it.patient_id for it in val})
+    assert val and train and len(val) + len(train) == 6
+
+
+def test_regions_of_one_slide_are_split_by_region(draw_item):
+    items = [_grid_item(draw_item, image_id=f"r{k}", patient_id="slide") for k in range(4)]
+    train, val, desc = holdout_split(items, 0.25, seed=1)
+    assert desc["method"] == "region" and len(val) == 1 and len(train) == 3
+
+
+def test_crop_item_shifts_points(draw_item):
+    item = draw_item()
+    sub = crop_item(item, 10, 15, 50, 60)
+    assert sub.image.shape == (50, 60, 3)
+    assert sub.points_rc.tolist() == [[10, 5], [10, 45]]  # (20, 20) and (20, 60) only
+    assert list(sub.classes) == ["malignant", "lymphocyte"]
+
+
+def test_replay_tiles_are_cut_at_the_model_resolution(draw_item):
+    items = [_grid_item(draw_item, mpp=0.25)]
+    tiles = replay_tiles(items, 3, 32, 1.0, np.random.default_rng(0))
+    assert len(tiles) == 3 and all(t.image.shape == (128, 128, 3) for t in tiles)  # 32 px at 1 µm = 128 px at 0.25
+    assert effective_area_px(tiles, 32, 1.0) == pytest.approx(3 * 32 * 32)
+    assert n_cells(tiles) > 0
