@@ -143,6 +143,15 @@ class AnalyzeWidget(QWidget):
         self.model_combo.setCurrentIndex(idx)
         self._show_model_info()
 
+    def set_model(self, ref: str) -> None:
+        """Select the model ``name@version`` (re-scanning the registry first); used by Retrain."""
+        self.refresh_models()
+        for i in range(self.model_combo.count()):
+            if self.model_combo.itemData(i).ref == ref:
+                self.model_combo.setCurrentIndex(i)
+                return
+        raise LookupError(f"model {ref!r} is not in the registry")
+
     def _model_config(self) -> Any:
         from ..models.config import SegmentationConfig
 

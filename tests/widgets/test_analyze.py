@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -192,3 +193,20 @@ def test_errors_become_readable_notifications(monkeypatch):
     run_generator(failing, on_error=errors.append, progress_desc="Analyze")
     assert shown == ["Analyze failed: RegionError: draw a rectangle"]
     assert isinstance(errors[0], regions.RegionError)
+
+
+def test_set_model_selects_a_newly_registered_version(viewer_widget, user_home):
+    """Retrain's "Use new model" calls set_model with a version that did not exist at build time."""
+    viewer, widget = viewer_widget
+    models = user_home / "models"
+    for suffix in (".json", ".safetensors"):
+        src = models / f"tiny-test-v1{suffix}"
+        dst = models / f"tiny-test-v2{suffix}"
+        dst.write_bytes(src.read_bytes())
+    cfg = json.loads((models / "tiny-test-v2.json").read_text())
+    cfg["version"] = 2
+    (models / "tiny-test-v2.json").write_text(json.dumps(cfg))
+    widget.set_model("tiny-test@2")
+    assert widget.model_combo.currentData().ref == "tiny-test@2"
+    with pytest.raises(LookupError):
+        widget.set_model("tiny-test@9")
