@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-source .venv/bin/activate
+source "${VENV:-.venv}/bin/activate"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 
 napari-cellularity info sample_data/slide_he.tif --thumbnail out/demo/slide_he_thumbnail.png
