@@ -229,7 +229,11 @@ def iter_finetune(
     generator or ``should_stop()`` returning True cancels the run and saves nothing.
     """
     from napari_cellularity.models.device import select_device
-    from napari_cellularity.models.registry import load_segmentation_model, next_version, save_segmentation_model
+    from napari_cellularity.models.registry import (
+        load_segmentation_model,
+        next_version,
+        save_segmentation_model,
+    )
 
     from .evaluate import evaluate_segmentation
     from .segmentation import TrainSettings, _load_best, _train_iter

@@ -10,8 +10,8 @@ import torch
 
 from napari_cellularity.models.config import SegmentationConfig
 from napari_cellularity.models.registry import file_sha256, list_models, load_segmentation_model
-from training.finetune import FinetuneCancelled, FinetuneError, finetune, iter_finetune
 from training.datasets.points import PointImage
+from training.finetune import FinetuneCancelled, FinetuneError, finetune, iter_finetune
 
 FAST = {"steps": 3, "batch_size": 2, "crop_px": 64, "device": "cpu"}
 
@@ -119,7 +119,7 @@ def test_cli_finetune(tiny_base, synthetic_items, tmp_path, capsys):
 
     for it in synthetic_items:
         Image.fromarray(it.image).save(tmp_path / f"{it.image_id}.png")
-        rows = "".join(f"{c},{r},{k}\n" for (r, c), k in zip(it.points_rc, it.classes))
+        rows = "".join(f"{c},{r},{k}\n" for (r, c), k in zip(it.points_rc, it.classes, strict=True))
         (tmp_path / f"{it.image_id}.csv").write_text("x,y,class\n" + rows)
     (tmp_path / "dataset.json").write_text('{"mpp": 0.5}')
     rc = main(["train", "finetune", "--base", "tiny-base", "--data", f"folder={tmp_path}", "--steps", "2",

@@ -9,7 +9,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-from training.datasets.breastpathq import load_breastpathq_cells, read_pathcore_xml, read_point_label_image
+from training.datasets.breastpathq import (
+    load_breastpathq_cells,
+    read_pathcore_xml,
+    read_point_label_image,
+)
 from training.datasets.errors import DatasetError
 from training.datasets.folder import load_point_folder
 from training.datasets.monuseg import NucleusPointImage, evaluate_nuclei_detection, load_monuseg
@@ -103,7 +107,7 @@ def test_point_label_image_decodes_pure_channels(tmp_path):
     lab[15, 25, 1] = 255  # normal
     tifffile.imwrite(tmp_path / "x_labels.tif", lab)
     pts, classes = read_point_label_image(tmp_path / "x_labels.tif")
-    got = {c: p.tolist() for p, c in zip(pts, classes)}
+    got = {c: p.tolist() for p, c in zip(pts, classes, strict=True)}
     assert got == {"lymphocyte": [5.0, 7.0], "malignant": [10.5, 10.5], "normal": [15.0, 25.0]}
     lab[0, 0] = 255
     tifffile.imwrite(tmp_path / "x_labels.tif", lab)

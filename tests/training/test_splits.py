@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.datasets.splits import (STRIPE_GAP_UM, crop_item, effective_area_px, holdout_split, n_cells,
-                                      replay_tiles)
+from training.datasets.splits import (
+    STRIPE_GAP_UM,
+    crop_item,
+    effective_area_px,
+    holdout_split,
+    n_cells,
+    replay_tiles,
+)
 
 
 def _grid_item(draw_item, mpp=0.5, image_id="g", patient_id="P"):
@@ -30,7 +36,7 @@ def test_single_image_is_split_into_a_stripe_with_a_gap(draw_item, seed):
     d = np.linalg.norm(g_train[:, None] - g_val[None], axis=2)
     assert d.min() >= STRIPE_GAP_UM / item.mpp  # grid spacing 20 px > 16 px gap
     # the two parts share no pixel
-    (r0, c0, h, w), (r1, c1, h1, w1) = train.meta["crop_rc"], val.meta["crop_rc"]
+    (_, c0, h, w), (_, c1, h1, w1) = train.meta["crop_rc"], val.meta["crop_rc"]
     assert c0 + w <= c1 or c1 + w1 <= c0
     assert train.image.shape[:2] == (h, w) and val.image.shape[:2] == (h1, w1)
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .class_maps import IGNORE, map_names
 from ._io import IMAGE_SUFFIXES, check_inside, read_rgb
+from .class_maps import IGNORE, map_names
 from .errors import DatasetError
 from .points import PointImage
 
