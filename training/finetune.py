@@ -104,6 +104,10 @@ def check_items(items: list[PointImage], min_points: int, min_classes: int) -> d
     total = sum(len(it.points_rc) for it in items)
     if outside:
         raise FinetuneError(f"{outside} of {total} points lie outside their image; remove them or check the coordinates")
+    on_glass = sum(_points_on_glass(it) for it in items)
+    if on_glass > 0.5 * max(1, total):
+        log.warning("%d of %d points sit on blank (glass-white) pixels; check that the points belong to "
+                    "these images and that x / y are not swapped", on_glass, total)
     counts = {c: int(sum(np.sum(it.classes == c) for it in items)) for c in CELL_CLASSES}
     n = sum(counts.values())
     if n < min_points:
@@ -113,6 +117,16 @@ def check_items(items: list[PointImage], min_points: int, min_classes: int) -> d
         raise FinetuneError(f"annotated classes {present} ({counts}); fine-tuning needs at least {min_classes} "
                             "cell classes, e.g. malignant and lymphocyte")
     return counts
+
+
+def _points_on_glass(item: PointImage, white: int = 225) -> int:
+    """Number of points whose 5x5 neighbourhood is glass-white (no tissue under the point)."""
+    h, w = item.image.shape[:2]
+    n = 0
+    for r, c in np.clip(np.rint(item.points_rc), 0, [h - 1, w - 1]).astype(int):
+        win = item.image[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3]
+        n += int(win.min() >= white)
+    return n
 
 
 def _check_settings(steps: int, replay_ratio: float, val_fraction: float, batch_size: int, crop_px: int) -> None:

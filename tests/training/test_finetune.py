@@ -129,3 +129,15 @@ def test_cli_finetune(tiny_base, synthetic_items, tmp_path, capsys):
     assert _refs() == ["tiny-base@1", "tiny-base@2"]
     assert main(["train", "finetune", "--base", "tiny-base", "--data", f"folder={tmp_path}", "--min-points",
                  "500"]) == 2
+
+
+def test_points_on_blank_glass_are_flagged(draw_item, caplog):
+    from training.finetune import _points_on_glass, check_items
+
+    item = draw_item(points=[((20, 20), "malignant"), ((100, 150), "lymphocyte")])
+    item.image[90:110, 140:160] = 245  # glass under the second point
+    assert _points_on_glass(item) == 1
+    item.image[10:30, 10:30] = 245
+    with caplog.at_level("WARNING"):
+        check_items([item], min_points=1, min_classes=1)
+    assert "2 of 2 points sit on blank" in caplog.text
