@@ -263,7 +263,7 @@ def iter_finetune(
     yield {"stage": "before", "metrics": before}
     settings = TrainSettings(steps=steps, batch_size=batch_size, crop_px=crop_px, lr_start=lr[0], lr_end=lr[1],
                              val_every=val_every or steps, patience_evals=10**9, seed=seed,
-                             detection_thresholds=(thr,), extra={"finetune_of": base.ref})
+                             detection_thresholds=(thr,), freeze_bn=True, extra={"finetune_of": base.ref})
     cfg = _new_config(base, name, settings, desc, counts, before)
     init_state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     del net

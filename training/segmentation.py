@@ -44,6 +44,8 @@ class TrainSettings:
     seed: int = 0
     threads: int = 0
     aug_strength: float = 1.0
+    #: Keep BatchNorm running statistics fixed (fine-tuning on a few points must not re-estimate them).
+    freeze_bn: bool = False
     detection_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
     extra: dict = field(default_factory=dict)
 
@@ -169,6 +171,8 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
         for g in opt.param_groups:
             g["lr"] = lr_at(step, settings.steps, settings.lr_start, settings.lr_end)
         net.train()
+        if settings.freeze_bn:
+            _freeze_batchnorm(net)
         with autocast_context(dev):
             logits = net(x)
         loss, per_class = segmentation_loss(logits, y, weights, settings.alpha)
@@ -196,6 +200,15 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
             if state["evals_since_best"] >= settings.patience_evals:
                 log.info("early stop at step %d (no improvement in %d evaluations)", state["step"], settings.patience_evals)
                 break
+
+
+def _freeze_batchnorm(net) -> None:
+    """Put BatchNorm layers in eval mode so their running statistics stay as trained."""
+    import torch
+
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 def _validate(net, val_items, config, settings, dev, evaluate_segmentation, headline) -> dict:

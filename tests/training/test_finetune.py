@@ -63,6 +63,11 @@ def test_weights_change_but_stay_close(tiny_base, synthetic_items):
     w0, w1 = dict(net0.named_parameters()), dict(net1.named_parameters())  # BN running stats excluded
     diffs = [float((w1[k] - w0[k]).abs().max()) for k in w0]
     assert 0 < max(diffs) < 1e-3  # Adam moves each weight by <= lr per step: 3 steps at <= 5e-5
+    b0, b1 = dict(net0.named_buffers()), dict(net1.named_buffers())
+    stats = [k for k in b0 if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    # BatchNorm statistics stay as trained on the base data (fp16 storage rounding only).
+    assert all(torch.allclose(b0[k], b1[k], rtol=1e-3, atol=1e-4) for k in stats)
 
 
 def test_refuses_too_few_points_or_classes(tiny_base, draw_item):
