@@ -33,7 +33,7 @@ def _limit_threads():
     try:
         import torch
 
-        torch.set_num_threads(min(2, os.cpu_count() or 1))
+        torch.set_num_threads(int(os.environ.get("NAPARI_CELLULARITY_TEST_THREADS", min(2, os.cpu_count() or 1))))
     except ImportError:
         pass
 
@@ -44,6 +44,28 @@ def user_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("nc_home")
     monkeypatch.setenv("NAPARI_CELLULARITY_HOME", str(home))
     return home
+
+
+@pytest.fixture(autouse=True)
+def _headless_gl(monkeypatch):
+    """Let napari add image/labels layers under ``QT_QPA_PLATFORM=offscreen``.
+
+    Offscreen Qt gives vispy no OpenGL context, so creating an image or labels visual fails while
+    querying GL extensions / texture sizes. Tests never draw, so those two queries get fixed
+    answers, as napari's own vispy tests do. Under a real display nothing is patched.
+    """
+    if os.environ.get("QT_QPA_PLATFORM") != "offscreen":
+        return
+    try:
+        import napari._vispy.layers.base as vispy_base
+        import napari._vispy.layers.image as vispy_image
+        import napari._vispy.layers.labels as vispy_labels
+    except ImportError:
+        return
+    monkeypatch.setattr(vispy_image, "get_gl_extensions", lambda: "texture_float")
+    for module in (vispy_base, vispy_image, vispy_labels):
+        if hasattr(module, "get_max_texture_sizes"):
+            monkeypatch.setattr(module, "get_max_texture_sizes", lambda: (2048, 2048))
 
 
 @pytest.fixture(scope="session")

@@ -80,7 +80,7 @@ def class_map_colormap() -> Any:
 def find_layer(viewer: Any, name: str, layer_type: str | None = None) -> Any | None:
     """The layer called ``name`` (of napari type ``layer_type``, e.g. ``"Image"``), or None."""
     for layer in viewer.layers:
-        if layer.name == name and (layer_type is None or type(layer).__name__ == layer_type):
+        if layer.name == name and (layer_type is None or layer.__class__.__name__ == layer_type):
             return layer
     return None
 

@@ -177,7 +177,7 @@ class AnalyzeWidget(QWidget):
             combo.clear()
             names = [
                 lay.name for lay in self.viewer.layers
-                if type(lay).__name__ == kind and L.META_KEY not in lay.metadata
+                if lay.__class__.__name__ == kind and L.META_KEY not in lay.metadata
             ]
             combo.addItems(names)
             if current in names:

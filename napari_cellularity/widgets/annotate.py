@@ -35,7 +35,7 @@ AUTOSAVE_INTERVAL_S = 2.0
 
 def image_layers(viewer: Any) -> list[Any]:
     """RGB image layers (the slides), excluding our own overlays."""
-    return [lay for lay in viewer.layers if type(lay).__name__ == "Image"
+    return [lay for lay in viewer.layers if lay.__class__.__name__ == "Image"
             and "kind" not in lay.metadata.get(META_KEY, {})]
 
 
@@ -328,7 +328,7 @@ class AnnotateWidget(QWidget):
         img = self._image
         shape_rc = image_shape_rc(img)
         active = self.viewer.layers.selection.active
-        shapes = active if type(active).__name__ == "Shapes" and len(active.data) else None
+        shapes = active if active.__class__.__name__ == "Shapes" and len(active.data) else None
         if shapes is not None:
             box = shape_box(shapes.data[-1], shapes.scale, shapes.translate, img.scale, img.translate, shape_rc)
         else:

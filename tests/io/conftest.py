@@ -61,20 +61,6 @@ def huge_pyramid_path(tmp_path) -> Path:
 
 
 @pytest.fixture
-def viewer(make_napari_viewer, monkeypatch):
-    """A napari viewer that can add image layers under ``QT_QPA_PLATFORM=offscreen``.
-
-    Offscreen Qt gives vispy no OpenGL context; these tests never draw, so the two GL queries are
-    answered with fixed values (as tests/widgets/conftest.py does). Under Xvfb nothing is patched.
-    """
-    import os
-
-    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
-        import napari._vispy.layers.base as vispy_base
-        import napari._vispy.layers.image as vispy_image
-
-        monkeypatch.setattr(vispy_image, "get_gl_extensions", lambda: "texture_float")
-        for module in (vispy_base, vispy_image):
-            if hasattr(module, "get_max_texture_sizes"):
-                monkeypatch.setattr(module, "get_max_texture_sizes", lambda: (2048, 2048))
+def viewer(make_napari_viewer):
+    """A napari viewer (the root conftest makes it work under offscreen Qt)."""
     return make_napari_viewer()
