@@ -3,8 +3,10 @@
 Thin Qt glue: counts come from the Annotate widget's layers, crops from
 :func:`napari_cellularity.annotations.training_items.annotations_to_items`, training from
 ``training.finetune.iter_finetune`` (a generator run through ``_worker.run_generator`` with a
-progress bar, a live loss curve and Cancel). The cellularity regressor refit needs at least
-:data:`MIN_ROI_ESTIMATES` labelled ROIs recorded in the Annotate widget.
+progress bar, a live loss curve and Cancel). "Refit cellularity regressor" collects the
+pathologist's ROI estimates (Annotate widget sidecars of the open images; at least
+:data:`MIN_ROI_ESTIMATES`) and runs ``training.cellularity_refit.iter_refit_from_rois`` the same
+way, then shows the cross-validated agreement and registers the new ``cellularity-lgbm`` version.
 """
 
 from __future__ import annotations
@@ -12,10 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QPointF, Qt
+from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
-    QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
 from ..annotations.autosave import load_sidecar
@@ -25,6 +34,7 @@ from ..models.config import CELL_CLASSES, CLASS_LABELS
 from ..models.registry import list_models
 from ._layers import annotation_layer_name, find_layer
 from ._worker import run_generator
+from .analyze import layer_mpp
 from .annotate import image_layers, layer_slide_path
 
 MIN_ROI_ESTIMATES = 5
@@ -63,9 +73,19 @@ class LossPlot(QWidget):
 
 
 def _with_done(gen: Any) -> Any:
-    """Pass records through, adding ``done`` (from ``step``) for the progress bar."""
-    result = yield from ((dict(r, done=r["step"]) if isinstance(r, dict) and "step" in r else r) for r in gen)
-    return result
+    """Pass records through, adding ``done`` (from ``step``) for the progress bar; return gen's result.
+
+    (``yield from`` over a generator expression would drop the wrapped generator's return value.)
+    """
+    try:
+        while True:
+            try:
+                r = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield dict(r, done=r["step"]) if isinstance(r, dict) and "step" in r else r
+    finally:
+        gen.close()
 
 
 class RetrainWidget(QWidget):
@@ -76,6 +96,7 @@ class RetrainWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.result: Any = None
+        self.refit_result: Any = None
         self._build_ui()
         self.refresh()
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
@@ -115,10 +136,17 @@ class RetrainWidget(QWidget):
         layout.addWidget(self.use_button)
         self.refit_button = QPushButton("Refit cellularity regressor")
         self.refit_button.clicked.connect(self.refit_cellularity)
+        self.refit_base_check = QCheckBox("Also use the previous refit's ROIs")
+        self.refit_base_check.setToolTip("Train on the ROIs stored with the current cellularity model too "
+                                         "(only models made by a refit store them)")
         self.refit_label = QLabel("")
         self.refit_label.setWordWrap(True)
+        self.refit_metrics_label = QLabel("")
+        self.refit_metrics_label.setWordWrap(True)
         layout.addWidget(self.refit_button)
+        layout.addWidget(self.refit_base_check)
         layout.addWidget(self.refit_label)
+        layout.addWidget(self.refit_metrics_label)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
@@ -147,11 +175,20 @@ class RetrainWidget(QWidget):
                 ann = ann.concat(PointAnnotations(np.asarray(layer.data, float)[:, -2:], cls))
         return ann
 
+    def roi_estimates(self) -> list[tuple[Any, Any]]:
+        """(image layer, RoiEstimate) for every estimate stored in the sidecars of the open images."""
+        out, seen = [], set()
+        for layer in image_layers(self.viewer):
+            path = layer_slide_path(layer)
+            if not path or path in seen:
+                continue
+            seen.add(path)
+            doc = load_sidecar(path, quiet=True)
+            out += [(layer, est) for est in (doc.roi_estimates if doc else [])]
+        return out
+
     def roi_estimate_count(self) -> int:
-        img = self.image_layer()
-        path = layer_slide_path(img) if img is not None else None
-        doc = load_sidecar(path, quiet=True) if path else None
-        return len(doc.roi_estimates) if doc else 0
+        return len(self.roi_estimates())
 
     def refresh(self) -> None:
         """Reload models, counts and the refit button state."""
@@ -164,9 +201,10 @@ class RetrainWidget(QWidget):
         counts = self.annotations().counts()
         self.counts_label.setText("Annotated points: " + ", ".join(f"{CLASS_LABELS[c]} {n}" for c, n in counts.items()))
         n_roi = self.roi_estimate_count()
-        self.refit_button.setEnabled(n_roi >= MIN_ROI_ESTIMATES)
+        busy = self.worker is not None and getattr(self.worker, "is_running", False)
+        self.refit_button.setEnabled(n_roi >= MIN_ROI_ESTIMATES and not busy)
         self.refit_label.setText(
-            f"{n_roi} labelled ROI(s)." + ("" if n_roi >= MIN_ROI_ESTIMATES else
+            f"{n_roi} labelled ROI(s) in the open image(s)." + ("" if n_roi >= MIN_ROI_ESTIMATES else
             f" Record at least {MIN_ROI_ESTIMATES} cellularity estimates in the Annotate widget to refit.")
         )
 
@@ -200,6 +238,7 @@ class RetrainWidget(QWidget):
         self.use_button.setEnabled(False)
         self.retrain_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self.refit_button.setEnabled(False)
         self.status.setText(f"Fine-tuning {base or 'default model'} on {sum(len(i.points_rc) for i in items)} points…")
         self.worker = run_generator(
             lambda: _with_done(iter_finetune(base, items, steps=steps, device="auto")),
@@ -232,6 +271,7 @@ class RetrainWidget(QWidget):
     def _on_finish(self) -> None:
         self.retrain_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.refresh()
 
     def use_new_model(self) -> str | None:
         """Select the new model here and in any open Analyze widget (``set_model(ref)``)."""
@@ -247,10 +287,100 @@ class RetrainWidget(QWidget):
         return ref
 
     # ------------------------------------------------------------------ cellularity
-    def refit_cellularity(self) -> None:
+    def roi_samples(self) -> list:
+        """RoiSamples of the stored estimates (raises RefitError / SlideError for unusable images)."""
+        from training.cellularity_refit import RefitError, RoiSample
+
+        samples, sources = [], {}
+        for layer, est in self.roi_estimates():
+            if id(layer) not in sources:
+                mpp = layer_mpp(layer)
+                if mpp is None:
+                    raise RefitError(f"image {layer.name!r} has no known µm per pixel; open it with its "
+                                     "resolution (or set the layer scale in µm) before refitting")
+                sources[id(layer)] = (layer_pixel_source(layer, mpp), mpp)
+            source, mpp = sources[id(layer)]
+            samples.append(RoiSample(source, mpp, est.roi, est.cellularity_pct / 100.0,
+                                     slide_id=layer_slide_path(layer)))
+        return samples
+
+    def refit_cellularity(self) -> Any:
+        """Refit the LightGBM cellularity regressor on the ROI estimates (progress + Cancel)."""
         n = self.roi_estimate_count()
         if n < MIN_ROI_ESTIMATES:
             self._notify(f"Need at least {MIN_ROI_ESTIMATES} labelled ROIs to refit (have {n}).", error=True)
-            return
-        self._notify("Refitting the cellularity regressor from ROI estimates is not available yet: "
-                     "use 'napari-cellularity train cellularity'.", error=True)
+            return None
+        try:
+            from training.cellularity_refit import RefitError, iter_refit_from_rois
+        except ImportError as exc:
+            self._notify(f"Refitting is not available in this installation ({exc}).", error=True)
+            return None
+        from ..io.slide import SlideError
+
+        try:
+            samples = self.roi_samples()
+        except (RefitError, SlideError) as exc:
+            self._notify(f"Cannot refit: {exc}", error=True)
+            return None
+        seg_ref = self.model_combo.currentText() or None
+        include = self.refit_base_check.isChecked()
+        self.refit_result = None
+        self.refit_metrics_label.setText("")
+        self._set_busy(True)
+        self.status.setText(f"Refitting the cellularity regressor on {len(samples)} ROIs "
+                            f"(maps from {seg_ref or 'the default model'})…")
+        self.worker = run_generator(
+            lambda: iter_refit_from_rois(samples, seg_ref=seg_ref, device="auto", include_base_data=include),
+            on_return=self._on_refit_result, on_error=self._on_refit_error,
+            on_abort=lambda: self._notify("Refit cancelled; no model was saved."),
+            on_finish=lambda: self._set_busy(False), progress_desc="Refit cellularity",
+        )
+        return self.worker
+
+    def _set_busy(self, busy: bool) -> None:
+        self.retrain_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        if busy:
+            self.refit_button.setEnabled(False)
+        else:
+            self.refresh()
+
+    def _on_refit_result(self, result: Any) -> None:
+        self.refit_result = result
+        self.refit_metrics_label.setText(format_refit_metrics(result))
+        self._notify(f"Saved cellularity model {result.new_ref}; new analyses use it")
+
+    def _on_refit_error(self, exc: BaseException) -> None:
+        self.status.setText(f"Refit failed: {type(exc).__name__}: {exc}")
+
+
+def layer_pixel_source(layer: Any, mpp: float) -> Any:
+    """The layer's Slide (reader metadata), the file reopened lazily, else its array as a Slide."""
+    from pathlib import Path
+
+    from ..io.slide import Slide, open_slide
+
+    slide = layer.metadata.get("slide")
+    if isinstance(slide, Slide) and not slide.closed:
+        return slide
+    path = layer_slide_path(layer)
+    if layer.multiscale and path and Path(path).is_file():
+        return open_slide(path, mpp=mpp)
+    data = layer.data[0] if layer.multiscale else layer.data
+    return Slide.from_array(np.asarray(data), mpp, path=path or layer.name)
+
+
+def format_refit_metrics(result: Any) -> str:
+    """Headline cross-validated agreement of a refit (MSE with 95 % CI, MAE, kappa, PK, n)."""
+    m = result.cv_metrics
+
+    def f(key: str, digits: int = 3) -> str:
+        v = m.get(key)
+        return "n/a" if v is None else f"{v:.{digits}f}"
+
+    lo, hi = (m.get("mse_ci95") or [None, None])[:2]
+    ci = f" [{lo:.4f}–{hi:.4f}]" if lo is not None and hi is not None else ""
+    parent = f" (parent {result.parent})" if result.parent else ""
+    return (f"New cellularity model {result.new_ref}{parent}\n"
+            f"Cross-validated on n = {m.get('n', result.n_samples)} ROIs: MSE {f('mse', 4)}{ci}, MAE {f('mae')}, "
+            f"kappa {f('kappa_4bins')}, PK {f('pk')}")

@@ -70,3 +70,63 @@ def test_retrain_tiny_model_registers_new_version(make_napari_viewer, tmp_path, 
     assert widget.use_button.isEnabled() and len(widget.loss_plot.values) >= 1
     assert widget.use_new_model() == widget.result.new_ref
     assert finetune is not None
+
+
+def _tiny_seg_model(name: str = "tiny-refit") -> str:
+    from napari_cellularity.models.config import SegmentationConfig
+    from napari_cellularity.models.fpn import build_network
+    from napari_cellularity.models.registry import save_segmentation_model
+
+    arch = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 5, "decoder_pyramid_channels": 32,
+            "decoder_segmentation_channels": 32, "decoder_merge_policy": "cat", "decoder_dropout": 0.0,
+            "in_channels": 3}
+    cfg = SegmentationConfig(name=name, mpp=1.0, tile_size_px=128, architecture=arch)
+    save_segmentation_model(build_network(cfg), cfg)
+    return cfg.ref
+
+
+def test_refit_cellularity_from_roi_estimates(make_napari_viewer, tmp_path, user_home):
+    pytest.importorskip("training.cellularity_refit")
+    from napari_cellularity.features.regressors import load_cellularity_model
+    from napari_cellularity.synthetic import make_he_patch
+
+    seg_ref = _tiny_seg_model()
+    patch = make_he_patch((256, 256), mpp=MPP, seed=3, tumour_fraction=0.6)
+    viewer = make_napari_viewer()
+    slide, widget = _setup(viewer, tmp_path, patch.image)
+    boxes = [(0, 0), (0, 128), (128, 0), (128, 128), (64, 64), (32, 96)]
+    rois = []
+    for r, c in boxes:
+        tissue = patch.tissue_mask[r:r + 128, c:c + 128]
+        pct = 100.0 * float(((patch.cell_mask[r:r + 128, c:c + 128] == 1) & tissue).sum() / max(1, tissue.sum()))
+        rois.append(RoiEstimate((r, c, 128, 128), pct))
+    autosave(PointAnnotations(), slide, rois)
+    widget.refresh()
+    assert widget.refit_button.isEnabled() and "6 labelled ROI" in widget.refit_label.text()
+    widget.model_combo.setCurrentText(seg_ref)
+    widget.refit_cellularity()  # synchronous under NAPARI_CELLULARITY_SYNC=1
+    result = widget.refit_result
+    assert result is not None, widget.status.text()
+    assert result.new_ref == "cellularity-lgbm@1" and result.n_samples == 6
+    assert [p.truth for p in result.per_sample] == pytest.approx([e.cellularity_pct / 100 for e in rois])
+    text = widget.refit_metrics_label.text()
+    assert "cellularity-lgbm@1" in text and "n = 6" in text
+    for word in ("MSE", "MAE", "kappa", "PK"):
+        assert word in text
+    assert f"{result.cv_metrics['mse']:.4f}" in text
+    assert "Saved cellularity model cellularity-lgbm@1" in widget.status.text()
+    cfg = load_cellularity_model(result.new_ref).config
+    assert cfg.segmentation_model == seg_ref and cfg.training["data"]["slides"] == [str(slide)]
+    assert widget.refit_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_refit_refused_for_image_without_resolution(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    slide = tmp_path / "s.tif"
+    slide.write_bytes(b"x")
+    viewer.add_image(np.full((96, 96, 3), 200, np.uint8), rgb=True, name="slide", metadata={"path": str(slide)})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Retrain")
+    autosave(PointAnnotations(), slide, [RoiEstimate((0, 0, 40, 40), 10.0 * i) for i in range(6)])
+    widget.refresh()
+    assert widget.refit_cellularity() is None
+    assert "µm per pixel" in widget.status.text() and widget.refit_result is None
