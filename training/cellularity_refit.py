@@ -115,6 +115,7 @@ class RefitResult:
     parent: str | None = None
     skipped: list[str] = field(default_factory=list)
     n_network_runs: int = 0
+    cv_split: str = ""
 
 
 # ----------------------------------------------------------------------------- maps + cache
@@ -135,8 +136,9 @@ def _clip_roi(sample: RoiSample) -> tuple[int, int, int, int] | None:
 
 def _source_digest(source: Any, box: tuple[int, int, int, int]) -> str:
     """Identity of the pixels: the file (path, size, mtime) or, for arrays, a strided pixel hash."""
-    path = getattr(getattr(source, "info", None), "path", None)
-    if path and Path(path).is_file():
+    info = getattr(source, "info", None)
+    path = getattr(info, "path", None)
+    if path and getattr(info, "backend", "array") != "array" and Path(path).is_file():
         st = Path(path).stat()
         return f"file:{Path(path).resolve()}|{st.st_size}|{st.st_mtime_ns}"
     r, c, h, w = box
@@ -480,7 +482,7 @@ def iter_refit_from_rois(
     per_sample = [RoiPrediction(str(g), r, float(t), float(p), i >= len(used))
                   for i, (g, r, t, p) in enumerate(zip(groups, rois, y, oof, strict=True))]
     return RefitResult(config.ref, path, _json_safe(cv), len(y), per_sample,
-                       base.ref if base is not None else None, skipped, counter["network_runs"])
+                       base.ref if base is not None else None, skipped, counter["network_runs"], split_desc)
 
 
 def refit_from_rois(samples: list[RoiSample], progress: Callable[[dict], None] | None = None,

@@ -383,4 +383,6 @@ def format_refit_metrics(result: Any) -> str:
     parent = f" (parent {result.parent})" if result.parent else ""
     return (f"New cellularity model {result.new_ref}{parent}\n"
             f"Cross-validated on n = {m.get('n', result.n_samples)} ROIs: MSE {f('mse', 4)}{ci}, MAE {f('mae')}, "
-            f"kappa {f('kappa_4bins')}, PK {f('pk')}")
+            f"kappa {f('kappa_4bins')}, PK {f('pk')}"
+            + ("\nAll ROIs come from one slide: these numbers are optimistic." if "single slide" in result.cv_split
+               else ""))

@@ -95,7 +95,8 @@ def test_refit_registers_new_model_and_caches_maps(tiny_seg, patches, monkeypatc
     assert cfg.label_source == "pathologist ROI estimates (napari)"
     assert cfg.segmentation_model == "tiny-seg@1" and cfg.mpp == 1.0
     assert cfg.training["data"]["n_rois"] == 6 and cfg.training["data"]["n_slides"] == 3
-    assert cfg.metrics["n_splits"] == 3 and "slide" in cfg.metrics["cv_split"]
+    assert cfg.metrics["n_splits"] == 3 and cfg.metrics["cv_split"] == result.cv_split
+    assert result.cv_split.startswith("group k-fold by slide")
     for key in ("mse", "mse_ci95", "mae", "kappa_4bins", "pk", "icc_2_1"):
         assert key in result.cv_metrics
     assert result.cv_metrics["n"] == 6 == result.n_samples
@@ -173,3 +174,25 @@ def test_folds_group_by_slide_or_split_rois_of_one_slide():
     split, desc = make_folds(np.array(["a"] * 6), 5, seed=0)
     assert len(split) == 5 and "single slide" in desc
     assert sorted(np.concatenate([va for _, va in split]).tolist()) == list(range(6))
+
+
+def test_refit_from_a_slide_file_keys_the_cache_by_file_and_roi(tiny_seg, monkeypatch):
+    from pathlib import Path
+
+    import napari_cellularity.io as nc_io
+    from napari_cellularity.io.slide import open_slide
+
+    path = Path(nc_io.__file__).parent / "_sample_assets" / "slide_he_2048.tif"
+    slide = open_slide(path)
+    rois = [(r, c, 256, 256) for r, c in ((0, 0), (512, 512), (1024, 256), (256, 1280), (1536, 1536))]
+    samples = [RoiSample(slide, slide.mpp, roi, 0.1 + 0.15 * i, "sample-slide") for i, roi in enumerate(rois)]
+    seg_config = refit._resolve_models(tiny_seg, None)[0]
+    keys = {refit._cache_key(s, tuple(int(v) for v in s.roi), seg_config) for s in samples}
+    assert len(keys) == 5
+    assert "file:" in refit._source_digest(slide, (0, 0, 256, 256))
+    calls = _count_network_runs(monkeypatch)
+    result = refit_from_rois(samples, seg_ref=tiny_seg, device="cpu", folds=5)
+    assert len(calls) == 5 and result.n_samples == 5
+    assert "single slide" in result.cv_split and [p.slide_id for p in result.per_sample] == ["sample-slide"] * 5
+    again = refit_from_rois(samples, seg_ref=tiny_seg, device="cpu", folds=5)
+    assert again.n_network_runs == 0 and len(calls) == 5

@@ -113,7 +113,7 @@ def test_refit_cellularity_from_roi_estimates(make_napari_viewer, tmp_path, user
     assert "cellularity-lgbm@1" in text and "n = 6" in text
     for word in ("MSE", "MAE", "kappa", "PK"):
         assert word in text
-    assert f"{result.cv_metrics['mse']:.4f}" in text
+    assert f"{result.cv_metrics['mse']:.4f}" in text and "one slide" in text
     assert "Saved cellularity model cellularity-lgbm@1" in widget.status.text()
     cfg = load_cellularity_model(result.new_ref).config
     assert cfg.segmentation_model == seg_ref and cfg.training["data"]["slides"] == [str(slide)]
