@@ -97,7 +97,7 @@ class RoiPrediction:
     """Pathologist's value and the out-of-fold prediction for one training row."""
 
     slide_id: str
-    roi: tuple[float, float, float, float] | None
+    roi: tuple[float, float, float, float]
     truth: float
     predicted: float
     from_base: bool = False
@@ -209,8 +209,13 @@ def make_folds(groups: np.ndarray, folds: int, seed: int) -> tuple[list[tuple[np
     return split, "k-fold over ROIs of a single slide (ROIs of one slide are not independent: optimistic)"
 
 
-def _load_base_rows(base_entry: Any, seg_ref: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Training rows stored beside a previously refitted model (features, y, slide ids)."""
+def _load_base_rows(base_entry: Any, seg_ref: str, new_samples: list[RoiSample]
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training rows stored beside a previously refitted model (features, y, slide ids, rois).
+
+    Rows of the same slide and ROI as one of ``new_samples`` are dropped (the new label wins), so
+    refitting again with the same estimates plus a few more does not count the old ones twice.
+    """
     from napari_cellularity.features.cellularity_features import FEATURE_NAMES
 
     path = base_entry.config_path.with_name(base_entry.config_path.stem + REFIT_DATA_SUFFIX)
@@ -220,17 +225,21 @@ def _load_base_rows(base_entry: Any, seg_ref: str) -> tuple[np.ndarray, np.ndarr
     with np.load(path, allow_pickle=False) as z:
         names, seg = [str(n) for n in z["feature_names"]], str(z["segmentation_model"])
         x, y, g = np.asarray(z["features"], float), np.asarray(z["y"], float), np.asarray(z["groups"]).astype(str)
+        rois = np.asarray(z["rois"], float)
     if names != list(FEATURE_NAMES) or seg != seg_ref:
         raise RefitError(f"{base_entry.ref}'s stored features come from {seg} / another feature set, not "
                          f"{seg_ref}; refit without including the base model's data")
-    return x, y, g
+    new_keys = {(s.slide_id, tuple(round(v, 3) for v in s.roi)) for s in new_samples}
+    keep = np.array([(gi, tuple(round(float(v), 3) for v in ri)) not in new_keys for gi, ri in zip(g, rois, strict=True)],
+                    dtype=bool)
+    return x[keep], y[keep], g[keep], rois[keep]
 
 
-def _save_rows(path: Path, x: np.ndarray, y: np.ndarray, groups: np.ndarray, seg_ref: str) -> None:
+def _save_rows(path: Path, x: np.ndarray, y: np.ndarray, groups: np.ndarray, rois: np.ndarray, seg_ref: str) -> None:
     from napari_cellularity.features.cellularity_features import FEATURE_NAMES
 
     tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, features=x, y=y, groups=np.asarray(groups, dtype=str),
+    np.savez_compressed(tmp, features=x, y=y, groups=np.asarray(groups, dtype=str), rois=np.asarray(rois, float),
                         feature_names=np.array(FEATURE_NAMES), segmentation_model=np.array(seg_ref))
     tmp.replace(path)
 
@@ -450,11 +459,11 @@ def iter_refit_from_rois(
     if len(keep) < MIN_ROIS:
         raise RefitError(f"only {len(keep)} usable ROI(s), at least {MIN_ROIS} needed: " + "; ".join(skipped))
     used = [samples[i] for i in keep]
-    bx, by, bg = np.zeros((0, 0)), np.zeros(0), np.zeros(0, str)
+    bx, by, bg, brois = np.zeros((0, 0)), np.zeros(0), np.zeros(0, str), np.zeros((0, 4))
     if include_base_data:
         if base is None:
             raise RefitError("there is no previous cellularity model whose data could be included")
-        bx, by, bg = _load_base_rows(base, seg_config.ref)
+        bx, by, bg, brois = _load_base_rows(base, seg_config.ref, used)
     y = np.concatenate([[s.cellularity for s in used], by])
     groups = np.concatenate([np.array([s.slide_id for s in used], dtype=str), bg.astype(str)])
     split, split_desc = make_folds(groups, int(folds), seed)
@@ -474,13 +483,13 @@ def iter_refit_from_rois(
     model = fit_lightgbm(x, y, config, {"seed": seed})
     folder = Path(models_dir) if models_dir is not None else user_models_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    _save_rows(folder / f"{config.stem}{REFIT_DATA_SUFFIX}", x, y, groups, seg_config.ref)
+    all_rois = np.concatenate([np.array([s.roi for s in used], float), brois])
+    _save_rows(folder / f"{config.stem}{REFIT_DATA_SUFFIX}", x, y, groups, all_rois, seg_config.ref)
     path = save_cellularity_model(model, folder)
     log.info("refitted %s from %d ROIs (+%d base rows): CV MSE %.4f MAE %.3f -> %s", config.ref, len(used),
              len(by), cv["mse"], cv["mae"], path)
-    rois = [s.roi for s in used] + [None] * len(by)
-    per_sample = [RoiPrediction(str(g), r, float(t), float(p), i >= len(used))
-                  for i, (g, r, t, p) in enumerate(zip(groups, rois, y, oof, strict=True))]
+    per_sample = [RoiPrediction(str(g), tuple(float(v) for v in r), float(t), float(p), i >= len(used))
+                  for i, (g, r, t, p) in enumerate(zip(groups, all_rois, y, oof, strict=True))]
     return RefitResult(config.ref, path, _json_safe(cv), len(y), per_sample,
                        base.ref if base is not None else None, skipped, counter["network_runs"], split_desc)
 

@@ -110,14 +110,17 @@ def test_refit_registers_new_model_and_caches_maps(tiny_seg, patches, monkeypatc
     assert records[-1]["stage"] == "fit" and records[-1]["done"] == records[-1]["total"] - 1
     assert (user_home / "models" / f"{cfg.stem}{REFIT_DATA_SUFFIX}").exists()
 
-    # second refit: maps come from the cache (no network run), parent = previous default, base rows added
-    again = refit_from_rois(samples, seg_ref=tiny_seg, device="cpu", include_base_data=True)
+    # second refit on 5 of the ROIs plus the stored rows of @1: maps come from the cache (no network
+    # run), parent = previous default, and only the base row of the ROI not given again is added
+    again = refit_from_rois(samples[1:], seg_ref=tiny_seg, device="cpu", include_base_data=True)
     assert len(calls) == 6 and again.n_network_runs == 0
     assert again.new_ref == "cellularity-lgbm@2" and again.parent == "cellularity-lgbm@1"
-    assert again.n_samples == 12 and sum(p.from_base for p in again.per_sample) == 6
+    from_base = [p for p in again.per_sample if p.from_base]
+    assert again.n_samples == 6 and len(from_base) == 1
+    assert from_base[0].roi == samples[0].roi and from_base[0].truth == pytest.approx(samples[0].cellularity)
     cfg2 = load_cellularity_model(again.new_ref).config
     assert cfg2.training["parent"] == "cellularity-lgbm@1"
-    assert cfg2.training["data"]["base_rows_included"] == 6
+    assert cfg2.training["data"]["base_rows_included"] == 1
 
 
 def test_fewer_than_five_rois_refused(tiny_seg, patches):
