@@ -121,11 +121,7 @@ def analyze_region(
         device=device, batch_size=batch_size, tta=tta,
     )
     yield _notice("detecting nuclei")
-    det_cfg = config.detection
-    det = detect_nuclei_chunked(
-        pred.probs, config.mpp, threshold=det_cfg.get("threshold", 0.3),
-        min_distance_um=det_cfg.get("min_distance_um", 4.0), class_names=config.class_names,
-    )
+    det = detect_nuclei_chunked(pred.probs, config.mpp, **config.detection_kwargs())
     level0 = pred.to_level0(det.points_rc)
     nuclei = {c: level0[det.classes == c] for c in CELL_CLASSES}
     scores = {c: np.asarray(det.scores)[det.classes == c] for c in CELL_CLASSES}

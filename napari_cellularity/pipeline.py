@@ -175,9 +175,7 @@ def _analyze_into(folder: Path, slide, net, config, device, roi, tta, batch_size
                          tta=tta, store_path=folder / "masks.zarr" if is_big else None)
     pred = run_prediction(gen, progress)
     t = time.perf_counter()
-    det = detect_nuclei_chunked(pred.probs, config.mpp, threshold=config.detection["threshold"],
-                                min_distance_um=config.detection["min_distance_um"],
-                                class_names=config.class_names)
+    det = detect_nuclei_chunked(pred.probs, config.mpp, **config.detection_kwargs())
     points0 = pred.to_level0(det.points_rc)
     detect_s = time.perf_counter() - t
     t = time.perf_counter()

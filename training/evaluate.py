@@ -79,8 +79,7 @@ def evaluate_segmentation(
         for c in CELL_CLASSES:
             n_true[c] += len(it.cell_points(c))
         for t in thresholds:
-            det = detect_nuclei(probs, config.mpp, threshold=t, min_distance_um=config.detection["min_distance_um"],
-                                class_names=config.class_names)
+            det = detect_nuclei(probs, config.mpp, **{**config.detection_kwargs(), "threshold": t})
             for r in MATCH_RADII_UM:
                 for c in CELL_CLASSES:
                     scores[(t, r, c)] += match_points(det.of_class(c), it.cell_points(c), r / config.mpp)

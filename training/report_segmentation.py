@@ -35,21 +35,23 @@ def predict_items(net, config, items: list[PointImage], device, tta: bool) -> li
     return out
 
 
-def score_grid(config, predicted, thresholds, min_distances_um) -> dict:
-    """Per (threshold, min distance): per-class P/R/F1 at 3 and 6 µm, pooled over images."""
+def score_grid(config, predicted, thresholds, min_distances_um, lymphocyte_gains=(1.0,)) -> dict:
+    """Per (threshold, min distance, lymphocyte gain): per-class P/R/F1 at 3 and 6 µm, pooled over images."""
     grid = {}
     for t in thresholds:
         for d in min_distances_um:
-            scores = {(r, c): DetectionScore(0, 0, 0) for r in MATCH_RADII_UM for c in CELL_CLASSES}
-            for it, probs in predicted:
-                det = detect_nuclei(probs, config.mpp, threshold=t, min_distance_um=d, class_names=config.class_names)
-                for r in MATCH_RADII_UM:
-                    for c in CELL_CLASSES:
-                        scores[(r, c)] += match_points(det.of_class(c), it.cell_points(c), r / config.mpp)
-            grid[f"t{t:g}_d{d:g}"] = {
-                "threshold": t, "min_distance_um": d,
-                **{f"{r:g}um": {c: scores[(r, c)].as_dict() for c in CELL_CLASSES} for r in MATCH_RADII_UM},
-            }
+            for g in lymphocyte_gains:
+                scores = {(r, c): DetectionScore(0, 0, 0) for r in MATCH_RADII_UM for c in CELL_CLASSES}
+                for it, probs in predicted:
+                    det = detect_nuclei(probs, config.mpp, threshold=t, min_distance_um=d,
+                                        class_names=config.class_names, class_gain={"lymphocyte": g})
+                    for r in MATCH_RADII_UM:
+                        for c in CELL_CLASSES:
+                            scores[(r, c)] += match_points(det.of_class(c), it.cell_points(c), r / config.mpp)
+                grid[f"t{t:g}_d{d:g}_g{g:g}"] = {
+                    "threshold": t, "min_distance_um": d, "class_gain": {"lymphocyte": g},
+                    **{f"{r:g}um": {c: scores[(r, c)].as_dict() for c in CELL_CLASSES} for r in MATCH_RADII_UM},
+                }
     return grid
 
 
@@ -69,8 +71,9 @@ def selection_score(entry: dict) -> float:
 
 
 def run_report(model: str | None, brca: str | None, breastpathq: str | None, monuseg: str | None,
-               tta_options=(False, True), thresholds=(0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
-               min_distances_um=(3.0, 4.0, 5.0), device: str = "cpu") -> dict:
+               tta_options=(False, True), thresholds=(0.1, 0.15, 0.2, 0.3, 0.4),
+               min_distances_um=(3.0, 4.0, 5.0), lymphocyte_gains=(1.0, 1.5, 2.0, 3.0),
+               device: str = "cpu") -> dict:
     from napari_cellularity.models.registry import load_segmentation_model
 
     from napari_cellularity.models.device import select_device
@@ -91,12 +94,11 @@ def run_report(model: str | None, brca: str | None, breastpathq: str | None, mon
         for tta in tta_options:
             t0 = time.perf_counter()
             predicted = predict_items(net, config, items, dev, tta)
-            grid = score_grid(config, predicted, thresholds, min_distances_um)
+            grid = score_grid(config, predicted, thresholds, min_distances_um, lymphocyte_gains)
             best = max(grid, key=lambda k: selection_score(grid[k]))
             report["sets"][f"{name}{'_tta' if tta else ''}"] = {
                 "n_images": len(items), "n_true": {c: int(sum(len(i.cell_points(c)) for i in items)) for c in CELL_CLASSES},
                 "jaccard_blob15": blob_jaccard(config, predicted), "best": best, "grid": grid,
-                "at_config": grid.get(f"t{config.detection['threshold']:g}_d{config.detection['min_distance_um']:g}"),
                 "seconds": time.perf_counter() - t0,
             }
     if monuseg:
@@ -108,7 +110,7 @@ def run_report(model: str | None, brca: str | None, breastpathq: str | None, mon
 
 def markdown_table(report: dict) -> str:
     """The per-class detection table of the model card."""
-    lines = ["| set | TTA | threshold / min dist | class | P@3µm | R@3µm | F1@3µm | P@6µm | R@6µm | F1@6µm | blob Jaccard |",
+    lines = ["| set | TTA | threshold / min dist / lymph gain | class | P@3µm | R@3µm | F1@3µm | P@6µm | R@6µm | F1@6µm | blob Jaccard |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in report["sets"].items():
         if "grid" not in res:
@@ -119,7 +121,7 @@ def markdown_table(report: dict) -> str:
                 continue
             a, b = e["3um"][c], e["6um"][c]
             lines.append(f"| {name.replace('_tta', '')} | {'yes' if name.endswith('_tta') else 'no'} | "
-                         f"{e['threshold']:g} / {e['min_distance_um']:g} µm | {c} (n={res['n_true'][c]}) | "
+                         f"{e['threshold']:g} / {e['min_distance_um']:g} µm / x{e['class_gain']['lymphocyte']:g} | {c} (n={res['n_true'][c]}) | "
                          f"{a['precision']:.3f} | {a['recall']:.3f} | {a['f1']:.3f} | {b['precision']:.3f} | "
                          f"{b['recall']:.3f} | {b['f1']:.3f} | {res['jaccard_blob15'][c]:.3f} |")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ def detect_nuclei_chunked(
     class_names: tuple[str, ...] = CLASS_NAMES,
     chunk_px: int = 2048,
     smooth_sigma_px: float = 1.0,
+    class_gain: dict[str, float] | None = None,
 ) -> Detections:
     """:func:`~napari_cellularity.inference.nuclei.detect_nuclei` over a large (C, H, W) map.
 
@@ -43,7 +44,7 @@ def detect_nuclei_chunked(
     """
     _, rows, cols = probs.shape
     kwargs = dict(threshold=threshold, min_distance_um=min_distance_um, class_names=class_names,
-                  smooth_sigma_px=smooth_sigma_px)
+                  smooth_sigma_px=smooth_sigma_px, class_gain=class_gain)
     if rows <= chunk_px and cols <= chunk_px:
         return detect_nuclei(np.asarray(probs[:]), mpp, **kwargs)
     halo = max(1, int(round(min_distance_um / mpp))) + int(np.ceil(4 * smooth_sigma_px)) + 2

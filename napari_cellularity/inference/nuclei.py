@@ -43,6 +43,7 @@ def detect_nuclei(
     min_distance_um: float = 4.0,
     class_names: tuple[str, ...] = CLASS_NAMES,
     smooth_sigma_px: float = 1.0,
+    class_gain: dict[str, float] | None = None,
 ) -> Detections:
     """Find nucleus centres as local maxima of the strongest cell-class map.
 
@@ -57,6 +58,10 @@ def detect_nuclei(
         Sigmoid probabilities (float, or uint8 scaled 0..255).
     mpp : float
         Microns per pixel of ``probs``.
+    class_gain : dict, optional
+        Multipliers per cell class applied before the class is chosen (not to the peak search or
+        the score). The loss weighs malignant 4x, which biases ambiguous nuclei towards
+        malignant; a gain tuned on validation data (stored in the model config) corrects that.
     """
     from scipy import ndimage as ndi
     from skimage.feature import peak_local_max
@@ -74,6 +79,7 @@ def detect_nuclei(
     if len(peaks) == 0:
         return Detections(np.zeros((0, 2)), np.zeros(0, dtype=object), np.zeros(0))
     at = cell[:, peaks[:, 0], peaks[:, 1]]
-    best = at.argmax(axis=0)
+    gains = np.array([(class_gain or {}).get(class_names[i], 1.0) for i in cell_idx], np.float32)
+    best = (at * gains[:, None]).argmax(axis=0)
     names = np.array([class_names[i] for i in cell_idx], dtype=object)
     return Detections(peaks.astype(float), names[best], at.max(axis=0).astype(float))

@@ -90,8 +90,8 @@ class SegmentationConfig:
     tile_size_px: int = 256
     blob_diameter_px: int = 15
     normalisation: str = "minus1_1"
-    detection: dict[str, float] = field(
-        default_factory=lambda: {"threshold": 0.3, "min_distance_um": 4.0}
+    detection: dict[str, Any] = field(
+        default_factory=lambda: {"threshold": 0.3, "min_distance_um": 4.0, "class_gain": {}}
     )
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +122,14 @@ class SegmentationConfig:
                 f"config format {self.format_version} is newer than this plugin supports "
                 f"({CONFIG_FORMAT_VERSION}); update napari-cellularity"
             )
+
+    def detection_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``detect_nuclei`` as tuned for this model."""
+        d = self.detection
+        return {"threshold": float(d.get("threshold", 0.3)),
+                "min_distance_um": float(d.get("min_distance_um", 4.0)),
+                "class_gain": dict(d.get("class_gain") or {}),
+                "class_names": self.class_names}
 
     @property
     def n_classes(self) -> int:
