@@ -371,7 +371,8 @@ def _new_config(name: str, seg_config: Any, base: Any, samples: list[RoiSample],
         mpp=float(seg_config.mpp),
         patch_size_um=base_cfg.patch_size_um if base_cfg is not None else round(float(np.median(sides_um)), 1),
         class_names=list(seg_config.class_names), label_source=LABEL_SOURCE, training=_json_safe(training),
-        hashes={"segmentation_weights_sha256": seg_config.weights_sha256 or ""})
+        hashes={"segmentation_weights_sha256": seg_config.weights_sha256 or ""},
+        parent=base.ref if base is not None else None)
 
 
 def _check_inputs(samples: list, folds: int) -> list[RoiSample]:

@@ -98,6 +98,8 @@ class CellularityConfig:
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     )
     hashes: dict[str, str] = field(default_factory=dict)
+    #: ``name@version`` of the model this one was refitted from (None for a first model).
+    parent: str | None = None
     format_version: int = CELLULARITY_FORMAT_VERSION
 
     def __post_init__(self) -> None:

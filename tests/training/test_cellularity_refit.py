@@ -119,7 +119,7 @@ def test_refit_registers_new_model_and_caches_maps(tiny_seg, patches, monkeypatc
     assert again.n_samples == 6 and len(from_base) == 1
     assert from_base[0].roi == samples[0].roi and from_base[0].truth == pytest.approx(samples[0].cellularity)
     cfg2 = load_cellularity_model(again.new_ref).config
-    assert cfg2.training["parent"] == "cellularity-lgbm@1"
+    assert cfg2.training["parent"] == "cellularity-lgbm@1" and cfg2.parent == "cellularity-lgbm@1"
     assert cfg2.training["data"]["base_rows_included"] == 1
 
 
