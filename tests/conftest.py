@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+_SESSION: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _SESSION["exitstatus"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """Skip interpreter finalisation once Qt was loaded.
+
+    PySide6 can abort while the interpreter tears down Qt objects after all tests passed
+    ("Fatal Python error: none_dealloc"), which would turn a green run red. Everything is reported
+    by now, so leave with pytest's own exit status.
+    """
+    if "exitstatus" in _SESSION and any(m in sys.modules for m in ("PySide6", "PyQt5", "PyQt6")):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_SESSION["exitstatus"])
 
 
 @pytest.fixture(scope="session", autouse=True)
