@@ -19,6 +19,7 @@ import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,10 @@ MIN_TISSUE_FRACTION = 0.1
 #: Malignant-probability threshold of the segmentation-area estimate.
 ESTIMATE_THRESHOLD = 0.5
 FALLBACK_NAME = "segmentation-area estimate"
+#: Longest side of the tissue mask of a region (a whole slide's mask is read from its overview).
+TISSUE_MASK_MAX_SIDE_PX = 2048
+#: Level-0 pixels read per strip when a region's mask is read through the pyramid.
+STRIP_LEVEL0_PX = 16_000_000
 PATCH_COLUMNS = ("x", "y", "width", "height", "cellularity", "tumour_bed_fraction")
 
 
@@ -130,13 +135,58 @@ def resolve_regressor(regressor: CellularityRegressor | None, config: Segmentati
         return SegmentationAreaEstimate(config.mpp, segmentation_model=config.ref)
 
 
+def _mask_fits(mask_shape: tuple[int, ...], map_shape: tuple[int, int]) -> bool:
+    """A mask covers the maps when it has their shape or is downsampled by one factor (±1 px rounding)."""
+    if len(mask_shape) != 2 or min(mask_shape) < 1:
+        return False
+    if tuple(mask_shape) == tuple(map_shape):
+        return True
+    (mh, mw), (h, w) = mask_shape, map_shape
+    if mh > h or mw > w:
+        return False
+    f = max(mh / h, mw / w)  # mask px per map px
+    return abs(h * f - mh) <= 1.0 and abs(w * f - mw) <= 1.0
+
+
+class _PatchTissue:
+    """Tissue of each map patch from a mask at the maps' grid or any coarser grid over the same region."""
+
+    def __init__(self, mask: np.ndarray | None, map_shape: tuple[int, int]) -> None:
+        self.mask = None if mask is None else np.asarray(mask, bool)
+        self.fy = 1.0 if mask is None else self.mask.shape[0] / map_shape[0]
+        self.fx = 1.0 if mask is None else self.mask.shape[1] / map_shape[1]
+
+    def _span(self, a: int, b: int, f: float, n: int) -> tuple[int, int]:
+        lo = min(n - 1, int(np.floor(a * f + 1e-9)))
+        return lo, max(lo + 1, min(n, int(np.ceil(b * f - 1e-9))))
+
+    def fraction(self, y0: int, y1: int, x0: int, x1: int) -> float:
+        """Share of tissue in the map box (mask pixels the box overlaps, unweighted)."""
+        if self.mask is None:
+            return 1.0
+        r0, r1 = self._span(y0, y1, self.fy, self.mask.shape[0])
+        c0, c1 = self._span(x0, x1, self.fx, self.mask.shape[1])
+        return float(self.mask[r0:r1, c0:c1].mean())
+
+    def patch(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """The mask over the map box at map resolution (nearest neighbour)."""
+        if self.mask is None:
+            return np.ones((y1 - y0, x1 - x0), bool)
+        if self.fy == 1.0 and self.fx == 1.0:
+            return self.mask[y0:y1, x0:x1]
+        rows = np.minimum((np.arange(y0, y1) * self.fy).astype(int), self.mask.shape[0] - 1)
+        cols = np.minimum((np.arange(x0, x1) * self.fx).astype(int), self.mask.shape[1] - 1)
+        return self.mask[np.ix_(rows, cols)]
+
+
 def _check_inputs(probs, config, regressor, tissue_mask) -> list[str]:
     if probs.ndim != 3 or probs.shape[0] != config.n_classes:
         raise CellularityMapError(f"maps must have shape ({config.n_classes}, H, W), got {probs.shape}")
-    if tissue_mask is not None and np.shape(tissue_mask) != probs.shape[1:]:
+    if tissue_mask is not None and not _mask_fits(np.shape(tissue_mask), tuple(probs.shape[1:])):
         raise CellularityMapError(
-            f"tissue mask shape {np.shape(tissue_mask)} differs from the maps {probs.shape[1:]}; "
-            "compute it at the model mpp"
+            f"tissue mask shape {np.shape(tissue_mask)} does not cover the maps {tuple(probs.shape[1:])}: "
+            "give it at the maps' grid or downsampled by one factor (same aspect ratio, not larger); "
+            "see region_tissue_mask"
         )
     rc = regressor.config
     if abs(rc.mpp - config.mpp) > 1e-3 * config.mpp:
@@ -154,37 +204,43 @@ def _check_inputs(probs, config, regressor, tissue_mask) -> list[str]:
 
 
 def iter_cellularity_grid(
-    probs: np.ndarray, config: SegmentationConfig, regressor: CellularityRegressor | None = None,
+    probs: Any, config: SegmentationConfig, regressor: CellularityRegressor | None = None,
     patch_px: int | None = None, tissue_mask: np.ndarray | None = None,
     min_tissue_fraction: float = MIN_TISSUE_FRACTION, batch_size: int = 16,
 ) -> Generator[dict, None, CellularityGrid]:
-    """Generator form of :func:`cellularity_grid`: yields ``{"done", "total"}`` per batch, returns the grid."""
-    probs = np.asarray(probs)
+    """Generator form of :func:`cellularity_grid`: yields ``{"done", "total"}`` per batch, returns the grid.
+
+    ``probs`` may be any array-like with ``shape`` and slicing (ndarray, zarr, dask): only
+    ``batch_size`` patches are read at a time, so memory does not grow with the region.
+    """
+    if not hasattr(probs, "shape") or not hasattr(probs, "__getitem__"):
+        probs = np.asarray(probs)
     regressor = resolve_regressor(regressor, config)
     warnings = _check_inputs(probs, config, regressor, tissue_mask)
-    h, w = probs.shape[1:]
+    h, w = (int(v) for v in probs.shape[1:])
     if patch_px is None:
         patch_px = max(1, int(round(regressor.config.patch_size_um / config.mpp)))
     if patch_px < 8:
         raise CellularityMapError(f"patch_px must be at least 8 map pixels, got {patch_px}")
-    tissue = np.ones((h, w), bool) if tissue_mask is None else np.asarray(tissue_mask, bool)
+    tissue = _PatchTissue(tissue_mask, (h, w))
     ys, xs = _edges(h, patch_px), _edges(w, patch_px)
     boxes = [(i, j, y0, y1, x0, x1) for i, (y0, y1) in enumerate(zip(ys[:-1], ys[1:], strict=True))
              for j, (x0, x1) in enumerate(zip(xs[:-1], xs[1:], strict=True))]
-    frac = {b: float(tissue[b[2]:b[3], b[4]:b[5]].mean()) for b in boxes}
+    frac = {b: tissue.fraction(*b[2:]) for b in boxes}
     scored = [b for b in boxes if frac[b] >= min_tissue_fraction]
     heatmap = np.full((len(ys) - 1, len(xs) - 1), np.nan)
     rows = []
     for s in range(0, len(scored), batch_size):
         chunk = scored[s : s + batch_size]
-        maps = [probs[:, y0:y1, x0:x1] for _, _, y0, y1, x0, x1 in chunk]
+        maps = [np.asarray(probs[:, y0:y1, x0:x1]) for _, _, y0, y1, x0, x1 in chunk]
         if isinstance(regressor, SegmentationAreaEstimate):
-            values = regressor.predict_maps(maps, config.mpp, [tissue[y0:y1, x0:x1] for _, _, y0, y1, x0, x1 in chunk])
+            values = regressor.predict_maps(maps, config.mpp, [tissue.patch(*b[2:]) for b in chunk])
         else:
             values = regressor.predict_maps(maps, config.mpp)
         for (i, j, y0, y1, x0, x1), v in zip(chunk, values, strict=True):
             heatmap[i, j] = v
             rows.append((x0, y0, x1 - x0, y1 - y0, float(v), frac[(i, j, y0, y1, x0, x1)]))
+        del maps
         yield {"done": min(s + batch_size, len(scored)), "total": len(scored)}
     return _summarise(np.asarray(rows, float).reshape(-1, 6), heatmap, patch_px, config, regressor, warnings)
 
@@ -208,7 +264,7 @@ def _summarise(patches, heatmap, patch_px, config, regressor, warnings) -> Cellu
 
 
 def cellularity_grid(
-    probs: np.ndarray, config: SegmentationConfig, regressor: CellularityRegressor | None = None,
+    probs: Any, config: SegmentationConfig, regressor: CellularityRegressor | None = None,
     patch_px: int | None = None, tissue_mask: np.ndarray | None = None,
     min_tissue_fraction: float = MIN_TISSUE_FRACTION,
 ) -> CellularityGrid:
@@ -216,16 +272,18 @@ def cellularity_grid(
 
     Parameters
     ----------
-    probs : ndarray of shape (C, H, W), uint8 (p * 255) or float in [0, 1]
-        Segmentation maps at ``config.mpp``.
+    probs : array-like of shape (C, H, W), uint8 (p * 255) or float in [0, 1]
+        Segmentation maps at ``config.mpp``: an ndarray, or a zarr / dask array read patch by patch.
     config : SegmentationConfig
         The segmentation model that made the maps.
     regressor : CellularityRegressor, optional
         Default: the newest installed ``cellularity-lgbm`` model, else :class:`SegmentationAreaEstimate`.
     patch_px : int, optional
         Patch side in map pixels; default the regressor's ``patch_size_um / config.mpp``.
-    tissue_mask : ndarray of shape (H, W), bool, optional
-        Tumour-bed proxy at the maps' grid; default every pixel.
+    tissue_mask : ndarray of shape (H, W) or (h, w), bool, optional
+        Tumour-bed proxy at the maps' grid, or downsampled over the same region (e.g. from
+        :func:`region_tissue_mask`: a patch's tissue share is then read at the mask's
+        resolution); default every pixel.
     min_tissue_fraction : float
         Patches with less tissue are NaN in the heatmap and left out.
 
@@ -240,6 +298,70 @@ def cellularity_grid(
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def _mask_shape(region_hw: tuple[int, int], map_shape_rc, max_side_px: int) -> tuple[int, int]:
+    h, w = map_shape_rc if map_shape_rc is not None else region_hw
+    f = min(1.0, max_side_px / max(h, w))
+    return max(1, int(round(h * f))), max(1, int(round(w * f)))
+
+
+def _read_low_res(source: Any, region: tuple[int, int, int, int], out_rc: tuple[int, int],
+                  strip_level0_px: float) -> np.ndarray:
+    """RGB of a level-0 region at ``out_rc``, read in horizontal strips (bounded memory)."""
+    from napari_cellularity.inference.sources import _resize_rgb
+
+    r, c, h, w = region
+    if (r, c, h, w) == (0, 0, *source.level0_shape_rc):  # whole image: the slide's own overview
+        thumb, _ = source.thumbnail(max(out_rc))
+        return _resize_rgb(np.asarray(thumb)[..., :3], out_rc)
+    s = h / out_rc[0]  # level-0 rows per output row
+    step = max(1, int(strip_level0_px // max(1.0, w * s)))
+    strips = []
+    for a in range(0, out_rc[0], step):
+        b = min(out_rc[0], a + step)
+        strips.append(source.read((r + a * s, c), ((b - a) * s, w), (b - a, out_rc[1])))
+    return np.concatenate(strips, axis=0)
+
+
+def region_tissue_mask(
+    image: Any, region_level0: tuple[int, int, int, int] | None = None, *, mpp: float | None = None,
+    map_shape_rc: tuple[int, int] | None = None, max_side_px: int = TISSUE_MASK_MAX_SIDE_PX,
+) -> np.ndarray:
+    """Tissue mask (tumour-bed proxy) of a region, at most ``max_side_px`` on its long side.
+
+    Reads the region at low resolution (the slide's overview for a whole slide, else strips
+    through the pyramid), so a whole slide costs a few MB; pass the result to
+    :func:`cellularity_grid` as ``tissue_mask`` for maps of ``map_shape_rc`` over that region.
+    A map no larger than ``max_side_px`` gets a mask at its own grid, as before.
+
+    Parameters
+    ----------
+    image
+        A :class:`~napari_cellularity.io.slide.Slide`, an RGB uint8 array (with ``mpp``) or an
+        inference image source.
+    region_level0 : (row, col, height, width), optional
+        Level-0 region the maps cover; default the whole image.
+    mpp : float, optional
+        Level-0 µm/px (required for arrays, overrides the slide's).
+    map_shape_rc : (int, int), optional
+        Shape of the maps; the mask then has that shape or a downsampled one of equal aspect.
+
+    Returns
+    -------
+    ndarray of shape (h, w), bool
+    """
+    from napari_cellularity.inference.sources import as_source, validate_region
+
+    from .tissue import tissue_mask
+
+    if max_side_px < 16:
+        raise CellularityMapError(f"max_side_px must be at least 16, got {max_side_px}")
+    source = as_source(image, mpp)
+    region = validate_region(region_level0, source.level0_shape_rc)
+    out_rc = _mask_shape(region[2:], map_shape_rc, max_side_px)
+    rgb = _read_low_res(source, region, out_rc, STRIP_LEVEL0_PX)
+    return tissue_mask(rgb, source.level0_mpp * region[2] / out_rc[0])
 
 
 def write_cellularity_csv(
