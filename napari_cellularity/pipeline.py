@@ -264,36 +264,50 @@ def _load_regressor(ref: str | None):
 
 
 def _cellularity(folder: Path, slide, pred, config, cellularity_model: str | None) -> dict[str, Any]:
-    """Cellularity grid (``cellularity.csv``, ``cellularity_heatmap.tif``) and the region's value."""
+    """Cellularity grid (``cellularity.csv``, ``cellularity_heatmap.tif``) and the region's value.
+
+    Works for any region size: the maps (ndarray or the zarr store of a big region) are read
+    one batch of patches at a time and the tissue mask comes from a low-resolution read
+    (the slide overview for a whole slide), so memory does not grow with the region.
+    """
     import numpy as np
 
     try:
-        from .features.cellularity_map import cellularity_grid, write_cellularity_csv
-        from .features.tissue import tissue_mask
+        from .features.cellularity_map import (
+            TISSUE_MASK_MAX_SIDE_PX,
+            cellularity_grid,
+            region_tissue_mask,
+            write_cellularity_csv,
+        )
     except ImportError as exc:
         if cellularity_model:
             raise RuntimeError(f"--cellularity-model given but cellularity is unavailable: {exc}") from exc
         return {"available": False, "reason": f"cellularity modules not available ({exc})"}
-    rows, cols = pred.labels.shape
-    if rows * cols > SMALL_REGION_MAX_PX:
-        return {"available": False, "reason": "region too large for a cellularity grid; "
-                "pass --roi X,Y,W,H around the tumour bed"}
     import tifffile
 
-    from .inference.sources import SlideSource
-
     regressor = _load_regressor(cellularity_model)
-    r, c, h, w = pred.region_level0
-    image = SlideSource(slide).read((r, c), (h, w), (rows, cols))
-    grid = cellularity_grid(np.asarray(pred.probs), config, regressor=regressor,
-                            tissue_mask=tissue_mask(image, config.mpp))
+    rows, cols = (int(v) for v in pred.probs.shape[1:])
+    # small regions keep a tissue mask at the maps' own grid; big ones a downsampled one
+    max_side = max(rows, cols) if rows * cols <= SMALL_REGION_MAX_PX else TISSUE_MASK_MAX_SIDE_PX
+    tissue = region_tissue_mask(slide, pred.region_level0, mpp=slide.mpp, map_shape_rc=(rows, cols),
+                                max_side_px=max_side)
+    grid = cellularity_grid(pred.probs, config, regressor=regressor, tissue_mask=tissue)
     write_cellularity_csv(folder / "cellularity.csv", grid, pred.level0_per_px, pred.origin_level0_rc)
-    tifffile.imwrite(folder / "cellularity_heatmap.tif", grid.heatmap.astype(np.float32))
+    patch_um = grid.patch_px * config.mpp
+    tifffile.imwrite(folder / "cellularity_heatmap.tif", grid.heatmap.astype(np.float32),
+                     resolution=(1e4 / patch_um, 1e4 / patch_um), resolutionunit="CENTIMETER",
+                     metadata={"axes": "YX", "patch_um": patch_um,
+                               "origin_level0_rc": list(pred.origin_level0_rc)})
     value = grid.image_cellularity
+    whole = tuple(pred.region_level0) == (0, 0, *slide.dimensions)
     return {"available": True, "image_cellularity": None if np.isnan(value) else round(float(value), 4),
+            "scope": "whole slide" if whole else "region",
             "method": grid.method, "model": grid.model_ref or None, "patch_px": grid.patch_px,
-            "patch_um": grid.patch_px * config.mpp, "n_patches": int(len(grid.patches)),
-            "tumour_bed_area_um2": round(grid.tumour_bed_area_um2, 1), "warnings": list(grid.warnings),
+            "patch_um": patch_um, "n_patches": int(len(grid.patches)),
+            "heatmap_shape_rc": list(grid.heatmap.shape),
+            "tissue_mask_shape_rc": list(tissue.shape),
+            "tumour_bed_area_um2": round(grid.tumour_bed_area_um2, 1),
+            "tumour_bed_area_mm2": round(grid.tumour_bed_area_um2 / 1e6, 4), "warnings": list(grid.warnings),
             "files": ["cellularity.csv", "cellularity_heatmap.tif"]}
 
 

@@ -94,11 +94,40 @@ def test_analyze_roi_and_big_region_zarr(tmp_path, tiny_model, monkeypatch):
     group = zarr.open_group(str(folder / "masks.zarr"), mode="r")
     assert group["probs"].shape == (4, 60, 80) and group.attrs["level0_per_px"] == 2.0
     assert tifffile.imread(folder / "labels.tif").shape == (60, 80)
-    assert summary["cellularity"]["available"] is False and "--roi" in summary["cellularity"]["reason"]
+    cell = summary["cellularity"]  # big regions get a cellularity grid too (streamed from masks.zarr)
+    assert cell["available"] is True and cell["scope"] == "region" and cell["n_patches"] >= 1
+    assert (folder / "cellularity.csv").exists()
+    assert list(tifffile.imread(folder / "cellularity_heatmap.tif").shape) == cell["heatmap_shape_rc"]
     assert summary["roi_xywh"] == [40, 20, 160, 120] and summary["region_level0_rc_hw"] == [20, 40, 120, 160]
     with open(folder / "cells.csv", newline="") as fh:
         for r in csv.DictReader(fh):
             assert 39 <= float(r["x"]) <= 200 and 19 <= float(r["y"]) <= 140
+
+
+def test_whole_slide_cellularity_uses_a_low_resolution_tissue_mask(tmp_path, tiny_model, monkeypatch):
+    import tifffile
+
+    from napari_cellularity.features import cellularity_map
+
+    src = _png(tmp_path / "w.png", shape=(240, 320))
+    monkeypatch.setattr(pipeline, "SMALL_REGION_MAX_PX", 100)
+    monkeypatch.setattr(cellularity_map, "TISSUE_MASK_MAX_SIDE_PX", 40)
+    monkeypatch.setattr(cellularity_map, "DEFAULT_PATCH_UM", 32.0)
+    summary = pipeline.analyze_image(src, tmp_path / "out", mpp=0.5)
+    cell, folder = summary["cellularity"], tmp_path / "out" / "w"
+    assert summary["outputs"]["masks"] == "masks.zarr"
+    assert cell["available"] is True and cell["scope"] == "whole slide"
+    assert cell["tissue_mask_shape_rc"] == [30, 40]  # maps 120 x 160 at 1 µm/px, mask 4x coarser
+    heat = tifffile.imread(folder / "cellularity_heatmap.tif")
+    assert list(heat.shape) == cell["heatmap_shape_rc"]
+    if cell["method"] == cellularity_map.FALLBACK_NAME:  # no regressor installed in the test home
+        assert cell["patch_um"] == 32.0 and heat.shape == (4, 5)
+        assert np.isnan(heat[-1, 0]) and np.isnan(heat[-1, -1])  # glass corners are not scored
+        assert np.isfinite(heat[:3]).all()  # patches reaching into the tissue are
+        assert 0 < cell["tumour_bed_area_mm2"] < 120 * 160 / 1e6
+    with open(folder / "cellularity.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == cell["n_patches"] and all(0 <= int(r["x"]) < 320 for r in rows)
 
 
 def test_label_tif_from_zarr_is_exact(tmp_path):

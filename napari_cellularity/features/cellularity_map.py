@@ -59,8 +59,9 @@ class SegmentationAreaEstimate:
     """
 
     def __init__(self, mpp: float, threshold: float = ESTIMATE_THRESHOLD,
-                 patch_size_um: float = DEFAULT_PATCH_UM, segmentation_model: str = "") -> None:
+                 patch_size_um: float | None = None, segmentation_model: str = "") -> None:
         self.threshold = float(threshold)
+        patch_size_um = DEFAULT_PATCH_UM if patch_size_um is None else float(patch_size_um)
         self.config = CellularityConfig(kind=ESTIMATE_KIND, name="segmentation-area-estimate", mpp=mpp,
                                         patch_size_um=patch_size_um, segmentation_model=segmentation_model,
                                         feature_names=[], label_source="none (model-free)",
@@ -355,8 +356,8 @@ def region_tissue_mask(
 
     from .tissue import tissue_mask
 
-    if max_side_px < 16:
-        raise CellularityMapError(f"max_side_px must be at least 16, got {max_side_px}")
+    if int(max_side_px) < 1:
+        raise CellularityMapError(f"max_side_px must be a positive number of pixels, got {max_side_px}")
     source = as_source(image, mpp)
     region = validate_region(region_level0, source.level0_shape_rc)
     out_rc = _mask_shape(region[2:], map_shape_rc, max_side_px)
