@@ -7,7 +7,8 @@
 * Updates: :func:`upsert_image_layer` / :func:`upsert_labels_layer` /
   :func:`upsert_points_layer` update a layer of that name in place instead of adding a
   new one; :func:`paste_map_layer` keeps a *canvas* layer (at the map's pixel size)
-  covering every analysed region and pastes new regions into it, growing it when needed.
+  covering every analysed region and pastes new regions into it, growing it when needed;
+  :func:`show_downsampled_maps` shows a big region's downsampled maps (no full-resolution canvas).
 * Geometry: world units are µm. Image overlays get ``scale=(pixel_um, pixel_um)`` and the
   ``translate`` from :func:`napari_cellularity.regions.overlay_translate_um`; points are
   stored in level-0 pixels with the slide's ``scale`` / ``translate``.
@@ -166,6 +167,44 @@ def paste_map_layer(
         viewer, name, canvas, scale=(pixel_um, pixel_um), translate=placement.translate_um,
         metadata=metadata, **kwargs,
     )
+
+
+def show_downsampled_maps(
+    viewer: Any,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    translate_um: Sequence[float],
+    pixel_um: float,
+    *,
+    visible: dict[str, bool] | None = None,
+    units: Any = None,
+) -> list[Any]:
+    """Show (C, h, w) uint8 display maps of a big region as the class probability layers.
+
+    The layers *reference* ``probs`` (no copy): when they already show this array, they are
+    only refreshed, so a caller can paint tiles into it and call this again cheaply. Layers
+    of earlier runs (another pixel size or array) are replaced, not grown.
+    """
+    layers = []
+    for cls in CELL_CLASSES:
+        if cls not in class_names:
+            continue
+        data = probs[list(class_names).index(cls)]
+        layer = find_layer(viewer, prob_layer_name(cls), "Image")
+        if (layer is not None and layer.data.shape == data.shape
+                and np.may_share_memory(np.asarray(layer.data), probs)):
+            layer.refresh()
+            layers.append(layer)
+            continue
+        if layer is not None:
+            viewer.layers.remove(layer)
+        meta = {META_KEY: {"kind": "probability", "pixel_um": pixel_um, "downsampled": True}}
+        layers.append(viewer.add_image(
+            data, name=prob_layer_name(cls), scale=(pixel_um, pixel_um), translate=tuple(translate_um),
+            visible=True if visible is None else visible.get(cls, True), metadata=meta,
+            **({} if units is None else {"units": units}), **prob_layer_kwargs(cls),
+        ))
+    return layers
 
 
 def prob_layer_kwargs(cls: str) -> dict[str, Any]:

@@ -250,6 +250,7 @@ class AnalyzeWidget(QWidget):
         self.image_translate = tuple(self._image_layer().translate[-2:])
         self.image_units = tuple(self._image_layer().units[-2:])
         self.run_inputs, self.t_start, self.first_tile_s = inputs, time.perf_counter(), None
+        self.canvas, self.last_refresh_s = self._display_canvas(inputs), 0.0
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
@@ -260,6 +261,14 @@ class AnalyzeWidget(QWidget):
             on_finish=self._on_finish, progress_desc="Analyze", start=False,
         )
         self.worker.start()
+
+    def _display_canvas(self, inputs: dict[str, Any]) -> Any:
+        """A downsampled :class:`~napari_cellularity.analysis.MapCanvas` for big regions, else None."""
+        from .. import analysis
+
+        shape = analysis.region_map_shape(inputs["box"], inputs["slide_mpp"], self.config.mpp)
+        factor = analysis.display_factor(shape)
+        return None if factor == 1 else analysis.MapCanvas(self.config.n_classes, shape, factor)
 
     def cancel(self) -> None:
         """Stop the running analysis at its next tile."""
@@ -277,7 +286,29 @@ class AnalyzeWidget(QWidget):
         if getattr(record, "kind", "") == "tile" and record.tile_probs is not None:
             if self.first_tile_s is None:
                 self.first_tile_s = time.perf_counter() - self.t_start
-            self._paint(record.tile_probs, record.bounds_level0[:2])
+            if self.canvas is None:
+                self._paint(record.tile_probs, record.bounds_level0[:2])
+            else:
+                self._paint_downsampled(record)
+
+    def _paint_downsampled(self, record: Any) -> None:
+        """Paint a tile into the big region's display canvas; redraw at most twice a second."""
+        from ..analysis import tile_map_origin
+
+        box, mpp = self.run_inputs["box"], self.run_inputs["slide_mpp"]
+        self.canvas.add_tile(record.tile_probs, *tile_map_origin(record.bounds_level0, box, mpp, self.config.mpp))
+        now = time.perf_counter()
+        if now - self.last_refresh_s >= 0.5 or record.done == record.total:
+            self.last_refresh_s = now
+            self._show_canvas(self.canvas, box.origin_rc, float(self.config.mpp))
+
+    def _show_canvas(self, canvas: Any, origin_rc: tuple[int, int], model_mpp: float) -> None:
+        pixel_um = canvas.pixel_um(model_mpp)
+        translate = regions.overlay_translate_um(origin_rc, self.run_inputs["slide_mpp"], pixel_um,
+                                                 self.image_translate)
+        L.show_downsampled_maps(self.viewer, canvas.probs, tuple(self.config.class_names), translate, pixel_um,
+                                visible={c: k.isChecked() for c, k in self.class_checks.items()},
+                                units=self.image_units)
 
     def _paint(self, probs_u8: np.ndarray, origin_rc: tuple[int, int]) -> None:
         mpp, model_mpp = self.run_inputs["slide_mpp"], float(self.config.mpp)
@@ -293,11 +324,16 @@ class AnalyzeWidget(QWidget):
     def _on_return(self, result: Any) -> None:
         pred, summary = result.prediction, result.summary
         mpp, box = summary.slide_mpp, summary.region
-        self._paint(np.asarray(pred.probs), box.origin_rc)
         lut = np.array([L.CLASS_LABEL_VALUES.get(c, 0) for c in pred.class_names], np.uint8)
-        L.paste_map_layer(self.viewer, L.CLASS_MAP_LAYER, lut[np.asarray(pred.labels)],
-                          regions.overlay_translate_um(box.origin_rc, mpp, summary.model_mpp, self.image_translate),
-                          summary.model_mpp, labels=True, colormap=L.class_map_colormap(), opacity=0.4,
+        if result.display is None:  # small region: full resolution
+            self._paint(np.asarray(pred.probs), box.origin_rc)
+            labels, label_um = lut[np.asarray(pred.labels)], summary.model_mpp
+        else:  # big region: the blended maps, downsampled (the full maps stay in the zarr cache)
+            self._show_canvas(result.display, box.origin_rc, summary.model_mpp)
+            labels, label_um = lut[result.display.labels()], result.display.pixel_um(summary.model_mpp)
+        L.paste_map_layer(self.viewer, L.CLASS_MAP_LAYER, labels,
+                          regions.overlay_translate_um(box.origin_rc, mpp, label_um, self.image_translate),
+                          label_um, labels=True, colormap=L.class_map_colormap(), opacity=0.4,
                           visible=False, units=self.image_units)
         for cls in CELL_CLASSES:
             L.upsert_points_layer(self.viewer, L.points_layer_name(cls), result.nuclei_level0[cls],
