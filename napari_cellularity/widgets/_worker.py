@@ -30,10 +30,13 @@ Example
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 import os
+import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -105,9 +108,59 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def _llvm_already_loaded() -> bool:
+    """True when a shared LLVM library (e.g. Mesa's, loaded by the OpenGL driver) is mapped."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            return any("libLLVM" in line for line in fh)
+    except OSError:
+        return False
+
+
+@functools.cache
+def isolate_triton_llvm() -> bool:
+    """Load Triton's native library with its own LLVM symbols if a GL driver's LLVM is loaded.
+
+    ``import segmentation_models_pytorch`` imports ``torchvision.ops`` -> ``torch._dynamo``
+    -> ``triton`` (installed with CUDA builds of torch). On Linux, napari's OpenGL canvas
+    (Mesa: llvmpipe, radeonsi ...) has already loaded ``libLLVM`` globally by then, and
+    ``libtriton.so`` (which carries its own LLVM) binds to those symbols and crashes the
+    whole process with a segmentation fault while importing (seen under Xvfb with
+    ``libLLVM-15``; headless tests never load GL so never saw it). Pre-loading
+    ``libtriton.so`` with ``RTLD_DEEPBIND`` makes it use its own LLVM; the later
+    ``import triton`` reuses that handle. Cached: does the work at most once.
+
+    Returns
+    -------
+    bool
+        True when the library was pre-loaded, False when nothing had to be done.
+    """
+    if sys.platform != "linux" or "triton" in sys.modules or not hasattr(os, "RTLD_DEEPBIND"):
+        return False
+    try:
+        spec = importlib.util.find_spec("triton")
+    except (ImportError, ValueError):
+        return False
+    if spec is None or not spec.origin or not _llvm_already_loaded():
+        return False
+    lib = os.path.join(os.path.dirname(spec.origin), "_C", "libtriton.so")
+    if not os.path.isfile(lib):
+        return False
+    import ctypes
+
+    try:
+        ctypes.CDLL(lib, mode=os.RTLD_NOW | os.RTLD_DEEPBIND)
+    except OSError as exc:  # leave the normal import to report its own error
+        logger.warning("could not pre-load %s: %s", lib, exc)
+        return False
+    logger.info("pre-loaded %s with RTLD_DEEPBIND (an OpenGL driver's LLVM is loaded)", lib)
+    return True
+
+
 def _guarded(gen_fn: GenFn, holder: list) -> Generator[Any, Any, Any]:
     """Run ``gen_fn()`` and return a :class:`_Failure` instead of raising."""
     try:
+        isolate_triton_llvm()  # before the job imports torch/smp (see its docstring)
         gen = gen_fn()
         holder.append(gen)
         return (yield from gen)
@@ -116,6 +169,37 @@ def _guarded(gen_fn: GenFn, holder: list) -> Generator[Any, Any, Any]:
     except Exception as exc:  # noqa: BLE001 - reported to the user, never swallowed
         logger.exception("background job failed")
         return _Failure(exc, traceback.format_exc())
+
+
+class _InOrder:
+    """Runs worker callbacks one at a time, in arrival order, even if one re-enters Qt's loop.
+
+    napari's Qt progress bar calls ``QApplication.processEvents()`` in ``setValue`` and
+    ``setDescription``. Updating the bar inside a ``yielded`` callback therefore delivered the
+    *next* queued signals (later tiles, ``returned``, ``finished``) nested inside it: the
+    earlier tile was painted over the final blended map and its status line ("2/3 tiles")
+    replaced "Done" (measured under Xvfb, benchmarks/bench_gui_responsiveness.py). Wrapped
+    callbacks queue instead and run after the current one returns.
+    """
+
+    def __init__(self) -> None:
+        self.pending: deque = deque()
+        self.busy = False
+
+    def wrap(self, fn: Callable[..., None]) -> Callable[..., None]:
+        def call(*args: Any) -> None:
+            self.pending.append((fn, args))
+            if self.busy:
+                return
+            self.busy = True
+            try:
+                while self.pending:
+                    queued_fn, queued_args = self.pending.popleft()
+                    queued_fn(*queued_args)
+            finally:
+                self.busy = False
+
+        return call
 
 
 class _Progress:
@@ -267,10 +351,11 @@ def run_generator(
         if on_finish is not None:
             on_finish()
 
-    connect("yielded", _yielded)
-    connect("returned", _returned)
-    connect("aborted", on_abort or (lambda: None))
-    connect("finished", _finished)
+    in_order = _InOrder()
+    connect("yielded", in_order.wrap(_yielded))
+    connect("returned", in_order.wrap(_returned))
+    connect("aborted", in_order.wrap(on_abort or (lambda: None)))
+    connect("finished", in_order.wrap(_finished))
     if start:
         worker.start()
     return worker

@@ -1,0 +1,271 @@
+"""Does the viewer stay responsive while Analyze runs? Threaded path, on a real (virtual) display.
+
+Run by hand under Xvfb; numbers go in issue notes, not in tests::
+
+    export NAPARI_CELLULARITY_HOME=/tmp/nc_pilot     # holds the segmentation model
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/bench_gui_responsiveness.py \
+        --model pilot --size 2048 --mpp 0.5 --threads 1 --json /tmp/gui_bench.json
+
+What it does, in one ``napari.Viewer(show=True)`` with the Analyze dock (threaded worker,
+``NAPARI_CELLULARITY_SYNC`` is forced off):
+
+1. ``idle``: 3 s of programmatic pan/zoom steps with nothing running (baseline).
+2. ``run_cold`` / ``run_warm``: clicks Run on the current view (a ``--size``² image at
+   ``--mpp`` µm/px fitted into the canvas, so the view box is the whole image) while the
+   camera keeps panning/zooming; cold includes loading the network, warm reuses the cache.
+3. ``cancel``: clicks Cancel after ``--cancel-after`` tiles; reports how long Cancel took.
+4. ``error``: runs on the (absent) CUDA device; checks that an error notification arrives
+   and the status line says what failed.
+
+Event-loop latency is measured with a ``QTimer`` firing every 10 ms: the gaps between its
+ticks (p50 / p95 / max) are how long the GUI thread was busy. Each camera step is timed as
+``camera.zoom``/``camera.center`` assignment + ``QApplication.processEvents()`` (the redraw).
+``click_to_first_tile_s`` is from the Run click to the first painted tile.
+
+Numbers on a loaded 2-core machine (a training job in the background) are pessimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+def _stats_ms(values_s: list[float]) -> dict[str, float]:
+    if not values_s:
+        return {"n": 0}
+    a = np.asarray(values_s) * 1e3
+    return {"n": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 1),
+            "p95_ms": round(float(np.percentile(a, 95)), 1), "max_ms": round(float(a.max()), 1),
+            "over_100ms": int((a > 100).sum())}
+
+
+@dataclass
+class Probe:
+    """Records QTimer tick gaps, camera-step timings and yielded-callback timings."""
+
+    viewer: Any
+    ticks: list[float] = field(default_factory=list)
+    camera_s: list[float] = field(default_factory=list)
+    step: int = 0
+
+    def tick(self) -> None:
+        self.ticks.append(time.perf_counter())
+
+    def reset(self) -> None:
+        self.ticks, self.camera_s = [], []
+
+    def camera_step(self, app: Any) -> None:
+        """One programmatic pan or zoom, then process events (incl. the redraw); timed."""
+        cam = self.viewer.camera
+        t0 = time.perf_counter()
+        if self.step % 2:
+            cam.zoom = cam.zoom * (1.1 if self.step % 4 == 1 else 1 / 1.1)
+        else:
+            dy = 20.0 if self.step % 4 == 0 else -20.0
+            cam.center = (cam.center[-2] + dy, cam.center[-1] - dy)
+        app.processEvents()
+        self.camera_s.append(time.perf_counter() - t0)
+        self.step += 1
+
+    def summary(self) -> dict[str, Any]:
+        gaps = list(np.diff(self.ticks)) if len(self.ticks) > 1 else []
+        return {"tick_gap": _stats_ms(gaps), "camera_step": _stats_ms(self.camera_s)}
+
+
+def pump(app: Any, probe: Probe, until: Any, timeout_s: float, camera_every_s: float = 0.05) -> float:
+    """Run the Qt event loop (blocking on events, not spinning) with camera steps until ``until()``."""
+    from qtpy.QtCore import QEventLoop
+
+    t0 = time.perf_counter()
+    next_cam = t0
+    while not until():
+        now = time.perf_counter()
+        if now - t0 > timeout_s:
+            raise TimeoutError(f"gave up after {timeout_s:.0f} s")
+        if now >= next_cam:
+            probe.camera_step(app)
+            next_cam = time.perf_counter() + camera_every_s
+        app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents)
+    return time.perf_counter() - t0
+
+
+def instrument(widget: Any, cancel_after: int | None = None) -> dict[str, list]:
+    """Wrap the widget's yielded callback to time it on the GUI thread and log progress/ETA."""
+    log: dict[str, list] = {"on_yield_s": [], "progress": [], "status": []}
+
+    def timed(record: Any) -> None:
+        t0 = time.perf_counter()
+        original(record)
+        log["on_yield_s"].append(time.perf_counter() - t0)
+        log["progress"].append(widget.progress.value())
+        log["status"].append(widget.status.text())
+        print(f"  {time.perf_counter() - widget.t_start:7.2f} s  yield {len(log['status'])}: "
+              f"{widget.status.text()!r} ({log['on_yield_s'][-1] * 1e3:.0f} ms on GUI thread)",
+              file=sys.stderr, flush=True)
+        n_tiles = sum("tiles" in s for s in log["status"])
+        if cancel_after is not None and n_tiles == cancel_after:
+            # a click arrives like a user's: through the event loop, which may run nested
+            # inside napari's progress-bar updates, so click from a timer, not from pump()
+            from qtpy.QtCore import QTimer
+
+            log["cancel_at"] = [time.perf_counter()]
+            QTimer.singleShot(0, widget.cancel_button.click)
+
+    widget.__dict__.pop("_on_yield", None)
+    widget.__dict__.pop("_on_return", None)
+    original, original_return = widget._on_yield, widget._on_return
+
+    def timed_return(result: Any) -> None:
+        t0 = time.perf_counter()
+        original_return(result)
+        log["on_return_s"] = [time.perf_counter() - t0]
+
+    widget._on_yield = timed  # run() looks the bound methods up at click time
+    widget._on_return = timed_return
+    return log
+
+
+def run_phase(app, probe, widget, timeout_s: float, cancel_after: int | None = None) -> dict[str, Any]:
+    """Click Run, keep panning/zooming until the worker finishes; optionally click Cancel."""
+    log = instrument(widget, cancel_after)
+    probe.reset()
+    t_click = time.perf_counter()
+    widget.run_button.click()
+    click_return_s = time.perf_counter() - t_click
+    for name in ("returned", "errored", "aborted", "finished"):
+        sig = getattr(widget.worker, name, None)
+        if sig is not None:
+            sig.connect(lambda *a, _n=name: print(f"  worker {_n}", file=sys.stderr, flush=True))
+    # not worker.is_running: that is False until the pool thread starts; Run is re-enabled
+    # by the widget's on_finish, i.e. after the result (or error/cancel) was handled
+    pump(app, probe, widget.run_button.isEnabled, timeout_s)
+    t_end = time.perf_counter()
+    wall_s = t_end - t_click
+    cancel_s = t_end - log["cancel_at"][0] if log.get("cancel_at") else None
+    pump(app, probe, lambda: True, 1.0)  # deliver the last queued signals
+    etas = [s.split(", ")[-1] for s in log["status"] if "ETA" in s]
+    out = {
+        "wall_s": round(wall_s, 2), "click_return_ms": round(click_return_s * 1e3, 1),
+        "click_to_first_tile_s": None if widget.first_tile_s is None else round(widget.first_tile_s, 2),
+        "yields": len(log["on_yield_s"]), "on_yield": _stats_ms(log["on_yield_s"]),
+        "on_yield_total_s": round(float(sum(log["on_yield_s"])), 2),
+        "on_return_ms": [round(v * 1e3, 1) for v in log.get("on_return_s", [])],
+        "progress_values_seen": sorted(set(log["progress"]))[-3:], "distinct_etas": len(set(etas)),
+        "final_status": widget.status.text(), **probe.summary(),
+    }
+    if cancel_s is not None:
+        out["cancel_to_finished_s"] = round(cancel_s, 2)
+    return out
+
+
+def build(args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    """Viewer (shown), H&E image layer at ``args.mpp``, Analyze dock on CPU over the view."""
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cellularity.synthetic import make_he_patch
+    from napari_cellularity.widgets.analyze import REGION_VIEW
+
+    viewer = napari.Viewer(show=True)
+    if args.image:
+        viewer.open(args.image, plugin="napari-cellularity")
+    else:
+        patch = make_he_patch((args.size, args.size), mpp=args.mpp, seed=0)
+        viewer.add_image(patch.image, name="he", rgb=True, scale=(args.mpp, args.mpp),
+                         metadata={"mpp_source": "benchmark"})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Analyze")
+    widget.refresh_models()
+    refs = [widget.model_combo.itemData(i).ref for i in range(widget.model_combo.count())]
+    match = [i for i, r in enumerate(refs) if r.split("@")[0] == args.model]
+    if not match:
+        raise SystemExit(f"model {args.model!r} not in the registry ({refs}); set NAPARI_CELLULARITY_HOME")
+    widget.model_combo.setCurrentIndex(match[0])
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    widget.region_combo.setCurrentText(REGION_VIEW)
+    widget.batch_spin.setValue(args.batch_size)
+    app = QApplication.instance()
+    viewer.window._qt_window.resize(1600, 1000)  # fill the Xvfb screen: a square-ish canvas
+    for _ in range(20):
+        app.processEvents()
+    viewer.reset_view()  # the whole image in view: the view box is the whole image
+    for _ in range(20):
+        app.processEvents()
+    return viewer, widget, app
+
+
+def error_phase(app, probe, widget, timeout_s: float) -> dict[str, Any]:
+    """Run on the unavailable CUDA device: an error notification must arrive."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: seen.append(f"{n.severity}: {n.message}"))
+    idx = widget.device_combo.findData("cuda")
+    if idx < 0:
+        return {"skipped": "a CUDA device exists here"}
+    widget.device_combo.setCurrentIndex(idx)
+    try:
+        out = run_phase(app, probe, widget, timeout_s)
+    finally:
+        widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    return {"notifications": seen[-2:], "final_status": out["final_status"], "wall_s": out["wall_s"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="pilot", help="segmentation model name in the registry")
+    p.add_argument("--image", default=None, help="slide/image file (default: synthetic H&E patch)")
+    p.add_argument("--size", type=int, default=2048, help="synthetic image side in px")
+    p.add_argument("--mpp", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--cancel-after", type=int, default=3)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--skip", nargs="*", default=[], choices=["warm", "cancel", "error"])
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    os.environ["NAPARI_CELLULARITY_SYNC"] = "0"  # the threaded path is what we measure
+    import torch
+
+    torch.set_num_threads(args.threads)
+    viewer, widget, app = build(args)
+    probe = Probe(viewer)
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(probe.tick)
+    timer.start()
+    results: dict[str, Any] = {"args": vars(args), "canvas_px": list(viewer.window._qt_viewer.canvas.size)}
+    t_idle = time.perf_counter()
+    pump(app, probe, lambda: time.perf_counter() - t_idle > 3.0, 10.0)
+    results["idle"] = probe.summary()
+    print(f"idle: {results['idle']}", file=sys.stderr, flush=True)
+    results["run_cold"] = run_phase(app, probe, widget, args.timeout)
+    results["run_cold"]["region_rc"] = [widget.run_inputs["box"].rows, widget.run_inputs["box"].cols]
+    results["layers"] = [lay.name for lay in viewer.layers]
+    if "warm" not in args.skip:
+        results["run_warm"] = run_phase(app, probe, widget, args.timeout)
+    if "cancel" not in args.skip:
+        results["cancel"] = run_phase(app, probe, widget, args.timeout, cancel_after=args.cancel_after)
+    if "error" not in args.skip:
+        results["error"] = error_phase(app, probe, widget, args.timeout)
+    timer.stop()
+    text = json.dumps(results, indent=1, default=str)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text)
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
