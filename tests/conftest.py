@@ -61,10 +61,16 @@ def _limit_threads():
 
 
 @pytest.fixture(autouse=True)
-def user_home(tmp_path_factory, monkeypatch):
-    """Each test gets its own user data dir (models, autosaves) so nothing leaks between tests."""
+def user_home(tmp_path_factory, monkeypatch, request):
+    """Each test gets its own user data dir (models, autosaves) so nothing leaks between tests.
+
+    The shipped models are hidden too (tests register tiny models of their own); tests marked
+    ``shipped_models`` see them.
+    """
     home = tmp_path_factory.mktemp("nc_home")
     monkeypatch.setenv("NAPARI_CELLULARITY_HOME", str(home))
+    if request.node.get_closest_marker("shipped_models") is None:
+        monkeypatch.setenv("NAPARI_CELLULARITY_SHIPPED_MODELS", str(tmp_path_factory.mktemp("no_shipped")))
     return home
 
 

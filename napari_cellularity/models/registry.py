@@ -49,8 +49,13 @@ class ModelEntry:
         return self.config_path.with_suffix(suffix)
 
 
+ENV_SHIPPED = "NAPARI_CELLULARITY_SHIPPED_MODELS"
+
+
 def shipped_models_dir() -> Path:
-    return Path(__file__).parent / "weights"
+    """Models shipped with the package (``$NAPARI_CELLULARITY_SHIPPED_MODELS`` overrides: tests)."""
+    env = os.environ.get(ENV_SHIPPED)
+    return Path(env) if env else Path(__file__).parent / "weights"
 
 
 def user_data_dir() -> Path:

@@ -104,7 +104,8 @@ def test_cnn_round_trip(tmp_path):
     path = save_cellularity_model(model, tmp_path)
     loaded = load_cellularity_model(str(path), kind="cellularity-cnn")
     assert loaded.config.input_size_px == 32
-    np.testing.assert_allclose(loaded.predict_maps(maps, 1.0), pred, atol=1e-6)
+    # weights are stored as fp16 (like the segmentation models): predictions agree to ~1e-4
+    np.testing.assert_allclose(loaded.predict_maps(maps, 1.0), pred, atol=1e-3)
 
 
 def test_config_validation():
