@@ -1,0 +1,56 @@
+"""The shipped default models on the bundled procedural sample (exact ground truth)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_cellularity.metrics.detection import match_points
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_data"
+
+pytestmark = pytest.mark.shipped_models
+
+
+def test_shipped_models_are_listed_and_load():
+    from napari_cellularity.features.regressors import load_cellularity_model
+    from napari_cellularity.models.registry import list_models, load_segmentation_model
+
+    refs = {e.ref for e in list_models()}
+    assert {"fpn-resnet34-brca@1", "cellularity-lgbm@1", "cellularity-cnn@1"} <= refs
+    net, cfg = load_segmentation_model(None)  # the default
+    assert cfg.ref == "fpn-resnet34-brca@1" and cfg.mpp == 0.5 and cfg.metrics
+    assert load_cellularity_model(None).config.segmentation_model == cfg.ref
+
+
+def test_analyze_sample_patch_matches_ground_truth(tmp_path):
+    from napari_cellularity.pipeline import analyze_image
+
+    truth = json.loads((SAMPLE / "patch_he_truth.json").read_text())
+    summary = analyze_image(SAMPLE / "patch_he.png", tmp_path, mpp=truth["mpp"], device="cpu")
+    with open(tmp_path / "patch_he" / "cells.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and set(rows[0]) == {"x", "y", "class", "score"}
+    pred = np.array([[float(r["y"]), float(r["x"])] for r in rows])
+    cls = np.array([r["class"] for r in rows])
+    with open(SAMPLE / "patch_he_points.csv") as fh:
+        gt = list(csv.DictReader(fh))
+    gt_pts = np.array([[float(r["y"]), float(r["x"])] for r in gt])
+    gt_cls = np.array([r["class"] for r in gt])
+    radius_px = 6.0 / truth["mpp"]
+    # No normal-epithelium labels exist in the training data: the model calls epithelium malignant.
+    epi = match_points(pred[cls != "lymphocyte"], gt_pts[gt_cls != "lymphocyte"], radius_px)
+    lym = match_points(pred[cls == "lymphocyte"], gt_pts[gt_cls == "lymphocyte"], radius_px)
+    assert epi.f1 > 0.85, epi
+    assert lym.precision > 0.8 and lym.recall > 0.4, lym
+    total_true = sum(truth["counts"].values())
+    assert abs(len(rows) - total_true) <= 0.25 * total_true
+    value = summary["cellularity"]["image_cellularity"]
+    assert summary["cellularity"]["model"] == "cellularity-lgbm@1"
+    assert abs(value - truth["cellularity"]) < 0.15, (value, truth["cellularity"])
+    assert (tmp_path / "patch_he" / "cellularity.csv").exists()
