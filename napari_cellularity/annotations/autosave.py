@@ -19,7 +19,12 @@ from pathlib import Path
 from napari_cellularity.models.registry import user_data_dir
 
 from ._atomic import backup_path, write_text_atomic
-from .geojson_io import AnnotationDocument, AnnotationWarning, read_geojson_document, to_feature_collection
+from .geojson_io import (
+    AnnotationDocument,
+    AnnotationWarning,
+    read_geojson_document,
+    to_feature_collection,
+)
 from .points import AnnotationError, PointAnnotations
 from .roi_estimates import RoiEstimate
 

@@ -143,7 +143,7 @@ def write_points_csv(path: str | Path, ann: PointAnnotations) -> Path:
     writer = csv.writer(buf, lineterminator="\n")
     with_scores = ann.scores is not None
     writer.writerow(["x", "y", "class"] + (["score"] if with_scores else []))
-    for i, ((row, col), cls) in enumerate(zip(ann.points_rc, ann.classes)):
+    for i, ((row, col), cls) in enumerate(zip(ann.points_rc, ann.classes, strict=True)):
         rec = [repr(float(col)), repr(float(row)), str(cls)]
         if with_scores:
             rec.append("" if np.isnan(ann.scores[i]) else repr(float(ann.scores[i])))

@@ -162,7 +162,6 @@ def load_segmentation_model(
     ref: str | None = None, device: str | torch.device | None = "cpu"
 ) -> tuple[torch.nn.Module, SegmentationConfig]:
     """Load a registered segmentation model (eval mode, fp32 on ``device``)."""
-    import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

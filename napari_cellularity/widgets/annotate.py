@@ -16,11 +16,20 @@ from typing import Any
 import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-    QPushButton, QVBoxLayout, QWidget,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
-from ..annotations.autosave import Autosaver, AutosaveError, load_sidecar
+from ..annotations.autosave import AutosaveError, Autosaver, load_sidecar
 from ..annotations.csv_io import read_points_csv, write_points_csv
 from ..annotations.geojson_io import read_geojson_document, write_points_geojson
 from ..annotations.points import AnnotationError, PointAnnotations

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_cellularity.models.config import CLASS_NAMES, CELL_CLASSES
+from napari_cellularity.models.config import CELL_CLASSES, CLASS_NAMES
 
 
 @dataclass
