@@ -296,7 +296,11 @@ class AnalyzeWidget(QWidget):
             if self.first_tile_s is None:
                 self.first_tile_s = time.perf_counter() - self.t_start
             if self.canvas is None:
-                self._paint(record.tile_probs, record.bounds_level0[:2])
+                now = time.perf_counter()
+                redraw = now - self.last_refresh_s >= 0.5 or record.done == record.total
+                if redraw:
+                    self.last_refresh_s = now
+                self._paint(record.tile_probs, record.bounds_level0[:2], refresh=redraw)
             else:
                 self._paint_downsampled(record)
 
@@ -319,7 +323,7 @@ class AnalyzeWidget(QWidget):
                                 visible={c: k.isChecked() for c, k in self.class_checks.items()},
                                 units=self.image_units)
 
-    def _paint(self, probs_u8: np.ndarray, origin_rc: tuple[int, int]) -> None:
+    def _paint(self, probs_u8: np.ndarray, origin_rc: tuple[int, int], refresh: bool = True) -> None:
         mpp, model_mpp = self.run_inputs["slide_mpp"], float(self.config.mpp)
         translate = regions.overlay_translate_um(origin_rc, mpp, model_mpp, self.image_translate)
         names = tuple(self.config.class_names)
@@ -327,7 +331,7 @@ class AnalyzeWidget(QWidget):
             if cls in names:
                 L.paste_map_layer(self.viewer, L.prob_layer_name(cls), probs_u8[names.index(cls)],
                                   translate, model_mpp, visible=self.class_checks[cls].isChecked(),
-                                  units=self.image_units,
+                                  units=self.image_units, refresh=refresh,
                                   **L.prob_layer_kwargs(cls))
 
     def _on_return(self, result: Any) -> None:

@@ -306,3 +306,18 @@ def test_big_region_layers_are_downsampled_and_overlay(viewer_widget, small_big_
                                   widget.last_result.display.probs[list(widget.config.class_names).index("malignant")])
     assert widget.last_result.summary.region == regions.Level0Box(0, 0, 384, 448)
     assert "Done" in widget.status.text()
+
+
+def test_paste_map_layer_writes_fitting_tiles_in_place(make_napari_viewer):
+    """Tiles inside the current canvas are written in place (no full-canvas copy per tile)."""
+    viewer = make_napari_viewer()
+    first = np.zeros((64, 64), np.uint8)
+    layer = L.paste_map_layer(viewer, "Malignant (prob)", first, (0.0, 0.0), 1.0)
+    data = layer.data
+    tile = np.full((16, 16), 200, np.uint8)
+    again = L.paste_map_layer(viewer, "Malignant (prob)", tile, (8.0, 4.0), 1.0, refresh=False)
+    assert again is layer and layer.data is data  # same array, painted in place
+    assert data[8:24, 4:20].min() == 200 and data[:8].max() == 0
+    grown = L.paste_map_layer(viewer, "Malignant (prob)", tile, (100.0, 0.0), 1.0)
+    assert grown.data.shape[0] == 116 and grown.data[8:24, 4:20].min() == 200  # growth keeps old content
+    assert len([lay for lay in viewer.layers if lay.name == "Malignant (prob)"]) == 1
