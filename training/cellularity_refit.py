@@ -498,11 +498,6 @@ def iter_refit_from_rois(
 def refit_from_rois(samples: list[RoiSample], progress: Callable[[dict], None] | None = None,
                     **kwargs: Any) -> RefitResult:
     """Run :func:`iter_refit_from_rois` to the end, passing each record to ``progress``."""
-    gen = iter_refit_from_rois(samples, **kwargs)
-    while True:
-        try:
-            record = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(record)
+    from napari_cellularity._generators import drain
+
+    return drain(iter_refit_from_rois(samples, **kwargs), progress)

@@ -331,14 +331,9 @@ def finetune(
     napari_cellularity.models.registry.ModelNotFoundError
         ``base_ref`` is not registered.
     """
-    gen = iter_finetune(base_ref, new_items, **kwargs)
-    while True:
-        try:
-            rec = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress:
-            progress(rec)
+    from napari_cellularity._generators import drain
+
+    return drain(iter_finetune(base_ref, new_items, **kwargs), progress)
 
 
 # ----------------------------------------------------------------------------- command line

@@ -293,12 +293,9 @@ def cellularity_grid(
     CellularityMapError
         Shapes, mpp or patch size do not fit.
     """
-    gen = iter_cellularity_grid(probs, config, regressor, patch_px, tissue_mask, min_tissue_fraction)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .._generators import drain
+
+    return drain(iter_cellularity_grid(probs, config, regressor, patch_px, tissue_mask, min_tissue_fraction))
 
 
 def _mask_shape(region_hw: tuple[int, int], map_shape_rc, max_side_px: int) -> tuple[int, int]:

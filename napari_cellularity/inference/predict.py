@@ -341,10 +341,6 @@ def _tile_record(tile, probs, done, total, region, scale, shape_rc) -> ProgressR
 def run_prediction(gen: Generator[ProgressRecord, None, RegionPrediction],
                    progress: Callable[[ProgressRecord], None] | None = None) -> RegionPrediction:
     """Drain a :func:`predict_region` generator, passing each record to ``progress``."""
-    while True:
-        try:
-            record = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(record)
+    from .._generators import drain
+
+    return drain(gen, progress)
