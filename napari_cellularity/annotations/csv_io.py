@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import write_text_atomic
-from .points import AnnotationError, PointAnnotations, resolve_class
+from .points import AnnotationError, PointAnnotations, read_annotation_text, resolve_class
 
 _X_PX = ("x", "x_px", "x px", "col", "column", "centroid x px", "centroid_x", "centroid x", "x (px)")
 _Y_PX = ("y", "y_px", "y px", "row", "centroid y px", "centroid_y", "centroid y", "y (px)")
@@ -100,15 +100,8 @@ def read_points_csv(
         (all listed, with how to map them).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise AnnotationError(f"annotation file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise AnnotationError(f"{path} is not a UTF-8 text file (is it really a CSV?)") from None
+    text = read_annotation_text(path, "a CSV", "; expected a header 'x,y,class' and one row per point")
     lines = text.splitlines()
-    if not text.strip():
-        raise AnnotationError(f"{path} is empty; expected a header 'x,y,class' and one row per point")
     rows = list(csv.reader(io.StringIO(text), delimiter=_delimiter(lines[0])))
     header = rows[0]
     ix, iy, ic, isc, factor = _columns(header, path, mpp)

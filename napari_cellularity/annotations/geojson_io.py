@@ -27,7 +27,7 @@ import numpy as np
 from napari_cellularity.models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
 
 from ._atomic import write_text_atomic
-from .points import AnnotationError, PointAnnotations, resolve_class
+from .points import AnnotationError, PointAnnotations, read_annotation_text, resolve_class
 from .roi_estimates import RoiEstimate
 
 META_KEY = "napari_cellularity"
@@ -177,14 +177,7 @@ def parse_geojson(doc: Any, class_map: dict[str, str] | None = None, source: str
 def read_geojson_document(path: str | Path, class_map: dict[str, str] | None = None) -> AnnotationDocument:
     """Read points + ROI estimates from a GeoJSON file; :class:`AnnotationError` when unreadable."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise AnnotationError(f"annotation file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise AnnotationError(f"{path} is not a UTF-8 text file") from None
-    if not text.strip():
-        raise AnnotationError(f"{path} is empty")
+    text = read_annotation_text(path, "GeoJSON")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,24 @@ from napari_cellularity.models.config import CELL_CLASSES, CLASS_LABELS
 
 class AnnotationError(ValueError):
     """Annotations are malformed: unknown classes, wrong shapes, unreadable or invalid files."""
+
+
+def read_annotation_text(path: str | Path, kind: str, empty_hint: str = "") -> str:
+    """UTF-8 text of an annotation file (BOM tolerated); :class:`AnnotationError` when unreadable or empty.
+
+    ``kind`` names the expected format in the messages (e.g. ``"a CSV"``); ``empty_hint`` is appended
+    to the message for an empty file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise AnnotationError(f"annotation file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise AnnotationError(f"{path} is not a UTF-8 text file (is it really {kind}?)") from None
+    if not text.strip():
+        raise AnnotationError(f"{path} is empty{empty_hint}")
+    return text
 
 
 #: Lower-cased names other tools use for our classes (QuPath's defaults, common CSV spellings).
