@@ -96,6 +96,27 @@ def _headless_gl(monkeypatch):
             monkeypatch.setattr(module, "get_max_texture_sizes", lambda: (2048, 2048))
 
 
+#: A small random-init FPN (resnet18 encoder, 32-map decoder): fast tests of the full code path.
+TINY_ARCH = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 5, "decoder_pyramid_channels": 32,
+             "decoder_segmentation_channels": 32, "decoder_merge_policy": "cat", "decoder_dropout": 0.5,
+             "in_channels": 3}
+
+
+@pytest.fixture
+def tiny_model(user_home) -> str:
+    """Register a tiny random-init segmentation model ``tiny-test@1`` in the test's user registry."""
+    import torch
+
+    from napari_cellularity.models.config import SegmentationConfig
+    from napari_cellularity.models.fpn import build_network
+    from napari_cellularity.models.registry import save_segmentation_model
+
+    torch.manual_seed(0)
+    config = SegmentationConfig(name="tiny-test", architecture=dict(TINY_ARCH), tile_size_px=64)
+    save_segmentation_model(build_network(config), config)
+    return config.ref
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path to ../shared/data; skips the test when it is absent (e.g. on a user's machine)."""

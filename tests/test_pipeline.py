@@ -7,29 +7,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cellularity import pipeline
 from napari_cellularity.cli import main
-from napari_cellularity.models.config import CLASS_NAMES, SegmentationConfig
-from napari_cellularity.models.registry import ModelNotFoundError, save_segmentation_model
+from napari_cellularity.models.config import CLASS_NAMES
+from napari_cellularity.models.registry import ModelNotFoundError
 
 slide_mod = pytest.importorskip("napari_cellularity.io.slide")
-
-TINY_ARCH = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 5, "decoder_pyramid_channels": 32,
-             "decoder_segmentation_channels": 32, "decoder_merge_policy": "cat", "decoder_dropout": 0.5,
-             "in_channels": 3}
-
-
-@pytest.fixture
-def tiny_model(user_home):
-    from napari_cellularity.models.fpn import build_network
-
-    torch.manual_seed(0)
-    config = SegmentationConfig(name="tiny-test", architecture=dict(TINY_ARCH), tile_size_px=64)
-    save_segmentation_model(build_network(config), config)
-    return config.ref
-
 
 def _png(path, shape=(180, 240), seed=0):
     from PIL import Image

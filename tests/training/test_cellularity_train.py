@@ -10,12 +10,6 @@ import torch
 
 from napari_cellularity.cli import main
 from napari_cellularity.features.regressors import load_cellularity_model
-from napari_cellularity.models.config import SegmentationConfig
-from napari_cellularity.models.registry import save_segmentation_model
-
-TINY_ARCH = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 5, "decoder_pyramid_channels": 32,
-             "decoder_segmentation_channels": 32, "decoder_merge_policy": "cat", "decoder_dropout": 0.5,
-             "in_channels": 3}
 
 
 @pytest.fixture(autouse=True)
@@ -23,16 +17,6 @@ def _restore_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
-
-
-@pytest.fixture
-def tiny_model(user_home):
-    from napari_cellularity.models.fpn import build_network
-
-    torch.manual_seed(0)
-    config = SegmentationConfig(name="tiny-test", architecture=dict(TINY_ARCH), tile_size_px=64)
-    save_segmentation_model(build_network(config), config)
-    return config.ref
 
 
 def _fake_brca_m2c(root, n_images=6):
