@@ -21,6 +21,7 @@ import numpy as np
 from napari_cellularity.models.config import (
     CLASS_NAMES,
     ModelConfigError,
+    config_from_dict,
     read_json,
     write_json_atomic,
 )
@@ -134,11 +135,7 @@ class CellularityConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellularityConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ModelConfigError(f"unknown cellularity config fields: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "cellularity config")
 
 
 @runtime_checkable

@@ -147,11 +147,7 @@ class SegmentationConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SegmentationConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ModelConfigError(f"unknown config fields: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "config")
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
@@ -159,6 +155,14 @@ class SegmentationConfig:
     @classmethod
     def load(cls, path: str | Path) -> SegmentationConfig:
         return cls.from_dict(read_json(path))
+
+
+def config_from_dict(cls: type, data: dict[str, Any], what: str) -> Any:
+    """Build dataclass ``cls`` from ``data``, refusing unknown fields (a config from elsewhere)."""
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ModelConfigError(f"unknown {what} fields: {sorted(unknown)}")
+    return cls(**data)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
