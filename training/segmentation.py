@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_cellularity.models.config import CLASS_LOSS_WEIGHTS, SegmentationConfig
+from napari_cellularity.models.config import CELL_CLASSES, CLASS_LOSS_WEIGHTS, SegmentationConfig
 
 from .datasets.points import PointImage, render_blob_targets, resample
 
@@ -44,6 +44,11 @@ class TrainSettings:
     seed: int = 0
     threads: int = 0
     aug_strength: float = 1.0
+    #: Share of crops centred (with jitter) on an annotated cell of a class drawn uniformly among the
+    #: cell classes present; the rest are uniform random crops. Balances rare classes and skips empty stroma.
+    point_crop_frac: float = 0.0
+    #: CPU only: run forward/backward under bfloat16 autocast (fp32 master weights). Off by default.
+    cpu_bf16: bool = False
     #: Keep BatchNorm running statistics fixed (fine-tuning on a few points must not re-estimate them).
     freeze_bn: bool = False
     detection_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
@@ -54,40 +59,69 @@ class CropSampler:
     """Random crops (with reflect padding when the image is smaller) + rendered targets."""
 
     def __init__(self, items: list[PointImage], config: SegmentationConfig, crop_px: int,
-                 aug_strength: float = 1.0) -> None:
+                 aug_strength: float = 1.0, point_crop_frac: float = 0.0) -> None:
+        if not 0.0 <= point_crop_frac <= 1.0:
+            raise ValueError(f"point_crop_frac must be in [0, 1], got {point_crop_frac}")
         self.config = config
         self.crop_px = crop_px
         self.aug_strength = aug_strength
+        self.point_crop_frac = point_crop_frac
         self.images: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
+        #: class -> (image index, row, col) of every annotated cell, in padded-image pixels.
+        self.cells: dict[str, np.ndarray] = {}
+        cells: dict[str, list[np.ndarray]] = {c: [] for c in CELL_CLASSES}
         for item in items:
             it = resample(item, config.mpp)
             tgt = render_blob_targets(it.image.shape[:2], it.points_rc, it.classes,
                                       config.blob_diameter_px, config.class_names).astype(np.uint8)
-            img, tgt = self._pad(it.image, tgt)
+            img, tgt, offset = self._pad(it.image, tgt)
+            for c in CELL_CLASSES:
+                pts = it.cell_points(c)
+                if len(pts):
+                    idx = np.full((len(pts), 1), len(self.images), float)
+                    cells[c].append(np.hstack([idx, pts + offset]))
             self.images.append(img)
             self.targets.append(tgt)
         if not self.images:
             raise ValueError("no training images")
+        self.cells = {c: np.vstack(v) for c, v in cells.items() if v}
+        areas = np.array([im.shape[0] * im.shape[1] for im in self.images], float)
+        self._area_p = areas / areas.sum()
 
-    def _pad(self, img: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _pad(self, img: np.ndarray, tgt: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h, w = img.shape[:2]
         ph, pw = max(0, self.crop_px - h), max(0, self.crop_px - w)
         if ph or pw:
             pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
             img = np.pad(img, (*pads, (0, 0)), mode="reflect")
             tgt = np.pad(tgt, ((0, 0), *pads), mode="reflect")
-        return img, tgt
+        return img, tgt, np.array([ph // 2, pw // 2], float)
+
+    def _crop_origin(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """(image index, top, left) of the next crop."""
+        c = self.crop_px
+        if self.cells and rng.random() < self.point_crop_frac:
+            # Class-balanced: a cell class uniformly, then one of its annotated cells, jittered so
+            # the cell is anywhere in the central half of the crop.
+            names = sorted(self.cells)
+            pts = self.cells[names[int(rng.integers(len(names)))]]
+            k, r, col = pts[int(rng.integers(len(pts)))]
+            k = int(k)
+            h, w = self.images[k].shape[:2]
+            y = int(round(r - c / 2 + rng.uniform(-c / 4, c / 4)))
+            x = int(round(col - c / 2 + rng.uniform(-c / 4, c / 4)))
+            return k, int(np.clip(y, 0, h - c)), int(np.clip(x, 0, w - c))
+        # Uniform: images in proportion to their area so that every pixel is seen equally often.
+        k = int(rng.choice(len(self.images), p=self._area_p))
+        h, w = self.images[k].shape[:2]
+        return k, int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         from .augment import augment
 
-        # Sample images in proportion to their area so that every pixel is seen equally often.
-        areas = np.array([im.shape[0] * im.shape[1] for im in self.images], float)
-        k = int(rng.choice(len(self.images), p=areas / areas.sum()))
+        k, y, x = self._crop_origin(rng)
         img, tgt = self.images[k], self.targets[k]
-        y = int(rng.integers(0, img.shape[0] - self.crop_px + 1))
-        x = int(rng.integers(0, img.shape[1] - self.crop_px + 1))
         crop = img[y : y + self.crop_px, x : x + self.crop_px]
         tcrop = tgt[:, y : y + self.crop_px, x : x + self.crop_px]
         return augment(crop, tcrop, rng, self.aug_strength)
@@ -132,7 +166,7 @@ def train_segmentation(
 def _train_iter(train_items, val_items, config, settings, run_dir, device, init_state, should_stop) -> Iterator[dict]:
     import torch
 
-    from napari_cellularity.models.device import autocast_context, select_device
+    from napari_cellularity.models.device import select_device
     from napari_cellularity.models.fpn import build_network
 
     from .evaluate import evaluate_segmentation, headline
@@ -157,7 +191,7 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
         opt.load_state_dict(ckpt["optimizer"])
         state = json.loads((run_dir / "state.json").read_text())
         log.info("resumed from %s at step %d", last, state["step"])
-    sampler = CropSampler(train_items, config, settings.crop_px, settings.aug_strength)
+    sampler = CropSampler(train_items, config, settings.crop_px, settings.aug_strength, settings.point_crop_frac)
     t0 = time.time()
     losses: list[float] = []
     while state["step"] < settings.steps:
@@ -173,7 +207,7 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
         net.train()
         if settings.freeze_bn:
             _freeze_batchnorm(net)
-        with autocast_context(dev):
+        with _train_autocast(dev, settings.cpu_bf16):
             logits = net(x)
         loss, per_class = segmentation_loss(logits, y, weights, settings.alpha)
         opt.zero_grad(set_to_none=True)
@@ -200,6 +234,19 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
             if state["evals_since_best"] >= settings.patience_evals:
                 log.info("early stop at step %d (no improvement in %d evaluations)", state["step"], settings.patience_evals)
                 break
+
+
+def _train_autocast(dev, cpu_bf16: bool):
+    """CUDA: the project's autocast; CPU: bfloat16 autocast when asked, else none."""
+    import contextlib
+
+    import torch
+
+    from napari_cellularity.models.device import autocast_context
+
+    if dev.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else contextlib.nullcontext()
+    return autocast_context(dev)
 
 
 def _freeze_batchnorm(net) -> None:
@@ -265,7 +312,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", nargs="+", required=True, help="validation datasets (patients removed from train)")
     parser.add_argument("--name", default="fpn-resnet34-brca")
     parser.add_argument("--version", type=int, default=None, help="default: next free version")
-    parser.add_argument("--mpp", type=float, default=1.0, help="model resolution (µm/px)")
+    parser.add_argument("--mpp", type=float, default=None,
+                        help="model resolution (µm/px); default 1.0, or the --init-model's")
     parser.add_argument("--run-dir", default="runs/segmentation")
     parser.add_argument("--out", default=None, help="model folder (default: user models dir)")
     parser.add_argument("--device", default="auto")
@@ -273,6 +321,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(TrainSettings, f))
     parser.add_argument("--lr-start", type=float, default=TrainSettings.lr_start)
     parser.add_argument("--lr-end", type=float, default=TrainSettings.lr_end)
+    parser.add_argument("--init-model", default=None, metavar="NAME[@V]",
+                        help="start from this registered model's weights (its mpp is used; recorded as parent)")
+    parser.add_argument("--point-crop-frac", type=float, default=TrainSettings.point_crop_frac,
+                        help="share of crops centred on an annotated cell, classes drawn uniformly (0..1)")
+    parser.add_argument("--cpu-bf16", action="store_true", help="bfloat16 autocast on CPU (faster on AVX512-BF16/AMX)")
+
+
+def _init_from(ref: str, config: SegmentationConfig, explicit_mpp: bool = False) -> tuple[dict, SegmentationConfig]:
+    """Weights of registered model ``ref`` and ``config`` with its resolution, tiling and detection settings.
+
+    The architecture and classes must match (they are rebuilt from ``config``); a mismatch is an error.
+    """
+    from napari_cellularity.models.registry import load_segmentation_model
+
+    net, parent = load_segmentation_model(ref, device="cpu")
+    if tuple(parent.class_names) != tuple(config.class_names) or parent.architecture != config.architecture:
+        raise ValueError(f"--init-model {ref}: classes/architecture differ from the model being trained")
+    if explicit_mpp and abs(parent.mpp - config.mpp) > 1e-6:
+        log.warning("--init-model %s works at %g µm/px: training at that resolution (not %g)", ref, parent.mpp, config.mpp)
+    config.mpp = parent.mpp
+    config.tile_size_px = parent.tile_size_px
+    config.blob_diameter_px = parent.blob_diameter_px
+    config.detection = dict(parent.detection)
+    config.parent = parent.ref
+    return net.state_dict(), config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -284,7 +357,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, crop_px=args.crop_px,
                              lr_start=args.lr_start, lr_end=args.lr_end, val_every=args.val_every,
-                             patience_evals=args.patience_evals, seed=args.seed, threads=args.threads)
+                             patience_evals=args.patience_evals, seed=args.seed, threads=args.threads,
+                             point_crop_frac=args.point_crop_frac, cpu_bf16=args.cpu_bf16)
     train = load_datasets(args.train)
     val = load_datasets(args.val)
     val_patients = {it.patient_id for it in val}
@@ -292,19 +366,24 @@ def run(args: argparse.Namespace) -> int:
     train = [it for it in train if it.patient_id not in val_patients]
     log.info("train %d images, val %d images; dropped %d train images of val patients: %s",
              len(train), len(val), len(dropped), dropped)
-    config = SegmentationConfig(name=args.name, version=args.version or next_version(args.name), mpp=args.mpp)
+    config = SegmentationConfig(name=args.name, version=args.version or next_version(args.name), mpp=args.mpp or 1.0)
+    init_state = None
+    if args.init_model:
+        init_state, config = _init_from(args.init_model, config, explicit_mpp=args.mpp is not None)
 
     def report(rec: dict) -> None:
         if "step" in rec and rec["step"] % 10 == 0:
             log.info("step %d/%d loss %.4f (%.0f s)", rec["step"], rec["total"], rec["loss"], rec["elapsed_s"])
 
-    net, best = train_segmentation(train, val, config, settings, args.run_dir, args.device, progress=report)
+    net, best = train_segmentation(train, val, config, settings, args.run_dir, args.device, init_state=init_state,
+                                   progress=report)
     config.detection["threshold"] = float(best.get("threshold", config.detection["threshold"]))
     config.training = {
         "data": {"train": args.train, "val": args.val, "n_train_images": len(train), "n_val_images": len(val),
                  "dropped_for_patient_split": dropped},
         "settings": asdict(settings),
         "best_step": best.get("step"),
+        "init_model": args.init_model,
         "recipe": "Rakhlin et al. 2019 (BreastPathQ), FPN/ResNet-34 random init, 15-px blobs",
     }
     config.metrics = {"validation": best.get("metrics", {})}

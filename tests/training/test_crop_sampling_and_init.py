@@ -1,0 +1,81 @@
+"""Class-balanced point-centred crops, starting from a registered model, and bf16 training on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cellularity.models.config import SegmentationConfig
+from training.segmentation import CropSampler, TrainSettings, _init_from, train_segmentation
+
+
+def _lopsided_item(draw_item):
+    """Ten malignant nuclei on the left, one lymphocyte far right: uniform crops rarely see the lymphocyte."""
+    pts = [((40 + 30 * (i % 5), 30 + 20 * (i // 5)), "malignant") for i in range(10)]
+    pts.append(((200, 370), "lymphocyte"))
+    return draw_item(shape=(400, 400), points=pts, mpp=1.0)
+
+
+def _share_with_lymphocyte(sampler, n=300) -> float:
+    rng = np.random.default_rng(0)
+    lym = sampler.config.class_names.index("lymphocyte")
+    return float(np.mean([sampler.sample(rng)[1][lym].any() for _ in range(n)]))
+
+
+def test_point_crops_balance_classes(draw_item, tiny_config):
+    item = _lopsided_item(draw_item)
+    uniform = CropSampler([item], tiny_config, crop_px=64, aug_strength=0.0, point_crop_frac=0.0)
+    balanced = CropSampler([item], tiny_config, crop_px=64, aug_strength=0.0, point_crop_frac=1.0)
+    # Uniform: the lymphocyte's 15-px disk is in about (64+15)^2 / 337^2 ~ 5 % of crops.
+    assert _share_with_lymphocyte(uniform) < 0.15
+    # Balanced: half the crops are centred on the only lymphocyte (2 classes present), always containing it.
+    assert 0.4 < _share_with_lymphocyte(balanced) < 0.6
+
+
+def test_point_crops_keep_the_cell_inside_the_crop(draw_item, tiny_config):
+    item = _lopsided_item(draw_item)
+    sampler = CropSampler([item], tiny_config, crop_px=64, aug_strength=0.0, point_crop_frac=1.0)
+    rng = np.random.default_rng(1)
+    cell = sampler.config.class_names.index("background")
+    for _ in range(50):
+        img, tgt = sampler.sample(rng)
+        assert img.shape[:2] == (64, 64)
+        assert (tgt[:cell].sum(axis=0) > 0).any()  # every crop holds a nucleus target
+
+
+def test_point_crop_fraction_is_checked(draw_item, tiny_config):
+    with pytest.raises(ValueError, match="point_crop_frac"):
+        CropSampler([draw_item()], tiny_config, crop_px=64, point_crop_frac=1.5)
+
+
+def test_init_from_registered_model_takes_its_weights_and_resolution(tiny_base):
+    from napari_cellularity.models.registry import load_segmentation_model
+
+    ref, _ = tiny_base
+    base, base_config = load_segmentation_model(ref)
+    config = SegmentationConfig(name="tiny-ft", version=2, architecture=dict(base_config.architecture),
+                                tile_size_px=64, mpp=0.25)
+    state, config = _init_from(ref, config)
+    assert config.mpp == 1.0 and config.parent == ref
+    for k, v in base.state_dict().items():
+        assert torch.equal(state[k], v), k
+
+
+def test_init_from_refuses_another_architecture(tiny_base):
+    ref, _ = tiny_base
+    with pytest.raises(ValueError, match="architecture"):
+        _init_from(ref, SegmentationConfig(name="big", mpp=1.0))
+
+
+def test_cpu_bf16_training_runs_and_checkpoints(tiny_config, synthetic_items, tmp_path):
+    torch.set_num_threads(1)
+    settings = TrainSettings(steps=2, batch_size=2, crop_px=64, val_every=2, detection_thresholds=(0.3,),
+                             cpu_bf16=True, point_crop_frac=0.5)
+    records = []
+    net, best = train_segmentation(synthetic_items[:1], synthetic_items[1:], tiny_config, settings, tmp_path,
+                                   device="cpu", progress=records.append)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert next(net.parameters()).dtype == torch.float32  # fp32 master weights
+    assert (tmp_path / "best.pt").exists()
