@@ -21,3 +21,20 @@ def drain(gen: Generator[Any, None, R], progress: Callable[[Any], None] | None =
             return stop.value
         if progress is not None:
             progress(record)
+
+
+def relay(gen: Generator[Any, None, R], transform: Callable[[Any], Any]) -> Generator[Any, None, R]:
+    """Re-yield ``transform(record)`` for each record of ``gen`` and return ``gen``'s return value.
+
+    ``gen`` is closed when the relay is closed (a cancelled worker), so its ``finally`` blocks run.
+    (``yield from`` over a generator expression would drop the wrapped generator's return value.)
+    """
+    try:
+        while True:
+            try:
+                record = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield transform(record)
+    finally:
+        gen.close()

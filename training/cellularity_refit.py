@@ -298,16 +298,10 @@ def _usable_rois(samples: list[RoiSample], seg_mpp: float) -> tuple[list[int], l
 
 def _relay(gen: Generator, i: int, n: int, total: int) -> Generator[dict, None, Any]:
     """Re-yield a ROI's tile records as refit progress; closes ``gen`` when cancelled."""
-    try:
-        while True:
-            try:
-                r = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            yield {"stage": "maps", "done": i, "total": total,
-                   "message": f"ROI {i + 1}/{n}: tile {getattr(r, 'done', 0)}/{getattr(r, 'total', 0)}"}
-    finally:
-        gen.close()
+    from napari_cellularity._generators import relay
+
+    return relay(gen, lambda r: {"stage": "maps", "done": i, "total": total,
+                                 "message": f"ROI {i + 1}/{n}: tile {getattr(r, 'done', 0)}/{getattr(r, 'total', 0)}"})
 
 
 def _roi_features(samples: list[RoiSample], boxes: list[tuple], seg_config: Any, device: str,

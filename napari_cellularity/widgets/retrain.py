@@ -73,19 +73,10 @@ class LossPlot(QWidget):
 
 
 def _with_done(gen: Any) -> Any:
-    """Pass records through, adding ``done`` (from ``step``) for the progress bar; return gen's result.
+    """Pass records through, adding ``done`` (from ``step``) for the progress bar; return gen's result."""
+    from .._generators import relay
 
-    (``yield from`` over a generator expression would drop the wrapped generator's return value.)
-    """
-    try:
-        while True:
-            try:
-                r = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            yield dict(r, done=r["step"]) if isinstance(r, dict) and "step" in r else r
-    finally:
-        gen.close()
+    return relay(gen, lambda r: dict(r, done=r["step"]) if isinstance(r, dict) and "step" in r else r)
 
 
 class RetrainWidget(QWidget):
