@@ -122,15 +122,16 @@ def _edges(n_px: int, patch_px: int) -> np.ndarray:
 
 
 def resolve_regressor(regressor: CellularityRegressor | None, config: SegmentationConfig) -> CellularityRegressor:
-    """The given regressor, else the newest installed LightGBM one, else the fallback estimate."""
+    """The given regressor, else the newest LightGBM one trained on this segmentation model's maps, else the
+    newest LightGBM one (with a mismatch warning later), else the fallback estimate."""
     if regressor is not None:
         return regressor
     from napari_cellularity.models.registry import ModelNotFoundError
 
-    from .regressors import load_cellularity_model
+    from .regressors import load_cellularity_model, regressor_ref_for
 
     try:
-        return load_cellularity_model(None, "cellularity-lgbm")
+        return load_cellularity_model(regressor_ref_for(config.ref, "cellularity-lgbm"), "cellularity-lgbm")
     except ModelNotFoundError:
         log.info("no cellularity model installed; using the %s", FALLBACK_NAME)
         return SegmentationAreaEstimate(config.mpp, segmentation_model=config.ref)

@@ -29,6 +29,7 @@ from napari_cellularity.models.registry import (
     ModelFileError,
     file_sha256,
     find_model,
+    list_models,
     user_models_dir,
 )
 
@@ -268,6 +269,27 @@ def save_cellularity_model(model: LightGBMCellularity | CNNCellularity, folder: 
     cfg_path = folder / f"{config.stem}.json"
     write_json_atomic(cfg_path, config.to_dict())
     return cfg_path
+
+
+def regressor_ref_for(segmentation_ref: str, kind: str = "cellularity-lgbm") -> str | None:
+    """``name@version`` of the newest ``kind`` regressor trained on ``segmentation_ref``'s maps, or None.
+
+    A regressor reads features of one segmentation model's maps; another model's maps (even a newer version
+    of the same network) shift them. User models win over shipped ones of the same version.
+    """
+    from napari_cellularity.models.config import ModelConfigError
+
+    matches = []
+    for entry in list_models(kind):
+        try:
+            trained_on = read_json(entry.config_path).get("segmentation_model")
+        except ModelConfigError:
+            continue
+        if trained_on == segmentation_ref:
+            matches.append(entry)
+    if not matches:
+        return None
+    return max(matches, key=lambda e: e.version).ref
 
 
 def load_cellularity_model(

@@ -126,3 +126,21 @@ def test_group_kfold_keeps_groups_apart():
     assert sorted(seen.tolist()) == list(range(8))
     for tr, va in folds:
         assert not set(groups[tr]) & set(groups[va])
+
+
+def test_default_regressor_pairs_with_the_segmentation_model_it_was_trained_on(lgbm_data, user_home):
+    from napari_cellularity.features.cellularity_map import resolve_regressor
+    from napari_cellularity.features.regressors import regressor_ref_for
+    from napari_cellularity.models.config import SegmentationConfig
+
+    maps, feats, y = lgbm_data
+    for version, seg in ((1, "seg@1"), (2, "seg@2"), (3, "seg@1")):
+        cfg = CellularityConfig(kind="cellularity-lgbm", name="pair-lgbm", version=version, segmentation_model=seg,
+                                mpp=1.0)
+        save_cellularity_model(fit_lightgbm(feats, y, cfg, {"num_boost_round": 5}))
+    assert regressor_ref_for("seg@1") == "pair-lgbm@3"
+    assert regressor_ref_for("seg@2") == "pair-lgbm@2"
+    assert regressor_ref_for("seg@9") is None
+    assert resolve_regressor(None, SegmentationConfig(name="seg", version=2, mpp=1.0)).config.ref == "pair-lgbm@2"
+    # No regressor trained on this model's maps: the newest one (cellularity_grid then warns of the mismatch).
+    assert resolve_regressor(None, SegmentationConfig(name="seg", version=9, mpp=1.0)).config.ref == "pair-lgbm@3"
