@@ -132,9 +132,11 @@ def analysis_cache_root() -> Path:
     return user_data_dir() / "cache" / "analyses"
 
 
-def analysis_store_dir(image_name: str, box: Level0Box, model_ref: str, tta: bool) -> Path:
-    """Cache folder of one big analysis (same image, region and model -> same folder)."""
+def analysis_store_dir(image_name: str, box: Level0Box, model_ref: str, tta: bool, precision: str = "auto") -> Path:
+    """Cache folder of one big analysis (same image, region, model and settings -> same folder)."""
     key = f"{image_name}|{box.row0},{box.col0},{box.rows},{box.cols}|{model_ref}|{bool(tta)}"
+    if precision != "auto":
+        key += f"|{precision}"
     return analysis_cache_root() / hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
@@ -230,6 +232,7 @@ def analyze_region(
     batch_size: int = 4,
     tta: bool = False,
     model_cache: dict | None = None,
+    precision: str = "auto",
 ) -> Generator[Any, None, RegionAnalysis]:
     """Analyse one level-0 box of an image: probabilities, nuclei and cellularity.
 
@@ -243,7 +246,7 @@ def analyze_region(
         Level-0 region, already clipped to the image (see :mod:`napari_cellularity.regions`).
     model_ref
         Registry reference ``name@version`` (None: the default model).
-    device, batch_size, tta
+    device, batch_size, tta, precision
         Passed to ``predict_region``.
     model_cache
         Optional dict reused between runs so the network is loaded once.
@@ -261,7 +264,7 @@ def analyze_region(
     net, config = load_model_cached(model_ref, device, model_cache)
     shape_rc = region_map_shape(box, slide_mpp, config.mpp)
     big = is_big_region(shape_rc)
-    store = analysis_store_dir(image_name, box, config.ref, tta) / "maps.zarr" if big else None
+    store = analysis_store_dir(image_name, box, config.ref, tta, precision) / "maps.zarr" if big else None
     if store is not None:
         clean_analysis_cache(keep=KEEP_CACHED_ANALYSES - 1, exclude=store.parent)
         store.parent.mkdir(parents=True, exist_ok=True)
@@ -270,7 +273,7 @@ def analyze_region(
                       f"maps are written to {store.parent}")
     pred = yield from predict_region(
         net, config, image, mpp=slide_mpp, region=(box.row0, box.col0, box.rows, box.cols),
-        device=device, batch_size=batch_size, tta=tta, store_path=store,
+        device=device, batch_size=batch_size, tta=tta, store_path=store, precision=precision,
     )
     yield _notice("detecting nuclei")
     det = detect_nuclei_chunked(pred.probs, config.mpp, **config.detection_kwargs())
@@ -291,7 +294,7 @@ def analyze_region(
         else float(grid.image_cellularity),
         counts={c: int(len(v)) for c, v in nuclei.items()},
         tumour_bed_area_mm2=None if grid is None else float(grid.tumour_bed_area_um2) / 1e6,
-        device=pred.device, duration_s=time.perf_counter() - t0,
+        device=pred.device, precision=pred.precision, duration_s=time.perf_counter() - t0,
         notices=list(pred.notices) + notices,
     )
     heatmap = None if grid is None else np.asarray(grid.heatmap, dtype=np.float32)

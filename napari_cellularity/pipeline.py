@@ -107,6 +107,7 @@ def analyze_image(
     progress: Callable[[Any], None] | None = None,
     cellularity_model: str | None = None,
     stem: str | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Analyse one image or slide and write its result folder ``out_dir/<stem>/``.
 
@@ -123,6 +124,8 @@ def analyze_image(
         Level-0 region; default the whole image.
     progress : callable, optional
         Receives every :class:`~napari_cellularity.inference.predict.ProgressRecord`.
+    precision : {"auto", "fp32"}
+        Network precision (see :func:`~napari_cellularity.inference.predict.predict_region`).
 
     Returns
     -------
@@ -149,7 +152,7 @@ def analyze_image(
         partial = _fresh_dir(Path(out_dir), stem)
         try:
             summary = _analyze_into(partial, slide, net, config, device, roi, tta, batch_size,
-                                    progress, cellularity_model)
+                                    progress, cellularity_model, precision)
             summary["timings_s"]["total_s"] = round(time.perf_counter() - t0, 3)
             _write_summary(partial / "summary.json", summary)
             _publish(partial, Path(out_dir) / stem)
@@ -163,7 +166,7 @@ def analyze_image(
 
 
 def _analyze_into(folder: Path, slide, net, config, device, roi, tta, batch_size, progress,
-                  cellularity_model) -> dict[str, Any]:
+                  cellularity_model, precision) -> dict[str, Any]:
     from .inference.cells import detect_nuclei_chunked
     from .inference.outputs import write_cells_csv, write_class_masks, write_label_tif
     from .inference.predict import predict_region, run_prediction
@@ -172,7 +175,7 @@ def _analyze_into(folder: Path, slide, net, config, device, roi, tta, batch_size
     scale = config.mpp / slide.mpp
     is_big = (region0[2] / scale) * (region0[3] / scale) > SMALL_REGION_MAX_PX
     gen = predict_region(net, config, slide, region=region0, device=device, batch_size=batch_size,
-                         tta=tta, store_path=folder / "masks.zarr" if is_big else None)
+                         tta=tta, store_path=folder / "masks.zarr" if is_big else None, precision=precision)
     pred = run_prediction(gen, progress)
     t = time.perf_counter()
     det = detect_nuclei_chunked(pred.probs, config.mpp, **config.detection_kwargs())
@@ -193,6 +196,7 @@ def _analyze_into(folder: Path, slide, net, config, device, roi, tta, batch_size
         "input": slide.info.path,
         "model": config.ref,
         "device": pred.device,
+        "precision": pred.precision,
         "mpp_used": config.mpp,
         "input_mpp": slide.mpp,
         "input_mpp_source": slide.info.mpp_source,
@@ -321,6 +325,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true", help="8-fold flip/rotation test-time augmentation")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     parser.add_argument("--cellularity-model", default=None, help="cellularity regressor NAME[@VERSION]")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32"),
+                        help="auto: mixed precision where the hardware runs it natively (CUDA; CPUs with "
+                             "AVX512-BF16/AMX, about 2x faster); fp32: full precision everywhere (default: auto)")
 
 
 def _printer(name: str) -> Callable[[Any], None]:
@@ -357,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
             summary = analyze_image(item, args.out, model=(net, config), device=args.device, mpp=args.mpp,
                                     roi=roi, tta=args.tta, batch_size=args.batch_size,
                                     progress=_printer(stem), cellularity_model=args.cellularity_model,
-                                    stem=stem)
+                                    stem=stem, precision=args.precision)
         except (SlideError, OSError, ValueError, LookupError, ModelFileError, RuntimeError) as exc:
             failures.append((item, f"{type(exc).__name__}: {exc}"))
             print(f"{item}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)

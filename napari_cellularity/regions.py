@@ -277,6 +277,8 @@ class AnalysisSummary:
     counts: dict[str, int] = field(default_factory=dict)
     tumour_bed_area_mm2: float | None = None
     device: str = "cpu"
+    #: Compute precision of the network: "fp32", "bf16" or "fp16".
+    precision: str = "fp32"
     duration_s: float = 0.0
     notices: list[str] = field(default_factory=list)
     created_at: str = field(
@@ -325,6 +327,7 @@ def build_report(summary: AnalysisSummary) -> dict[str, Any]:
         model_mpp=summary.model_mpp,
         cellularity_model=summary.cellularity_model,
         device=summary.device,
+        precision=summary.precision,
         duration_s=round(float(summary.duration_s), 2),
         analysed_at=summary.created_at,
         notices="; ".join(summary.notices),

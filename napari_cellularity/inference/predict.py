@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..models.config import SegmentationConfig
-from ..models.device import autocast_context, is_out_of_memory, select_device
+from ..models.device import autocast_context, is_out_of_memory, resolve_precision, select_device
 from .cells import points_to_level0
 from .sources import as_source, validate_region
 from .tiling import (
@@ -91,6 +91,8 @@ class RegionPrediction:
     store_path: Path | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     notices: list[str] = field(default_factory=list)
+    #: Compute precision used: "fp32", "bf16" or "fp16" (see ``models.device.resolve_precision``).
+    precision: str = "fp32"
 
     def to_level0(self, points_rc: np.ndarray) -> np.ndarray:
         """Model-grid (row, col) -> level-0 (row, col) of the slide (pixel centres map to centres)."""
@@ -147,8 +149,11 @@ class _Outputs:
 class _BatchRunner:
     """Runs the network on uint8 tile batches; halves the batch on GPU OOM, then falls back to CPU."""
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, batch_size: int, tta: bool):
+    def __init__(self, net: torch.nn.Module, device: torch.device, batch_size: int, tta: bool,
+                 precision: str = "auto"):
         self.net, self.device, self.batch_size, self.tta = net, device, max(1, int(batch_size)), tta
+        self.precision = precision
+        resolve_precision(device, precision)  # an unknown choice fails before any tile is read
         self.notices: list[str] = []
         self._prepare()
 
@@ -162,7 +167,7 @@ class _BatchRunner:
         x = torch.from_numpy(np.ascontiguousarray(tiles_uint8)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # the paper's [-1, 1] scaling
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), autocast_context(self.device):
+        with torch.inference_mode(), autocast_context(self.device, precision=self.precision):
             probs = forward_tta(self.net, x) if self.tta else torch.sigmoid(self.net(x).float())
         return probs.float().cpu().numpy()
 
@@ -225,6 +230,7 @@ def predict_region(
     skip_background: bool = True,
     store_path: str | Path | None = None,
     probs_dtype: str = "uint8",
+    precision: str = "auto",
 ) -> Generator[ProgressRecord, None, RegionPrediction]:
     """Predict class probabilities over a region, tile by tile, at the model's mpp.
 
@@ -251,6 +257,9 @@ def predict_region(
         Write the maps to this zarr store (chunked, on disk) instead of RAM; written under a
         temporary name and renamed at the end.
     probs_dtype : {"uint8", "float16"}
+    precision : {"auto", "fp32"}
+        ``auto``: mixed precision where the device runs it natively (CUDA; CPUs with AVX512-BF16 / AMX);
+        ``fp32``: full precision (bit-for-bit reproducible across such machines).
 
     Yields
     ------
@@ -270,7 +279,7 @@ def predict_region(
     keep = _tissue_keep(source, grid, region, scale) if skip_background else np.ones(len(grid), bool)
     tissue_s = time.perf_counter() - t_tissue
     todo = [t for t in grid if keep[t.index]]
-    runner = _BatchRunner(net, select_device(device), batch_size, tta)
+    runner = _BatchRunner(net, select_device(device), batch_size, tta, precision)
     outputs = _Outputs(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None)
     acc = StripAccumulator(config.n_classes, shape, blend_window(grid.tile_shape_rc),
                            outputs.write_rows, default_fill(config.class_names))
@@ -313,7 +322,7 @@ def predict_region(
     return RegionPrediction(
         outputs.probs, outputs.labels, tuple(config.class_names), float(config.mpp), source.level0_mpp,
         (region[0], region[1]), scale, region, len(grid), len(grid) - len(todo), str(runner.device),
-        runner.batch_size, outputs.final_path, timings, notices)
+        runner.batch_size, outputs.final_path, timings, notices, resolve_precision(runner.device, precision))
 
 
 def _read_tile(source, region, scale: float, tile, shape_rc) -> np.ndarray:

@@ -95,7 +95,8 @@ class CellularityReportWidget(QWidget):
             rows.append(f"<span style='color:{CLASS_COLORS[cls]}'>&#9679;</span> {CLASS_LABELS[cls]}: {n}")
         rows.append(f"Segmentation model: {r['segmentation_model']} ({r['model_mpp']:g} µm/px)")
         rows.append(f"Cellularity model: {r['cellularity_model'] or 'none'}")
-        rows.append(f"Analysed {r['analysed_at']} on {r['device']} in {r['duration_s']:.1f} s")
+        rows.append(f"Analysed {r['analysed_at']} on {r['device']} ({r.get('precision', 'fp32')}) "
+                    f"in {r['duration_s']:.1f} s")
         if r["notices"]:
             rows.append(f"<i>Notes: {r['notices']}</i>")
         return "<br>".join(rows)

@@ -53,6 +53,7 @@ def _predict(net, img, **kw) -> tuple[RegionPrediction, list]:
     kw.setdefault("mpp", 1.0)
     kw.setdefault("device", "cpu")
     kw.setdefault("skip_background", False)
+    kw.setdefault("precision", "fp32")  # exact comparisons; mixed precision is tested on its own
     pred = run_prediction(predict_region(net, kw.pop("config", _config()), img, **kw), records.append)
     return pred, records
 
@@ -220,3 +221,27 @@ def test_slide_input(tmp_path):
     np.testing.assert_array_equal(pred.probs, ref.probs)
     with pytest.raises(slide_mod.MissingResolutionError):
         _predict(_conv_net(), slide_mod.Slide.from_array(img), mpp=None)
+
+
+def test_auto_precision_uses_native_cpu_bf16_close_to_fp32(monkeypatch):
+    from napari_cellularity.models import device as device_mod
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    net = _conv_net()
+    exact, _ = _predict(net, img, probs_dtype="float16")
+    assert exact.precision == "fp32"
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
+    mixed, _ = _predict(net, img, probs_dtype="float16", precision="auto")
+    assert mixed.precision == "bf16"
+    diff = np.abs(mixed.probs.astype(np.float32) - exact.probs.astype(np.float32))
+    assert 0 < diff.max() < 0.05  # bf16 really ran (not bit-identical) and stays close
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: False)
+    emulated, _ = _predict(net, img, probs_dtype="float16", precision="auto")
+    assert emulated.precision == "fp32"  # no native bf16: full precision, never slow emulation
+    np.testing.assert_array_equal(emulated.probs, exact.probs)
+
+
+def test_unknown_precision_fails_before_reading_tiles():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        _predict(_conv_net(), np.zeros((64, 64, 3), np.uint8), precision="int8")

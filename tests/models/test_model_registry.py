@@ -178,7 +178,12 @@ def test_out_of_memory_detection_and_cpu_autocast_noop():
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
     assert not is_out_of_memory(ValueError("out of memory"))
     with device_mod.autocast_context(torch.device("cpu")):
-        assert not torch.is_autocast_enabled()
+        assert not torch.is_autocast_enabled("cpu")  # CPU stays fp32 unless a precision is asked for
+    with device_mod.autocast_context(torch.device("cpu"), precision="fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+    assert device_mod.resolve_precision(torch.device("cpu"), "fp32") == "fp32"
+    expected = "bf16" if device_mod.cpu_has_native_bf16() else "fp32"
+    assert device_mod.resolve_precision(torch.device("cpu"), "auto") == expected
     assert device_mod.describe_devices()[0].device == "cpu"
 
 
