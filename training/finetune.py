@@ -234,15 +234,19 @@ def iter_finetune(
     val_every: int | None = None,
     name: str | None = None,
     models_dir: str | Path | None = None,
+    precision: str = "auto",
 ) -> Generator[dict, None, FinetuneResult]:
     """Generator form of :func:`finetune` (for a ``thread_worker``).
+
+    ``precision="auto"`` trains under bfloat16 autocast on CPUs with native BF16 (fp32 master weights;
+    2.3x faster steps on this project's CPU) and CUDA autocast on a GPU; ``"fp32"`` turns the CPU part off.
 
     Yields ``{"stage": ...}`` records (``prepared``, ``before``, ``saved``), one
     ``{"step", "total", "loss", "elapsed_s"}`` record per training step and
     ``{"validation": {...}}`` records; returns the :class:`FinetuneResult`. Closing the
     generator or ``should_stop()`` returning True cancels the run and saves nothing.
     """
-    from napari_cellularity.models.device import select_device
+    from napari_cellularity.models.device import resolve_precision, select_device
     from napari_cellularity.models.registry import (
         load_segmentation_model,
         next_version,
@@ -258,12 +262,14 @@ def iter_finetune(
     train, val, desc = prepare_data(new_items, replay_items, replay_ratio, val_fraction, crop_px, base.mpp, seed)
     yield {"stage": "prepared", **desc}
     dev = select_device(device)
+    cpu_bf16 = dev.type == "cpu" and resolve_precision(dev, precision) == "bf16"
     thr = float(base.detection["threshold"])
     before = evaluate_segmentation(net.to(dev), val, base, dev, thresholds=(thr,))
     yield {"stage": "before", "metrics": before}
     settings = TrainSettings(steps=steps, batch_size=batch_size, crop_px=crop_px, lr_start=lr[0], lr_end=lr[1],
                              val_every=val_every or steps, patience_evals=10**9, seed=seed,
-                             detection_thresholds=(thr,), freeze_bn=True, extra={"finetune_of": base.ref})
+                             detection_thresholds=(thr,), freeze_bn=True, cpu_bf16=cpu_bf16,
+                             extra={"finetune_of": base.ref})
     cfg = _new_config(base, name, settings, desc, counts, before)
     init_state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     del net
@@ -315,7 +321,7 @@ def finetune(
     **kwargs
         ``steps=150, replay_items=None, replay_ratio=0.5, val_fraction=0.2, seed=0,
         device="auto", run_dir=None, should_stop=None, min_points=20, min_classes=2,
-        batch_size=4, crop_px=256, lr=(5e-5, 1e-5), val_every=None, name=None,
+        batch_size=4, crop_px=256, lr=(5e-5, 1e-5), val_every=None, name=None, precision="auto",
         models_dir=None`` as in :func:`iter_finetune`.
 
     Returns
@@ -353,6 +359,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32"),
+                        help="auto: bfloat16 autocast on CPUs with native BF16 (about 2x faster), CUDA autocast on GPUs")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -376,7 +384,8 @@ def run(args: argparse.Namespace) -> int:
     result = finetune(args.base, new_items, progress=report, steps=args.steps, replay_items=replay,
                       replay_ratio=args.replay_ratio, val_fraction=args.val_fraction, seed=args.seed,
                       device=args.device, run_dir=args.run_dir, min_points=args.min_points,
-                      batch_size=args.batch_size, crop_px=args.crop_px, name=args.name, models_dir=args.out)
+                      batch_size=args.batch_size, crop_px=args.crop_px, name=args.name, models_dir=args.out,
+                      precision=args.precision)
     s = result.summary()
     print(f"saved {result.new_ref} to {result.config_path}: held-out score {s['before']:.3f} -> {s['after']:.3f}")
     return 0

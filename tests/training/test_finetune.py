@@ -38,6 +38,9 @@ def test_finetune_saves_a_new_version_with_parent_and_metrics(tiny_base, synthet
     assert ft["base"] == base_ref and ft["data"]["split"]["method"] == "stripe"
     assert ft["data"]["replay"]["n_tiles"] >= 1 and ft["cell_counts"]["malignant"] == 25
     assert ft["settings"]["lr_start"] <= 5e-5
+    from napari_cellularity.models.device import cpu_has_native_bf16
+
+    assert ft["settings"]["cpu_bf16"] == cpu_has_native_bf16()  # precision "auto": native CPU bf16 only
     for key in ("before", "after"):
         assert "detection" in cfg.metrics["finetune"][key]
     assert result.before_metrics["n_true"] == result.after_metrics["n_true"] == cfg.metrics["finetune"]["before"]["n_true"]
@@ -146,3 +149,8 @@ def test_points_on_blank_glass_are_flagged(draw_item, caplog):
     with caplog.at_level("WARNING"):
         check_items([item], min_points=1, min_classes=1)
     assert "2 of 2 points sit on blank" in caplog.text
+
+
+def test_fp32_precision_turns_cpu_bf16_off(tiny_base, synthetic_items):
+    result = finetune("tiny-base", synthetic_items[:1], precision="fp32", **FAST)
+    assert SegmentationConfig.load(result.config_path).training["finetune"]["settings"]["cpu_bf16"] is False
