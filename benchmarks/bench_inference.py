@@ -4,6 +4,7 @@ Run by hand; numbers go in issue notes, not in tests::
 
     python benchmarks/bench_inference.py --threads 2 --reps 2
     python benchmarks/bench_inference.py --device cuda --batch-sizes 1 4 16 64
+    python benchmarks/bench_inference.py --threads 2 --precision fp32   # vs the default auto (CPU bf16 if native)
 
 Reports, per batch size, tiles/s and megapixels/s of the batched network forward pass through
 the same code path as ``predict_region`` (eval, inference_mode, autocast + channels_last on
@@ -28,13 +29,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def bench_forward(net, device, batch_sizes, tile_px: int, reps: int) -> list[dict]:
+def bench_forward(net, device, batch_sizes, tile_px: int, reps: int, precision: str) -> list[dict]:
     from napari_cellularity.inference.predict import _BatchRunner
 
     rng = np.random.default_rng(0)
     rows = []
     for bs in batch_sizes:
-        runner = _BatchRunner(net, device, bs, tta=False)
+        runner = _BatchRunner(net, device, bs, tta=False, precision=precision)
         tiles = rng.integers(0, 256, (bs, tile_px, tile_px, 3), dtype=np.uint8)
         runner.run(tiles)  # warm-up (allocator, cuDNN autotune)
         if device.type == "cuda":
@@ -51,22 +52,25 @@ def bench_forward(net, device, batch_sizes, tile_px: int, reps: int) -> list[dic
     return rows
 
 
-def bench_region(net, config, device, side_px: int, batch_size: int) -> dict:
+def bench_region(net, config, device, side_px: int, batch_size: int, precision: str) -> dict:
     from napari_cellularity.inference.predict import predict_region, run_prediction
 
     img = np.random.default_rng(1).integers(0, 256, (side_px, side_px, 3), dtype=np.uint8)
     t0 = time.perf_counter()
     pred = run_prediction(predict_region(net, config, img, mpp=config.mpp, device=device,
-                                         batch_size=batch_size, skip_background=False))
+                                         batch_size=batch_size, skip_background=False, precision=precision))
     dt = time.perf_counter() - t0
     return {"region_px": side_px, "tiles": pred.n_tiles, "batch_size": batch_size, "total_s": round(dt, 3),
             "mp_per_s": round(side_px * side_px / dt / 1e6, 3),
             "timings_s": {k: round(v, 3) for k, v in pred.timings_s.items()}}
 
 
-def bench_train_step(config, device, batch: int, tile_px: int, reps: int) -> dict:
+def bench_train_step(config, device, batch: int, tile_px: int, reps: int, precision: str) -> dict:
+    from napari_cellularity.models.device import resolve_precision
     from napari_cellularity.models.fpn import build_network
+    from training.segmentation import train_autocast
 
+    cpu_bf16 = device.type == "cpu" and resolve_precision(device, precision) == "bf16"
     net = build_network(config).to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
     x = torch.rand(batch, 3, tile_px, tile_px, device=device) * 2 - 1
@@ -75,18 +79,21 @@ def bench_train_step(config, device, batch: int, tile_px: int, reps: int) -> dic
     for _ in range(reps + 1):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
+        with train_autocast(device, cpu_bf16):
+            logits = net(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), y)
         loss.backward()
         opt.step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return {"batch": batch, "tile_px": tile_px, "s_per_step": round(float(np.median(times[1:])), 3)}
+    return {"batch": batch, "tile_px": tile_px, "cpu_bf16": cpu_bf16,
+            "s_per_step": round(float(np.median(times[1:])), 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
     from napari_cellularity.models.config import SegmentationConfig
-    from napari_cellularity.models.device import describe_devices, select_device
+    from napari_cellularity.models.device import describe_devices, resolve_precision, select_device
     from napari_cellularity.models.fpn import build_network
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -96,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--region-px", type=int, default=1024)
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -103,12 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     net = build_network(config).eval()
     print(json.dumps({"device": str(device), "devices": [d.name for d in describe_devices()],
-                      "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
-    result = {"forward": bench_forward(net, device, args.batch_sizes, config.tile_size_px, args.reps)}
-    result["region"] = bench_region(net, config, device, args.region_px, batch_size=4)
+                      "threads": torch.get_num_threads(), "torch": torch.__version__,
+                      "precision": resolve_precision(device, args.precision)}), flush=True)
+    result = {"forward": bench_forward(net, device, args.batch_sizes, config.tile_size_px, args.reps, args.precision)}
+    result["region"] = bench_region(net, config, device, args.region_px, batch_size=4, precision=args.precision)
     print(json.dumps(result["region"]), flush=True)
     if not args.skip_train:
-        result["train_step"] = bench_train_step(config, device, 8, 256, args.reps)
+        result["train_step"] = bench_train_step(config, device, 8, 256, args.reps, args.precision)
         print(json.dumps(result["train_step"]), flush=True)
     result["peak_rss_mb"] = round(_peak_rss_mb())
     print(json.dumps({"peak_rss_mb": result["peak_rss_mb"]}), flush=True)

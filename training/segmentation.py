@@ -207,7 +207,7 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
         net.train()
         if settings.freeze_bn:
             _freeze_batchnorm(net)
-        with _train_autocast(dev, settings.cpu_bf16):
+        with train_autocast(dev, settings.cpu_bf16):
             logits = net(x)
         loss, per_class = segmentation_loss(logits, y, weights, settings.alpha)
         opt.zero_grad(set_to_none=True)
@@ -236,7 +236,7 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
                 break
 
 
-def _train_autocast(dev, cpu_bf16: bool):
+def train_autocast(dev, cpu_bf16: bool):
     """CUDA: the project's autocast; CPU: bfloat16 autocast when asked, else none."""
     import contextlib
 
