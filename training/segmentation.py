@@ -237,15 +237,13 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
 
 
 def train_autocast(dev, cpu_bf16: bool):
-    """CUDA: the project's autocast; CPU: bfloat16 autocast when asked, else none."""
-    import contextlib
-
+    """CUDA: the project's autocast; CPU: bfloat16 autocast when asked (even if emulated), else fp32."""
     import torch
 
     from napari_cellularity.models.device import autocast_context
 
-    if dev.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16) if cpu_bf16 else contextlib.nullcontext()
+    if dev.type == "cpu" and cpu_bf16:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return autocast_context(dev)
 
 
