@@ -72,7 +72,7 @@ def selection_score(entry: dict) -> float:
 
 def run_report(model: str | None, brca: str | None, breastpathq: str | None, monuseg: str | None,
                tta_options=(False, True), thresholds=(0.15, 0.2, 0.3, 0.4, 0.5, 0.6),
-               min_distances_um=(3.0, 4.0, 5.0), lymphocyte_gains=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
+               min_distances_um=(2.0, 3.0, 4.0, 5.0), lymphocyte_gains=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0),
                device: str = "cpu") -> dict:
     from napari_cellularity.models.device import select_device
     from napari_cellularity.models.registry import load_segmentation_model
