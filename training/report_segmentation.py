@@ -134,6 +134,48 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def config_metrics(report: dict) -> dict:
+    """The report in the form stored in a model config: per set, the chosen settings and their scores.
+
+    Classes without ground truth in a set are left out (their F1 would read 1.0 for 0 of 0).
+    """
+    out: dict = {"selection": "detection settings chosen on brca_m2c val (no TTA) by mean F1@6um of "
+                              "malignant+lymphocyte; numbers below are on that same val split"}
+    for name, res in report["sets"].items():
+        if "grid" not in res:
+            out[name] = res
+            continue
+        e = res["grid"][res["chosen"]]
+        present = [c for c in CELL_CLASSES if res["n_true"].get(c)]
+        out[name] = {
+            "n_images": res["n_images"], "n_true": res["n_true"],
+            "detection_settings": {k: e[k] for k in ("threshold", "min_distance_um", "class_gain")},
+            **{r: {c: e[r][c] for c in present} for r in ("3um", "6um")},
+            "jaccard_blob15": res["jaccard_blob15"],
+        }
+    return out
+
+
+def apply_to_config(report: dict, config_path: str | Path) -> dict:
+    """Write the settings chosen on BRCA-M2C val and the report's metrics into a model's JSON config.
+
+    The weights are untouched (their hash stays valid); returns the detection settings written.
+    """
+    from napari_cellularity.models.config import SegmentationConfig
+
+    config = SegmentationConfig.load(config_path)
+    if report["model"] != config.ref:
+        raise ValueError(f"report is of {report['model']}, config {config_path} is {config.ref}")
+    val = report["sets"].get("brca_m2c_val")
+    if val is None:
+        raise ValueError("the report has no brca_m2c_val set (run it with --brca) to choose detection settings from")
+    chosen = val["grid"][val["chosen"]]
+    config.detection = {k: chosen[k] for k in ("threshold", "min_distance_um", "class_gain")}
+    config.metrics.update(config_metrics(report))
+    config.save(config_path)
+    return config.detection
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None)
@@ -143,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-tta", action="store_true")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="runs/segmentation_report.json")
+    p.add_argument("--apply-to-config", default=None, metavar="JSON",
+                   help="write the settings chosen on BRCA-M2C val and these metrics into this model config")
     args = p.parse_args(argv)
     if args.threads:
         import torch
@@ -156,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     if "monuseg_breast_nuclei" in report["sets"]:
         m = report["sets"]["monuseg_breast_nuclei"]
         print(f"MoNuSeg nuclei (class-agnostic): F1@3um {m['3um']['f1']:.3f}, F1@6um {m['6um']['f1']:.3f}")
+    if args.apply_to_config:
+        print(f"detection settings written to {args.apply_to_config}: {apply_to_config(report, args.apply_to_config)}")
     return 0
 
 
