@@ -134,9 +134,7 @@ def analysis_cache_root() -> Path:
 
 def analysis_store_dir(image_name: str, box: Level0Box, model_ref: str, tta: bool, precision: str = "auto") -> Path:
     """Cache folder of one big analysis (same image, region, model and settings -> same folder)."""
-    key = f"{image_name}|{box.row0},{box.col0},{box.rows},{box.cols}|{model_ref}|{bool(tta)}"
-    if precision != "auto":
-        key += f"|{precision}"
+    key = f"{image_name}|{box.row0},{box.col0},{box.rows},{box.cols}|{model_ref}|{bool(tta)}|{precision}"
     return analysis_cache_root() / hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 

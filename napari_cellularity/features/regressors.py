@@ -275,7 +275,7 @@ def regressor_ref_for(segmentation_ref: str, kind: str = "cellularity-lgbm") -> 
     """``name@version`` of the newest ``kind`` regressor trained on ``segmentation_ref``'s maps, or None.
 
     A regressor reads features of one segmentation model's maps; another model's maps (even a newer version
-    of the same network) shift them. User models win over shipped ones of the same version.
+    of the same network) shift them.
     """
     from napari_cellularity.models.config import ModelConfigError
 
