@@ -45,7 +45,7 @@ class TrainSettings:
     threads: int = 0
     aug_strength: float = 1.0
     #: Share of crops centred (with jitter) on an annotated cell of a class drawn uniformly among the
-    #: cell classes present; the rest are uniform random crops. Balances rare classes and skips empty stroma.
+    #: cell classes present; the rest are uniform random crops. Balances rare classes, fewer empty-stroma crops.
     point_crop_frac: float = 0.0
     #: CPU only: run forward/backward under bfloat16 autocast (fp32 master weights). Off by default.
     cpu_bf16: bool = False
@@ -68,8 +68,6 @@ class CropSampler:
         self.point_crop_frac = point_crop_frac
         self.images: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
-        #: class -> (image index, row, col) of every annotated cell, in padded-image pixels.
-        self.cells: dict[str, np.ndarray] = {}
         cells: dict[str, list[np.ndarray]] = {c: [] for c in CELL_CLASSES}
         for item in items:
             it = resample(item, config.mpp)
@@ -85,7 +83,8 @@ class CropSampler:
             self.targets.append(tgt)
         if not self.images:
             raise ValueError("no training images")
-        self.cells = {c: np.vstack(v) for c, v in cells.items() if v}
+        #: class -> (image index, row, col) of every annotated cell, in padded-image pixels.
+        self.cells: dict[str, np.ndarray] = {c: np.vstack(v) for c, v in cells.items() if v}
         areas = np.array([im.shape[0] * im.shape[1] for im in self.images], float)
         self._area_p = areas / areas.sum()
 
