@@ -92,7 +92,7 @@ def bench_train_step(config, device, batch: int, tile_px: int, reps: int, precis
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_cellularity.models.config import SegmentationConfig
+    from napari_cellularity.models.config import PRECISIONS, SegmentationConfig
     from napari_cellularity.models.device import describe_devices, resolve_precision, select_device
     from napari_cellularity.models.fpn import build_network
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     p.add_argument("--region-px", type=int, default=1024)
     p.add_argument("--skip-train", action="store_true")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32"))
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = select_device(args.device)

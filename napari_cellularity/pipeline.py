@@ -325,7 +325,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true", help="8-fold flip/rotation test-time augmentation")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
     parser.add_argument("--cellularity-model", default=None, help="cellularity regressor NAME[@VERSION]")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32"),
+    from .models.config import PRECISIONS
+
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: mixed precision where the hardware runs it natively (CUDA; CPUs with "
                              "AVX512-BF16/AMX, about 2x faster); fp32: full precision everywhere (default: auto)")
 

@@ -359,7 +359,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32"),
+    from napari_cellularity.models.config import PRECISIONS
+
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: bfloat16 autocast on CPUs with native BF16 (about 2x faster), CUDA autocast on GPUs")
 
 

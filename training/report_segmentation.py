@@ -166,12 +166,11 @@ def apply_to_config(report: dict, config_path: str | Path) -> dict:
     config = SegmentationConfig.load(config_path)
     if report["model"] != config.ref:
         raise ValueError(f"report is of {report['model']}, config {config_path} is {config.ref}")
-    val = report["sets"].get("brca_m2c_val")
-    if val is None:
+    if "brca_m2c_val" not in report["sets"]:
         raise ValueError("the report has no brca_m2c_val set (run it with --brca) to choose detection settings from")
-    chosen = val["grid"][val["chosen"]]
-    config.detection = {k: chosen[k] for k in ("threshold", "min_distance_um", "class_gain")}
-    config.metrics.update(config_metrics(report))
+    metrics = config_metrics(report)
+    config.detection = dict(metrics["brca_m2c_val"]["detection_settings"])
+    config.metrics.update(metrics)
     config.save(config_path)
     return config.detection
 

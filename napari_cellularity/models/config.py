@@ -40,6 +40,10 @@ CLASS_LABELS: dict[str, str] = {
     "background": "Background",
 }
 
+#: Compute precision choices for inference and fine-tuning (see ``models.device.resolve_precision``):
+#: ``auto`` = mixed precision where the hardware runs it natively, ``fp32`` = full precision everywhere.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32")
+
 CONFIG_FORMAT_VERSION = 1
 
 

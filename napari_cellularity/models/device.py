@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import PRECISIONS
+
 
 class DeviceError(RuntimeError):
     """The requested device cannot be used."""
@@ -61,10 +63,6 @@ def describe_devices() -> list[DeviceInfo]:
             )
     return infos
 
-
-#: Inference precision choices: ``auto`` = mixed precision where the hardware runs it natively (CUDA: bf16 or
-#: fp16 autocast; CPU: bf16 autocast on CPUs with AVX512-BF16 or AMX), ``fp32`` = full precision everywhere.
-PRECISIONS: tuple[str, ...] = ("auto", "fp32")
 
 
 def cpu_has_native_bf16() -> bool:
