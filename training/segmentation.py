@@ -47,6 +47,9 @@ class TrainSettings:
     #: Share of crops centred (with jitter) on an annotated cell of a class drawn uniformly among the
     #: cell classes present; the rest are uniform random crops. Balances rare classes, fewer empty-stroma crops.
     point_crop_frac: float = 0.0
+    #: Classes whose annotated points can centre those crops (drawn uniformly). Adding "background"
+    #: centres crops on annotated non-cells too (BRCA-M2C stromal cells): hard negatives.
+    point_crop_classes: tuple[str, ...] = CELL_CLASSES
     #: CPU only: run forward/backward under bfloat16 autocast (fp32 master weights). Off by default.
     cpu_bf16: bool = False
     #: Keep BatchNorm running statistics fixed (fine-tuning on a few points must not re-estimate them).
@@ -59,22 +62,26 @@ class CropSampler:
     """Random crops (with reflect padding when the image is smaller) + rendered targets."""
 
     def __init__(self, items: list[PointImage], config: SegmentationConfig, crop_px: int,
-                 aug_strength: float = 1.0, point_crop_frac: float = 0.0) -> None:
+                 aug_strength: float = 1.0, point_crop_frac: float = 0.0,
+                 point_crop_classes: tuple[str, ...] = CELL_CLASSES) -> None:
         if not 0.0 <= point_crop_frac <= 1.0:
             raise ValueError(f"point_crop_frac must be in [0, 1], got {point_crop_frac}")
+        unknown = set(point_crop_classes) - set(config.class_names)
+        if unknown or not point_crop_classes:
+            raise ValueError(f"point_crop_classes must be some of {config.class_names}, got {list(point_crop_classes)}")
         self.config = config
         self.crop_px = crop_px
         self.aug_strength = aug_strength
         self.point_crop_frac = point_crop_frac
         self.images: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
-        cells: dict[str, list[np.ndarray]] = {c: [] for c in CELL_CLASSES}
+        cells: dict[str, list[np.ndarray]] = {c: [] for c in point_crop_classes}
         for item in items:
             it = resample(item, config.mpp)
             tgt = render_blob_targets(it.image.shape[:2], it.points_rc, it.classes,
                                       config.blob_diameter_px, config.class_names).astype(np.uint8)
             img, tgt, offset = self._pad(it.image, tgt)
-            for c in CELL_CLASSES:
+            for c in point_crop_classes:
                 pts = it.cell_points(c)
                 if len(pts):
                     idx = np.full((len(pts), 1), len(self.images), float)
@@ -83,7 +90,7 @@ class CropSampler:
             self.targets.append(tgt)
         if not self.images:
             raise ValueError("no training images")
-        #: class -> (image index, row, col) of every annotated cell, in padded-image pixels.
+        #: class -> (image index, row, col) of every annotated point of the crop classes, in padded-image pixels.
         self.cells: dict[str, np.ndarray] = {c: np.vstack(v) for c, v in cells.items() if v}
         areas = np.array([im.shape[0] * im.shape[1] for im in self.images], float)
         self._area_p = areas / areas.sum()
@@ -190,7 +197,8 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
         opt.load_state_dict(ckpt["optimizer"])
         state = json.loads((run_dir / "state.json").read_text())
         log.info("resumed from %s at step %d", last, state["step"])
-    sampler = CropSampler(train_items, config, settings.crop_px, settings.aug_strength, settings.point_crop_frac)
+    sampler = CropSampler(train_items, config, settings.crop_px, settings.aug_strength, settings.point_crop_frac,
+                          tuple(settings.point_crop_classes))
     t0 = time.time()
     losses: list[float] = []
     while state["step"] < settings.steps:
@@ -322,6 +330,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from this registered model's weights (its mpp is used; recorded as parent)")
     parser.add_argument("--point-crop-frac", type=float, default=TrainSettings.point_crop_frac,
                         help="share of crops centred on an annotated cell, classes drawn uniformly (0..1)")
+    parser.add_argument("--point-crop-classes", nargs="+", default=list(TrainSettings.point_crop_classes),
+                        metavar="CLASS", help="classes whose points centre those crops; add 'background' for "
+                        "annotated non-cells (BRCA-M2C stromal cells) as hard negatives")
     parser.add_argument("--cpu-bf16", action="store_true", help="bfloat16 autocast on CPU (faster on AVX512-BF16/AMX)")
 
 
@@ -355,7 +366,8 @@ def run(args: argparse.Namespace) -> int:
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, crop_px=args.crop_px,
                              lr_start=args.lr_start, lr_end=args.lr_end, val_every=args.val_every,
                              patience_evals=args.patience_evals, seed=args.seed, threads=args.threads,
-                             point_crop_frac=args.point_crop_frac, cpu_bf16=args.cpu_bf16)
+                             point_crop_frac=args.point_crop_frac, cpu_bf16=args.cpu_bf16,
+                             point_crop_classes=tuple(args.point_crop_classes))
     train = load_datasets(args.train)
     val = load_datasets(args.val)
     val_patients = {it.patient_id for it in val}

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_cellularity.models.config import SegmentationConfig
+from training.datasets.points import PointImage
 from training.segmentation import CropSampler, TrainSettings, _init_from, train_segmentation
 
 
@@ -47,6 +48,32 @@ def test_point_crops_keep_the_cell_inside_the_crop(draw_item, tiny_config):
 def test_point_crop_fraction_is_checked(draw_item, tiny_config):
     with pytest.raises(ValueError, match="point_crop_frac"):
         CropSampler([draw_item()], tiny_config, crop_px=64, point_crop_frac=1.5)
+    with pytest.raises(ValueError, match="point_crop_classes"):
+        CropSampler([draw_item()], tiny_config, crop_px=64, point_crop_frac=1.0, point_crop_classes=("stroma",))
+
+
+def test_point_crops_can_centre_on_annotated_non_cells(draw_item, tiny_config):
+    """'background' in point_crop_classes: crops also centred on annotated non-cells (hard negatives)."""
+    pts = [((40 + 30 * (i % 5), 30 + 20 * (i // 5)), "malignant") for i in range(10)]
+    item = draw_item(shape=(400, 400), points=pts, mpp=1.0)
+    # An annotated stromal cell (class background), far from every tumour nucleus.
+    item = PointImage(item.image, np.vstack([item.points_rc, [[360, 360]]]),
+                      np.append(item.classes, "background"), item.mpp, "img", "P1")
+    rng = np.random.default_rng(0)
+
+    def share_near_stromal_cell(sampler, n=200):
+        hits = 0
+        for _ in range(n):
+            _, top, left = sampler._crop_origin(rng)
+            hits += top <= 360 < top + 64 and left <= 360 < left + 64
+        return hits / n
+
+    cells_only = CropSampler([item], tiny_config, crop_px=64, aug_strength=0.0, point_crop_frac=1.0)
+    with_negatives = CropSampler([item], tiny_config, crop_px=64, aug_strength=0.0, point_crop_frac=1.0,
+                                 point_crop_classes=("malignant", "lymphocyte", "normal", "background"))
+    assert share_near_stromal_cell(cells_only) == 0.0
+    # Two classes with points (malignant, background), drawn uniformly: about half the crops.
+    assert 0.4 < share_near_stromal_cell(with_negatives) < 0.6
 
 
 def test_init_from_registered_model_takes_its_weights_and_resolution(tiny_base):
