@@ -277,16 +277,7 @@ def regressor_ref_for(segmentation_ref: str, kind: str = "cellularity-lgbm") -> 
     A regressor reads features of one segmentation model's maps; another model's maps (even a newer version
     of the same network) shift them.
     """
-    from napari_cellularity.models.config import ModelConfigError
-
-    matches = []
-    for entry in list_models(kind):
-        try:
-            trained_on = read_json(entry.config_path).get("segmentation_model")
-        except ModelConfigError:
-            continue
-        if trained_on == segmentation_ref:
-            matches.append(entry)
+    matches = [e for e in list_models(kind) if e.segmentation_model == segmentation_ref]
     if not matches:
         return None
     return max(matches, key=lambda e: e.version).ref

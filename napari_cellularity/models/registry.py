@@ -40,6 +40,8 @@ class ModelEntry:
     kind: str
     config_path: Path
     source: str  # "shipped" or "user"
+    #: Regressors: the segmentation model (``name@version``) whose maps they were trained on.
+    segmentation_model: str | None = None
 
     @property
     def ref(self) -> str:
@@ -95,7 +97,8 @@ def list_models(kind: str | None = None) -> list[ModelEntry]:
                 continue
             if kind is not None and data["kind"] != kind:
                 continue
-            entries.append(ModelEntry(data["name"], int(data["version"]), data["kind"], cfg, source))
+            entries.append(ModelEntry(data["name"], int(data["version"]), data["kind"], cfg, source,
+                                      data.get("segmentation_model")))
     return sorted(entries, key=lambda e: (e.name, e.version, e.source))
 
 
