@@ -52,6 +52,9 @@ class TrainSettings:
     point_crop_classes: tuple[str, ...] = CELL_CLASSES
     #: CPU only: run forward/backward under bfloat16 autocast (fp32 master weights). Off by default.
     cpu_bf16: bool = False
+    #: Also save the network at every validation (``run_dir/checkpoints/step<N>.pt``) for weight averaging
+    #: (``python -m training.average_checkpoints``).
+    keep_checkpoints: bool = False
     #: Keep BatchNorm running statistics fixed (fine-tuning on a few points must not re-estimate them).
     freeze_bn: bool = False
     detection_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
@@ -234,6 +237,9 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
                 torch.save(net.state_dict(), run_dir / "best.pt")
             else:
                 state["evals_since_best"] += 1
+            if settings.keep_checkpoints:
+                (run_dir / "checkpoints").mkdir(exist_ok=True)
+                torch.save(net.state_dict(), run_dir / "checkpoints" / f"step{state['step']:06d}.pt")
             torch.save({"model": net.state_dict(), "optimizer": opt.state_dict()}, run_dir / ".last.pt.tmp")
             (run_dir / ".last.pt.tmp").replace(last)
             (run_dir / "state.json").write_text(json.dumps(state, indent=1))
@@ -334,6 +340,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="CLASS", help="classes whose points centre those crops; add 'background' for "
                         "annotated non-cells (BRCA-M2C stromal cells) as hard negatives")
     parser.add_argument("--cpu-bf16", action="store_true", help="bfloat16 autocast on CPU (faster on AVX512-BF16/AMX)")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="save the network at every validation (run-dir/checkpoints) for weight averaging")
 
 
 def _init_from(ref: str, config: SegmentationConfig, explicit_mpp: bool = False) -> tuple[dict, SegmentationConfig]:
@@ -367,7 +375,8 @@ def run(args: argparse.Namespace) -> int:
                              lr_start=args.lr_start, lr_end=args.lr_end, val_every=args.val_every,
                              patience_evals=args.patience_evals, seed=args.seed, threads=args.threads,
                              point_crop_frac=args.point_crop_frac, cpu_bf16=args.cpu_bf16,
-                             point_crop_classes=tuple(args.point_crop_classes))
+                             point_crop_classes=tuple(args.point_crop_classes),
+                             keep_checkpoints=args.keep_checkpoints)
     train = load_datasets(args.train)
     val = load_datasets(args.val)
     val_patients = {it.patient_id for it in val}

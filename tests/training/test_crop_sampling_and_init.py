@@ -98,7 +98,7 @@ def test_init_from_refuses_another_architecture(tiny_base):
 def test_cpu_bf16_training_runs_and_checkpoints(tiny_config, synthetic_items, tmp_path):
     torch.set_num_threads(1)
     settings = TrainSettings(steps=2, batch_size=2, crop_px=64, val_every=2, detection_thresholds=(0.3,),
-                             cpu_bf16=True, point_crop_frac=0.5)
+                             cpu_bf16=True, point_crop_frac=0.5, keep_checkpoints=True)
     records = []
     net, best = train_segmentation(synthetic_items[:1], synthetic_items[1:], tiny_config, settings, tmp_path,
                                    device="cpu", progress=records.append)
@@ -106,3 +106,5 @@ def test_cpu_bf16_training_runs_and_checkpoints(tiny_config, synthetic_items, tm
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert next(net.parameters()).dtype == torch.float32  # fp32 master weights
     assert (tmp_path / "best.pt").exists()
+    kept = torch.load(tmp_path / "checkpoints" / "step000002.pt", weights_only=True)  # for weight averaging
+    assert set(kept) == set(net.state_dict())
