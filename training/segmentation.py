@@ -12,6 +12,7 @@ Command line: ``napari-cellularity train segmentation --data brca_m2c=../shared/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -55,6 +56,12 @@ class TrainSettings:
     #: Also save the network at every validation (``run_dir/checkpoints/step<N>.pt``) for weight averaging
     #: (``python -m training.average_checkpoints``).
     keep_checkpoints: bool = False
+    #: Processes preparing batches (crop + augmentation) ahead of the training step; 0 = in the training process.
+    #: Batches depend only on (seed, step), so the number of workers never changes what is trained on.
+    workers: int = 0
+    #: Wall-clock budget in seconds (0 = none): the learning-rate schedule runs on
+    #: max(step / steps, elapsed / budget) and training ends when either reaches 1 (a lease on a borrowed GPU).
+    time_budget_s: float = 0.0
     #: Keep BatchNorm running statistics fixed (fine-tuning on a few points must not re-estimate them).
     freeze_bn: bool = False
     detection_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
@@ -135,18 +142,64 @@ class CropSampler:
         tcrop = tgt[:, y : y + self.crop_px, x : x + self.crop_px]
         return augment(crop, tcrop, rng, self.aug_strength)
 
-    def batch(self, rng: np.random.Generator, n: int):
+    def batch_arrays(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` augmented crops: images (n, H, W, 3) uint8 and targets (n, C, H, W) uint8."""
+        pairs = [self.sample(rng) for _ in range(n)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    @staticmethod
+    def to_tensors(images: np.ndarray, targets: np.ndarray):
+        """Network input in [-1, 1] (N, 3, H, W) and float targets (N, C, H, W)."""
         import torch
 
-        pairs = [self.sample(rng) for _ in range(n)]
-        x = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
-        y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.float32))
-        return x, y
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        return x, torch.from_numpy(targets.astype(np.float32))
+
+    def batch(self, rng: np.random.Generator, n: int):
+        return self.to_tensors(*self.batch_arrays(rng, n))
 
 
-def lr_at(step: int, total: int, start: float, end: float) -> float:
-    """Exponential decay from ``start`` to ``end`` over ``total`` steps."""
-    frac = min(1.0, step / max(1, total))
+_WORKER_SAMPLER: CropSampler | None = None
+
+
+def _worker_init(sampler: CropSampler) -> None:
+    import torch
+
+    global _WORKER_SAMPLER
+    _WORKER_SAMPLER = sampler
+    torch.set_num_threads(1)
+
+
+def _worker_batch(seed: int, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    return _WORKER_SAMPLER.batch_arrays(np.random.default_rng([seed, step]), n)
+
+
+def batches(sampler: CropSampler, seed: int, first_step: int, n: int, workers: int = 0) -> Iterator:
+    """(images, targets) arrays for steps ``first_step, first_step + 1, ...``; batch ``k`` depends only on
+    ``(seed, k)``. With ``workers`` > 0 they are made in forked processes, at most ``2 * workers`` ahead."""
+    step = first_step
+    if workers <= 0:
+        while True:
+            yield sampler.batch_arrays(np.random.default_rng([seed, step]), n)
+            step += 1
+    import multiprocessing as mp
+    from collections import deque
+
+    pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(sampler,))
+    try:
+        pending: deque = deque()
+        while True:
+            while len(pending) < 2 * workers:
+                pending.append(pool.apply_async(_worker_batch, (seed, step + len(pending), n)))
+            yield pending.popleft().get()
+            step += 1
+    finally:
+        pool.terminate()
+
+
+def lr_at(step: int, total: int, start: float, end: float, frac: float | None = None) -> float:
+    """Exponential decay from ``start`` to ``end`` over ``total`` steps (or at schedule fraction ``frac``)."""
+    frac = min(1.0, step / max(1, total) if frac is None else frac)
     return start * math.exp(math.log(end / start) * frac)
 
 
@@ -204,49 +257,61 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
                           tuple(settings.point_crop_classes))
     t0 = time.time()
     losses: list[float] = []
-    while state["step"] < settings.steps:
-        if should_stop and should_stop():
-            log.info("stopped at step %d", state["step"])
-            break
-        step = state["step"]
-        rng = np.random.default_rng([settings.seed, step])
-        x, y = sampler.batch(rng, settings.batch_size)
-        x, y = x.to(dev), y.to(dev)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, settings.steps, settings.lr_start, settings.lr_end)
-        net.train()
-        if settings.freeze_bn:
-            _freeze_batchnorm(net)
-        with train_autocast(dev, settings.cpu_bf16):
-            logits = net(x)
-        loss, per_class = segmentation_loss(logits, y, weights, settings.alpha)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        state["step"] = step + 1
-        yield {"step": state["step"], "total": settings.steps, "loss": float(loss.detach()),
-               "elapsed_s": time.time() - t0}
-        if state["step"] % settings.val_every == 0 or state["step"] == settings.steps:
-            rec = _validate(net, val_items, config, settings, dev, evaluate_segmentation, headline)
-            rec.update(step=state["step"], train_loss=float(np.mean(losses)), elapsed_s=time.time() - t0)
-            losses.clear()
-            state["history"].append(rec)
-            if rec["score"] > state["best_score"]:
-                state["best_score"], state["evals_since_best"] = rec["score"], 0
-                torch.save(net.state_dict(), run_dir / "best.pt")
-            else:
-                state["evals_since_best"] += 1
-            if settings.keep_checkpoints:
-                (run_dir / "checkpoints").mkdir(exist_ok=True)
-                torch.save(net.state_dict(), run_dir / "checkpoints" / f"step{state['step']:06d}.pt")
-            torch.save({"model": net.state_dict(), "optimizer": opt.state_dict()}, run_dir / ".last.pt.tmp")
-            (run_dir / ".last.pt.tmp").replace(last)
-            (run_dir / "state.json").write_text(json.dumps(state, indent=1))
-            yield {"validation": rec}
-            if state["evals_since_best"] >= settings.patience_evals:
-                log.info("early stop at step %d (no improvement in %d evaluations)", state["step"], settings.patience_evals)
+    with contextlib.closing(batches(sampler, settings.seed, state["step"], settings.batch_size, settings.workers)) as source:
+
+        def schedule(step: int) -> float:
+            frac = step / max(1, settings.steps)
+            if settings.time_budget_s > 0:
+                frac = max(frac, (time.time() - t0) / settings.time_budget_s)
+            return min(1.0, frac)
+
+        out_of_time = False
+        while state["step"] < settings.steps and not out_of_time:
+            if should_stop and should_stop():
+                log.info("stopped at step %d", state["step"])
                 break
+            step = state["step"]
+            x, y = CropSampler.to_tensors(*next(source))
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            frac = schedule(step)
+            out_of_time = settings.time_budget_s > 0 and frac >= 1.0
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, settings.steps, settings.lr_start, settings.lr_end, frac=frac)
+            net.train()
+            if settings.freeze_bn:
+                _freeze_batchnorm(net)
+            with train_autocast(dev, settings.cpu_bf16):
+                logits = net(x)
+            loss, per_class = segmentation_loss(logits, y, weights, settings.alpha)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            state["step"] = step + 1
+            yield {"step": state["step"], "total": settings.steps, "loss": float(loss.detach()),
+                   "elapsed_s": time.time() - t0}
+            if out_of_time:
+                log.info("time budget of %.0f s used at step %d", settings.time_budget_s, state["step"])
+            if state["step"] % settings.val_every == 0 or state["step"] == settings.steps or out_of_time:
+                rec = _validate(net, val_items, config, settings, dev, evaluate_segmentation, headline)
+                rec.update(step=state["step"], train_loss=float(np.mean(losses)), elapsed_s=time.time() - t0)
+                losses.clear()
+                state["history"].append(rec)
+                if rec["score"] > state["best_score"]:
+                    state["best_score"], state["evals_since_best"] = rec["score"], 0
+                    torch.save(net.state_dict(), run_dir / "best.pt")
+                else:
+                    state["evals_since_best"] += 1
+                if settings.keep_checkpoints:
+                    (run_dir / "checkpoints").mkdir(exist_ok=True)
+                    torch.save(net.state_dict(), run_dir / "checkpoints" / f"step{state['step']:06d}.pt")
+                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict()}, run_dir / ".last.pt.tmp")
+                (run_dir / ".last.pt.tmp").replace(last)
+                (run_dir / "state.json").write_text(json.dumps(state, indent=1))
+                yield {"validation": rec}
+                if state["evals_since_best"] >= settings.patience_evals:
+                    log.info("early stop at step %d (no improvement in %d evaluations)", state["step"], settings.patience_evals)
+                    break
 
 
 def train_autocast(dev, cpu_bf16: bool):
@@ -340,6 +405,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar="CLASS", help="classes whose points centre those crops; add 'background' for "
                         "annotated non-cells (BRCA-M2C stromal cells) as hard negatives")
     parser.add_argument("--cpu-bf16", action="store_true", help="bfloat16 autocast on CPU (faster on AVX512-BF16/AMX)")
+    parser.add_argument("--workers", type=int, default=0, help="processes preparing batches (0: in-process)")
+    parser.add_argument("--time-budget-min", type=float, default=0.0,
+                        help="wall-clock budget: the lr schedule follows elapsed time too; stop when it is used")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="save the network at every validation (run-dir/checkpoints) for weight averaging")
 
@@ -376,7 +444,8 @@ def run(args: argparse.Namespace) -> int:
                              patience_evals=args.patience_evals, seed=args.seed, threads=args.threads,
                              point_crop_frac=args.point_crop_frac, cpu_bf16=args.cpu_bf16,
                              point_crop_classes=tuple(args.point_crop_classes),
-                             keep_checkpoints=args.keep_checkpoints)
+                             keep_checkpoints=args.keep_checkpoints, workers=args.workers,
+                             time_budget_s=60.0 * args.time_budget_min)
     train = load_datasets(args.train)
     val = load_datasets(args.val)
     val_patients = {it.patient_id for it in val}

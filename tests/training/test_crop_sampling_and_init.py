@@ -108,3 +108,32 @@ def test_cpu_bf16_training_runs_and_checkpoints(tiny_config, synthetic_items, tm
     assert (tmp_path / "best.pt").exists()
     kept = torch.load(tmp_path / "checkpoints" / "step000002.pt", weights_only=True)  # for weight averaging
     assert set(kept) == set(net.state_dict())
+
+
+def test_worker_processes_make_the_same_batches(synthetic_items, tiny_config):
+    from training.segmentation import batches
+
+    sampler = CropSampler(synthetic_items, tiny_config, crop_px=64, point_crop_frac=0.5)
+    inline = batches(sampler, seed=3, first_step=5, n=2, workers=0)
+    forked = batches(sampler, seed=3, first_step=5, n=2, workers=2)
+    try:
+        for _ in range(4):
+            (a_img, a_tgt), (b_img, b_tgt) = next(inline), next(forked)
+            assert a_img.dtype == np.uint8 and a_img.shape == (2, 64, 64, 3)
+            np.testing.assert_array_equal(a_img, b_img)
+            np.testing.assert_array_equal(a_tgt, b_tgt)
+    finally:
+        forked.close()
+
+
+def test_time_budget_ends_training_with_a_validation(tiny_config, synthetic_items, tmp_path):
+    torch.set_num_threads(1)
+    settings = TrainSettings(steps=10_000, batch_size=1, crop_px=64, val_every=10_000, detection_thresholds=(0.3,),
+                             time_budget_s=2.0)
+    records = []
+    train_segmentation(synthetic_items[:1], synthetic_items[1:], tiny_config, settings, tmp_path, device="cpu",
+                       progress=records.append)
+    steps = [r["step"] for r in records if "loss" in r]
+    assert 0 < len(steps) < 10_000
+    assert "validation" in records[-1]  # the last network is validated and checkpointed
+    assert (tmp_path / "best.pt").exists()
