@@ -244,6 +244,8 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=settings.lr_start)
+    # fp16 autocast (CUDA GPUs without bf16) needs loss scaling or small gradients underflow to zero.
+    scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaling(dev))
     weights = [CLASS_LOSS_WEIGHTS[c] for c in config.class_names]
     state = {"step": 0, "best_score": -1.0, "evals_since_best": 0, "history": []}
     last = run_dir / "last.pt"
@@ -284,8 +286,9 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
                 logits = net(x)
             loss, per_class = segmentation_loss(logits, y, weights, settings.alpha)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             losses.append(float(loss.detach()))
             state["step"] = step + 1
             yield {"step": state["step"], "total": settings.steps, "loss": float(loss.detach()),
@@ -312,6 +315,13 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
                 if state["evals_since_best"] >= settings.patience_evals:
                     log.info("early stop at step %d (no improvement in %d evaluations)", state["step"], settings.patience_evals)
                     break
+
+
+def needs_grad_scaling(dev) -> bool:
+    """True where training autocasts to float16: a CUDA device without bfloat16 (pre-Ampere GPUs)."""
+    from napari_cellularity.models.device import resolve_precision
+
+    return dev.type == "cuda" and resolve_precision(dev, "auto") == "fp16"
 
 
 def train_autocast(dev, cpu_bf16: bool):

@@ -137,3 +137,15 @@ def test_time_budget_ends_training_with_a_validation(tiny_config, synthetic_item
     assert 0 < len(steps) < 10_000
     assert "validation" in records[-1]  # the last network is validated and checkpointed
     assert (tmp_path / "best.pt").exists()
+
+
+def test_loss_scaling_only_where_training_runs_in_float16(monkeypatch):
+    import napari_cellularity.models.device as device_mod
+    from training.segmentation import needs_grad_scaling
+
+    assert not needs_grad_scaling(torch.device("cpu"))
+    monkeypatch.setattr(device_mod, "resolve_precision", lambda dev, precision="auto": "fp16")
+    assert needs_grad_scaling(torch.device("cuda"))  # e.g. a T4 / V100: fp16 autocast
+    assert not needs_grad_scaling(torch.device("cpu"))
+    monkeypatch.setattr(device_mod, "resolve_precision", lambda dev, precision="auto": "bf16")
+    assert not needs_grad_scaling(torch.device("cuda"))  # Ampere and newer: bf16, no scaling
