@@ -185,6 +185,8 @@ def batches(sampler: CropSampler, seed: int, first_step: int, n: int, workers: i
     import multiprocessing as mp
     from collections import deque
 
+    if "fork" not in mp.get_all_start_methods():
+        raise ValueError("batch workers need the 'fork' start method (Linux, macOS); use workers=0 here")
     pool = mp.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(sampler,))
     try:
         pending: deque = deque()
