@@ -16,28 +16,12 @@ a new model version whose config lists the averaged checkpoints.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
 log = logging.getLogger(__name__)
-
-
-def load_state(path: str | Path) -> dict:
-    """A network state dict from a checkpoint file (plain state dict or ``{"model": ...}``); never unpickles code."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated / foreign file
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f"{path}: no network state in this checkpoint")
-    return state
 
 
 def average_state_dicts(states: list[dict]) -> dict:
@@ -78,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_cellularity.models.fpn import build_network
     from napari_cellularity.models.registry import next_version, save_segmentation_model
 
-    from .segmentation import TrainSettings, _validate, load_datasets
+    from .segmentation import TrainSettings, _validate, load_datasets, load_network_state
 
     p = argparse.ArgumentParser(prog="python -m training.average_checkpoints", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+", help="checkpoint files of one run (e.g. run-dir/checkpoints/step*.pt)")
@@ -96,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base = SegmentationConfig.load(args.base)
     paths = sorted(args.checkpoints)
-    state = average_state_dicts([load_state(q) for q in paths])
+    state = average_state_dicts([load_network_state(q) for q in paths])
     net = build_network(base)
     net.load_state_dict(state)
     dev = select_device(args.device)
@@ -109,13 +93,15 @@ def main(argv: list[str] | None = None) -> int:
 
     rec = _validate(net, load_datasets(args.val), base, settings, dev, evaluate_segmentation, headline)
 
-    config = SegmentationConfig.load(args.base)
-    config.version = args.version or next_version(base.name)
-    config.created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    config.detection["threshold"] = float(rec.get("threshold", config.detection["threshold"]))
-    config.training = {**base.training, "best_step": None,
-                       "averaged_checkpoints": {"from_model": base.ref, "files": [Path(q).name for q in paths]}}
-    config.metrics = {"validation": rec.get("metrics", {})}
+    config = dataclasses.replace(
+        base,
+        version=args.version or next_version(base.name),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        detection={**base.detection, "threshold": float(rec.get("threshold", base.detection["threshold"]))},
+        training={**base.training, "best_step": None,
+                  "averaged_checkpoints": {"from_model": base.ref, "files": [Path(q).name for q in paths]}},
+        metrics={"validation": rec.get("metrics", {})},
+    )
     path = save_segmentation_model(net.cpu(), config, args.out)
     print(f"averaged {len(paths)} checkpoints: validation score {rec['score']:.3f}; saved {config.ref} to {path}")
     return 0

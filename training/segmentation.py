@@ -261,14 +261,14 @@ def _train_iter(train_items, val_items, config, settings, run_dir, device, init_
                           tuple(settings.point_crop_classes))
     t0 = time.time()
     losses: list[float] = []
+
+    def schedule(step: int) -> float:
+        frac = step / max(1, settings.steps)
+        if settings.time_budget_s > 0:
+            frac = max(frac, (time.time() - t0) / settings.time_budget_s)
+        return min(1.0, frac)
+
     with contextlib.closing(batches(sampler, settings.seed, state["step"], settings.batch_size, settings.workers)) as source:
-
-        def schedule(step: int) -> float:
-            frac = step / max(1, settings.steps)
-            if settings.time_budget_s > 0:
-                frac = max(frac, (time.time() - t0) / settings.time_budget_s)
-            return min(1.0, frac)
-
         out_of_time = False
         while state["step"] < settings.steps and not out_of_time:
             if should_stop and should_stop():
@@ -359,9 +359,24 @@ def _validate(net, val_items, config, settings, dev, evaluate_segmentation, head
     return {"score": by_t[best_t], "threshold": best_t, "metrics": res}
 
 
-def _load_best(run_dir, config, device):
+def load_network_state(path: str | Path) -> dict:
+    """A network state dict from a checkpoint file (plain state dict or ``{"model": ...}``); never unpickles code."""
     import torch
 
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / foreign file
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path}: no network state in this checkpoint")
+    return state
+
+
+def _load_best(run_dir, config, device):
     from napari_cellularity.models.device import select_device
     from napari_cellularity.models.fpn import build_network
 
@@ -369,8 +384,7 @@ def _load_best(run_dir, config, device):
     state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").exists() else {"history": []}
     net = build_network(config)
     path = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(ckpt.get("model", ckpt) if "model" in ckpt else ckpt)
+    net.load_state_dict(load_network_state(path))
     best = max(state["history"], key=lambda r: r.get("score", -1), default={})
     return net.to(select_device(device)).eval(), best
 

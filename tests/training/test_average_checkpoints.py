@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.average_checkpoints import average_state_dicts, load_state, main
+from training.average_checkpoints import average_state_dicts, main
+from training.segmentation import load_network_state
 
 
 def test_average_is_the_mean_of_float_tensors_and_keeps_counters():
@@ -35,12 +36,12 @@ def test_unreadable_checkpoints_are_reported(tmp_path):
     bad = tmp_path / "step000100.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable"):
-        load_state(bad)
+        load_network_state(bad)
     with pytest.raises(FileNotFoundError):
-        load_state(tmp_path / "missing.pt")
+        load_network_state(tmp_path / "missing.pt")
     wrapped = tmp_path / "last.pt"
     torch.save({"model": {"w": torch.ones(1)}, "optimizer": {}}, wrapped)
-    assert torch.equal(load_state(wrapped)["w"], torch.ones(1))
+    assert torch.equal(load_network_state(wrapped)["w"], torch.ones(1))
 
 
 def _point_folder(root, items):
