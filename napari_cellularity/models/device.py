@@ -64,7 +64,6 @@ def describe_devices() -> list[DeviceInfo]:
     return infos
 
 
-
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX); emulated bf16 would be slower."""
     cpu = getattr(torch, "cpu", None)
