@@ -127,7 +127,7 @@ def _block_mean(block: np.ndarray, f: int) -> np.ndarray:
 
 
 def analysis_cache_root() -> Path:
-    from .models.registry import user_data_dir
+    from .files import user_data_dir
 
     return user_data_dir() / "cache" / "analyses"
 

@@ -280,7 +280,7 @@ def train_cellularity(args: argparse.Namespace) -> dict:
               "samples": [{"id": s.sample_id, "group": s.group, "y": s.y, "source": s.label_source,
                            **{f"oof_{k}": round(float(v[i]), 4) for k, v in oof.items()}} for i, s in enumerate(samples)]}
     report_path = run_dir / "report.json"
-    from napari_cellularity.models.config import write_json_atomic
+    from napari_cellularity.files import write_json_atomic
 
     write_json_atomic(report_path, report)
     for name in ("lgbm", "cnn"):

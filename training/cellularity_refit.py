@@ -156,7 +156,7 @@ def _cache_key(sample: RoiSample, box: tuple[int, int, int, int], seg_config: An
 
 def default_cache_dir() -> Path:
     """``<user data dir>/cache/refit-maps``: per-ROI maps + features (npz, no pickle)."""
-    from napari_cellularity.models.registry import user_data_dir
+    from napari_cellularity.files import user_data_dir
 
     return user_data_dir() / "cache" / "refit-maps"
 
@@ -298,7 +298,7 @@ def _usable_rois(samples: list[RoiSample], seg_mpp: float) -> tuple[list[int], l
 
 def _relay(gen: Generator, i: int, n: int, total: int) -> Generator[dict, None, Any]:
     """Re-yield a ROI's tile records as refit progress; closes ``gen`` when cancelled."""
-    from napari_cellularity._generators import relay
+    from napari_cellularity.progress import relay
 
     return relay(gen, lambda r: {"stage": "maps", "done": i, "total": total,
                                  "message": f"ROI {i + 1}/{n}: tile {getattr(r, 'done', 0)}/{getattr(r, 'total', 0)}"})
@@ -492,6 +492,6 @@ def iter_refit_from_rois(
 def refit_from_rois(samples: list[RoiSample], progress: Callable[[dict], None] | None = None,
                     **kwargs: Any) -> RefitResult:
     """Run :func:`iter_refit_from_rois` to the end, passing each record to ``progress``."""
-    from napari_cellularity._generators import drain
+    from napari_cellularity.progress import drain
 
     return drain(iter_refit_from_rois(samples, **kwargs), progress)

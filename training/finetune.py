@@ -337,7 +337,7 @@ def finetune(
     napari_cellularity.models.registry.ModelNotFoundError
         ``base_ref`` is not registered.
     """
-    from napari_cellularity._generators import drain
+    from napari_cellularity.progress import drain
 
     return drain(iter_finetune(base_ref, new_items, **kwargs), progress)
 

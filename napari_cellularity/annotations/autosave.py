@@ -16,9 +16,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from napari_cellularity.models.registry import user_data_dir
+from napari_cellularity.files import user_data_dir
 
-from ._atomic import backup_path, write_text_atomic
+from ..files import backup_path, write_text_atomic
 from .geojson_io import (
     AnnotationDocument,
     AnnotationWarning,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import write_text_atomic
+from ..files import write_text_atomic
 from .points import AnnotationError, PointAnnotations, read_annotation_text, resolve_class
 
 _X_PX = ("x", "x_px", "x px", "col", "column", "centroid x px", "centroid_x", "centroid x", "x (px)")

@@ -26,7 +26,7 @@ import numpy as np
 
 from napari_cellularity.models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
 
-from ._atomic import write_text_atomic
+from ..files import write_text_atomic
 from .points import AnnotationError, PointAnnotations, read_annotation_text, resolve_class
 from .roi_estimates import RoiEstimate
 

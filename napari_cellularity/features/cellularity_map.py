@@ -294,7 +294,7 @@ def cellularity_grid(
     CellularityMapError
         Shapes, mpp or patch size do not fit.
     """
-    from .._generators import drain
+    from ..progress import drain
 
     return drain(iter_cellularity_grid(probs, config, regressor, patch_px, tissue_mask, min_tissue_fraction))
 

@@ -18,12 +18,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from napari_cellularity.files import atomic_path, write_bytes_atomic, write_json_atomic
 from napari_cellularity.models.config import (
     CLASS_NAMES,
     ModelConfigError,
     config_from_dict,
     read_json,
-    write_json_atomic,
 )
 from napari_cellularity.models.registry import (
     ModelFileError,
@@ -238,12 +238,6 @@ class CNNCellularity:
         return np.concatenate(preds).astype(np.float64) if preds else np.zeros(0)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def save_cellularity_model(model: LightGBMCellularity | CNNCellularity, folder: str | Path | None = None) -> Path:
     """Save weights then config (``<name>-v<version>.{txt|safetensors,json}``); returns the JSON path.
 
@@ -254,7 +248,7 @@ def save_cellularity_model(model: LightGBMCellularity | CNNCellularity, folder: 
     config = model.config
     if isinstance(model, LightGBMCellularity):
         weights = folder / f"{config.stem}.txt"
-        _atomic_write_bytes(weights, model.booster.model_to_string().encode("utf-8"))
+        write_bytes_atomic(weights, model.booster.model_to_string().encode("utf-8"))
     else:
         from safetensors.torch import save_file
 
@@ -262,9 +256,8 @@ def save_cellularity_model(model: LightGBMCellularity | CNNCellularity, folder: 
         # fp16 on disk (half the size; loading casts back to fp32), as for segmentation models.
         state = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
                  for k, v in model.net.state_dict().items()}
-        tmp = weights.with_name(f".{weights.name}.tmp")
-        save_file(state, str(tmp), metadata={"name": config.name, "version": str(config.version)})
-        tmp.replace(weights)
+        with atomic_path(weights) as tmp:
+            save_file(state, str(tmp), metadata={"name": config.name, "version": str(config.version)})
     config.hashes["weights_sha256"] = file_sha256(weights)
     cfg_path = folder / f"{config.stem}.json"
     write_json_atomic(cfg_path, config.to_dict())

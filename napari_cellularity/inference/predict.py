@@ -350,6 +350,6 @@ def _tile_record(tile, probs, done, total, region, scale, shape_rc) -> ProgressR
 def run_prediction(gen: Generator[ProgressRecord, None, RegionPrediction],
                    progress: Callable[[ProgressRecord], None] | None = None) -> RegionPrediction:
     """Drain a :func:`predict_region` generator, passing each record to ``progress``."""
-    from .._generators import drain
+    from ..progress import drain
 
     return drain(gen, progress)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import write_json_atomic
+
 #: Output channels of the segmentation network, in order.
 CLASS_NAMES: tuple[str, ...] = ("normal", "lymphocyte", "malignant", "background")
 #: Cell classes a pathologist annotates (background is "no nucleus").
@@ -181,12 +183,3 @@ def read_json(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelConfigError(f"model config {path} must hold a JSON object")
     return data
-
-
-def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(path)

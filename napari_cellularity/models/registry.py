@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..files import ENV_HOME, user_data_dir
 from .config import ModelConfigError, SegmentationConfig, read_json
 
 if TYPE_CHECKING:
     import torch
 
-ENV_HOME = "NAPARI_CELLULARITY_HOME"
 DEFAULT_SEGMENTATION_MODEL = "fpn-resnet34-brca"
 
 
@@ -58,16 +58,6 @@ def shipped_models_dir() -> Path:
     """Models shipped with the package (``$NAPARI_CELLULARITY_SHIPPED_MODELS`` overrides: tests)."""
     env = os.environ.get(ENV_SHIPPED)
     return Path(env) if env else Path(__file__).parent / "weights"
-
-
-def user_data_dir() -> Path:
-    """Per-user data folder (models, annotation fallbacks, logs)."""
-    env = os.environ.get(ENV_HOME)
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("napari-cellularity", appauthor=False))
 
 
 def user_models_dir() -> Path:

@@ -74,7 +74,7 @@ class LossPlot(QWidget):
 
 def _with_done(gen: Any) -> Any:
     """Pass records through, adding ``done`` (from ``step``) for the progress bar; return gen's result."""
-    from .._generators import relay
+    from ..progress import relay
 
     return relay(gen, lambda r: dict(r, done=r["step"]) if isinstance(r, dict) and "step" in r else r)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from napari_cellularity._generators import drain, relay
+from napari_cellularity.progress import drain, relay
 
 
 def _counting(n: int, log: list):
