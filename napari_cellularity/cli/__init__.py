@@ -1,7 +1,9 @@
 """Command line: ``napari-cellularity info | analyze | models | train {segmentation,cellularity,finetune}``.
 
-Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
-modules keep heavy imports (torch, napari) inside ``run`` so ``--help`` stays fast.
+One module per command in this package (``info``, ``analyze``, ``models``, ``train``), each
+exposing ``add_arguments(parser)`` and ``run(args) -> int`` (``train`` exposes one pair per
+subcommand in its ``COMMANDS``). They parse and validate arguments and call the library;
+heavy imports (torch, napari) stay inside ``run`` so ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import importlib
 import logging
 import sys
 
-from . import __version__
+from .. import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("napari_cellularity.io.info", "describe a slide: levels, dimensions, mpp, vendor, thumbnail"),
+    "info": ("napari_cellularity.cli.info", "describe a slide: levels, dimensions, mpp, vendor, thumbnail"),
     "analyze": ("napari_cellularity.pipeline", "segment nuclei and compute cellularity; write results to a folder"),
-    "models": ("napari_cellularity.models.cli", "list installed models"),
+    "models": ("napari_cellularity.cli.models", "list installed models"),
 }
 TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "segmentation": ("training.segmentation", "train the FPN segmentation model from point annotations"),

@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .registry import list_models, shipped_models_dir, user_models_dir
+    from ..models.registry import list_models, shipped_models_dir, user_models_dir
 
     entries = list_models(args.kind)
     if not entries:

@@ -36,7 +36,7 @@ def describe(info) -> str:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from .slide import open_slide
+    from ..io.slide import open_slide
 
     with open_slide(args.slide, mpp=args.mpp) as slide:
         info = slide.info
