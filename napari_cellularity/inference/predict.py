@@ -21,6 +21,7 @@ import torch
 
 from ..models.config import SegmentationConfig
 from ..models.device import autocast_context, is_out_of_memory, resolve_precision, select_device
+from ..models.fpn import normalise_rgb
 from .cells import points_to_level0
 from .sources import as_source, validate_region
 from .tiling import (
@@ -150,8 +151,9 @@ class _BatchRunner:
     """Runs the network on uint8 tile batches; halves the batch on GPU OOM, then falls back to CPU."""
 
     def __init__(self, net: torch.nn.Module, device: torch.device, batch_size: int, tta: bool,
-                 precision: str = "auto"):
+                 precision: str = "auto", normalisation: str = "minus1_1"):
         self.net, self.device, self.batch_size, self.tta = net, device, max(1, int(batch_size)), tta
+        self.normalisation = normalisation
         self.precision = precision
         resolve_precision(device, precision)  # an unknown choice fails before any tile is read
         self.notices: list[str] = []
@@ -165,7 +167,7 @@ class _BatchRunner:
 
     def _forward(self, tiles_uint8: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(tiles_uint8)).to(self.device)
-        x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)  # the paper's [-1, 1] scaling
+        x = normalise_rgb(x.permute(0, 3, 1, 2), self.normalisation)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast_context(self.device, precision=self.precision):
             probs = forward_tta(self.net, x) if self.tta else torch.sigmoid(self.net(x).float())
@@ -279,7 +281,7 @@ def predict_region(
     keep = _tissue_keep(source, grid, region, scale) if skip_background else np.ones(len(grid), bool)
     tissue_s = time.perf_counter() - t_tissue
     todo = [t for t in grid if keep[t.index]]
-    runner = _BatchRunner(net, select_device(device), batch_size, tta, precision)
+    runner = _BatchRunner(net, select_device(device), batch_size, tta, precision, config.normalisation)
     outputs = _Outputs(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None)
     acc = StripAccumulator(config.n_classes, shape, blend_window(grid.tile_shape_rc),
                            outputs.write_rows, default_fill(config.class_names))

@@ -40,6 +40,13 @@ def build_network(config: SegmentationConfig) -> torch.nn.Module:
     )
 
 
-def normalise_rgb(image_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB (N, 3, H, W) -> float in [-1, 1] (the paper's scaling)."""
-    return image_uint8.float().div_(127.5).sub_(1.0)
+def normalise_rgb(image_uint8: torch.Tensor, normalisation: str) -> torch.Tensor:
+    """uint8 RGB (N, 3, H, W) -> the network's float input, as the model config says.
+
+    The one place where pixels are scaled for a segmentation network (inference, training,
+    evaluation). ``normalisation`` is ``SegmentationConfig.normalisation``; ``"minus1_1"``
+    is the paper's ``value / 127.5 - 1`` scaling to [-1, 1].
+    """
+    if normalisation == "minus1_1":
+        return image_uint8.float().div_(127.5).sub_(1.0)
+    raise ValueError(f"unknown input normalisation {normalisation!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..files import ENV_HOME, user_data_dir
+from ..files import user_data_dir
 from .config import ModelConfigError, SegmentationConfig, read_json
 
 if TYPE_CHECKING:
