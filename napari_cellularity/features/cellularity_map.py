@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellularity.files import atomic_path
 from napari_cellularity.models.config import SegmentationConfig
+from napari_cellularity.progress import Progress, drain
 
 from .cellularity_features import as_probabilities
 from .regressors import ESTIMATE_KIND, CellularityConfig, CellularityRegressor
@@ -209,8 +210,11 @@ def iter_cellularity_grid(
     probs: Any, config: SegmentationConfig, regressor: CellularityRegressor | None = None,
     patch_px: int | None = None, tissue_mask: np.ndarray | None = None,
     min_tissue_fraction: float = MIN_TISSUE_FRACTION, batch_size: int = 16,
-) -> Generator[dict, None, CellularityGrid]:
-    """Generator form of :func:`cellularity_grid`: yields ``{"done", "total"}`` per batch, returns the grid.
+) -> Generator[Progress, None, CellularityGrid]:
+    """Generator form of :func:`cellularity_grid`: yields a ``stage`` record per batch, returns the grid.
+
+    Each record is ``Progress("stage", done, total, stage="cellularity")`` with ``done`` / ``total``
+    counted in scored patches.
 
     ``probs`` may be any array-like with ``shape`` and slicing (ndarray, zarr, dask): only
     ``batch_size`` patches are read at a time, so memory does not grow with the region.
@@ -243,7 +247,9 @@ def iter_cellularity_grid(
             heatmap[i, j] = v
             rows.append((x0, y0, x1 - x0, y1 - y0, float(v), frac[(i, j, y0, y1, x0, x1)]))
         del maps
-        yield {"done": min(s + batch_size, len(scored)), "total": len(scored)}
+        done = min(s + batch_size, len(scored))
+        yield Progress("stage", done=done, total=len(scored), stage="cellularity",
+                       message=f"cellularity: {done}/{len(scored)} patches")
     return _summarise(np.asarray(rows, float).reshape(-1, 6), heatmap, patch_px, config, regressor, warnings)
 
 
@@ -294,8 +300,6 @@ def cellularity_grid(
     CellularityMapError
         Shapes, mpp or patch size do not fit.
     """
-    from ..progress import drain
-
     return drain(iter_cellularity_grid(probs, config, regressor, patch_px, tissue_mask, min_tissue_fraction))
 
 
@@ -377,15 +381,11 @@ def write_cellularity_csv(
     r0, c0 = origin_level0_rc
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         out.writerow(PATCH_COLUMNS[:5])
         for x, y, w, h, v, _ in grid.patches:
             xa, ya = round(c0 + x * sx), round(r0 + y * sy)
             xb, yb = round(c0 + (x + w) * sx), round(r0 + (y + h) * sy)
             out.writerow([xa, ya, xb - xa, yb - ya, f"{v:.4f}"])
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
     return path

@@ -1,8 +1,8 @@
 """Tiled, batched, blended prediction of the segmentation network over a region.
 
-:func:`predict_region` is a generator: it yields :class:`ProgressRecord` s (one per finished
-tile, plus notices such as an out-of-memory fallback) and returns a :class:`RegionPrediction`
-(``StopIteration.value``). The napari widget wraps it in ``thread_worker``; the CLI drains it
+:func:`predict_region` is a generator: it yields :class:`~napari_cellularity.progress.Progress`
+records (one per finished tile, plus notices such as an out-of-memory fallback) and returns a
+:class:`RegionPrediction` (``StopIteration.value``). The napari widget wraps it in ``thread_worker``; the CLI drains it
 with :func:`run_prediction`. Closing the generator stops work at the next tile and removes
 any half-written output store.
 """
@@ -22,6 +22,7 @@ import torch
 from ..models.config import SegmentationConfig
 from ..models.device import autocast_context, is_out_of_memory, resolve_precision, select_device
 from ..models.fpn import normalise_rgb
+from ..progress import Progress, drain, notice
 from .cells import points_to_level0
 from .sources import as_source, validate_region
 from .tiling import (
@@ -41,24 +42,6 @@ MIN_TISSUE_OBJECT_UM2 = 1000.0
 
 class InferenceMemoryError(RuntimeError):
     """The network does not fit in memory even with batch size 1 on the CPU."""
-
-
-@dataclass
-class ProgressRecord:
-    """A progress report from :func:`predict_region`.
-
-    ``kind`` is ``"start"`` (total known), ``"tile"`` (one tile finished; ``bounds_level0`` =
-    (row0, col0, row1, col1) in level-0 pixels and ``tile_probs`` (C, h, w) uint8 at the model
-    mpp) or ``"notice"`` (``message``: e.g. batch halved after GPU out-of-memory).
-    """
-
-    kind: str
-    done: int
-    total: int
-    message: str = ""
-    tile_index: int | None = None
-    bounds_level0: tuple[int, int, int, int] | None = None
-    tile_probs: np.ndarray | None = None
 
 
 @dataclass
@@ -233,7 +216,7 @@ def predict_region(
     store_path: str | Path | None = None,
     probs_dtype: str = "uint8",
     precision: str = "auto",
-) -> Generator[ProgressRecord, None, RegionPrediction]:
+) -> Generator[Progress, None, RegionPrediction]:
     """Predict class probabilities over a region, tile by tile, at the model's mpp.
 
     Parameters
@@ -265,7 +248,7 @@ def predict_region(
 
     Yields
     ------
-    ProgressRecord
+    Progress
 
     Returns
     -------
@@ -288,9 +271,9 @@ def predict_region(
     timings = {"tissue_s": tissue_s, "read_s": 0.0, "network_s": 0.0, "blend_s": 0.0}
     committed, notices = False, []
     try:
-        yield ProgressRecord("start", 0, len(todo), f"{len(todo)} tiles with tissue of {len(grid)}")
+        yield Progress("start", done=0, total=len(todo), message=f"{len(todo)} tiles with tissue of {len(grid)}")
         if not todo:
-            yield ProgressRecord("notice", 0, 0, "no tissue found: every tile was skipped as background")
+            yield notice("no tissue found: every tile was skipped as background")
         done, read_batch = 0, max(1, int(batch_size))
         for b in range(0, len(todo), read_batch):
             batch = todo[b:b + read_batch]
@@ -308,7 +291,7 @@ def predict_region(
             timings["blend_s"] += time.perf_counter() - t2
             while runner.notices:
                 notices.append(runner.notices.pop(0))
-                yield ProgressRecord("notice", done, len(todo), notices[-1])
+                yield notice(notices[-1], done, len(todo))
             for t, p in zip(batch, probs, strict=True):
                 done += 1
                 yield _tile_record(t, p, done, len(todo), region, scale, shape)
@@ -338,20 +321,18 @@ def _read_tile(source, region, scale: float, tile, shape_rc) -> np.ndarray:
     return rgb
 
 
-def _tile_record(tile, probs, done, total, region, scale, shape_rc) -> ProgressRecord:
+def _tile_record(tile, probs, done, total, region, scale, shape_rc) -> Progress:
     vh, vw = tile.valid_shape(shape_rc)
     r0 = region[0] + int(round(tile.row * scale))
     c0 = region[1] + int(round(tile.col * scale))
     r1 = min(region[0] + region[2], region[0] + int(round((tile.row + vh) * scale)))
     c1 = min(region[1] + region[3], region[1] + int(round((tile.col + vw) * scale)))
     tile_u8 = np.rint(np.clip(probs[:, :vh, :vw], 0, 1) * 255).astype(np.uint8)
-    return ProgressRecord("tile", done, total, tile_index=tile.index, bounds_level0=(r0, c0, r1, c1),
-                          tile_probs=tile_u8)
+    return Progress("tile", done=done, total=total, tile_index=tile.index, bounds_level0=(r0, c0, r1, c1),
+                    tile_probs=tile_u8)
 
 
-def run_prediction(gen: Generator[ProgressRecord, None, RegionPrediction],
-                   progress: Callable[[ProgressRecord], None] | None = None) -> RegionPrediction:
+def run_prediction(gen: Generator[Progress, None, RegionPrediction],
+                   progress: Callable[[Progress], None] | None = None) -> RegionPrediction:
     """Drain a :func:`predict_region` generator, passing each record to ``progress``."""
-    from ..progress import drain
-
     return drain(gen, progress)

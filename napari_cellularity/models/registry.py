@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..files import user_data_dir
+from ..files import atomic_path, user_data_dir
 from .config import ModelConfigError, SegmentationConfig, read_json
 
 if TYPE_CHECKING:
@@ -142,9 +142,8 @@ def save_segmentation_model(
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
         for k, v in net.state_dict().items()
     }
-    tmp = weights.with_name(f".{weights.name}.tmp")
-    save_file(state, str(tmp), metadata={"name": config.name, "version": str(config.version)})
-    tmp.replace(weights)
+    with atomic_path(weights, suffix=".safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"name": config.name, "version": str(config.version)})
     config.weights_sha256 = file_sha256(weights)
     cfg_path = folder / f"{stem}.json"
     config.save(cfg_path)

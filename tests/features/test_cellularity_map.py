@@ -95,7 +95,7 @@ def test_edges_merge_remainders_and_progress_is_reported(seg_config):
         grid = stop.value
     assert grid.heatmap.shape == (3, 2)  # 100/32 -> 3 rows (last 36 px), 70/32 -> 2 cols (last 38 px)
     assert grid.patches[:, 2].max() == 38 and grid.patches[:, 3].max() == 36
-    assert progress[-1] == {"done": 6, "total": 6} and len(progress) == 3
+    assert [(p.kind, p.stage, p.done, p.total) for p in progress] == [("stage", "cellularity", d, 6) for d in (2, 4, 6)]
 
 
 def test_mismatches_raise_or_warn(seg_config):
