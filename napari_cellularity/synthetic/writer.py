@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from ..files import atomic_path
 
 TileRenderer = Callable[[tuple[int, int], tuple[int, int]], np.ndarray]
 
@@ -51,7 +52,6 @@ def write_pyramid(
     import tifffile
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     px_per_cm = 1e4 / mpp
     options = dict(
         photometric="rgb", compression="jpeg", compressionargs={"level": int(jpeg_quality)},
@@ -59,21 +59,17 @@ def write_pyramid(
     )
     half = np.full((shape[0] // 2, shape[1] // 2, 3), 255, np.uint8)
     dims = [tuple(shape)]
-    try:
-        with tifffile.TiffWriter(tmp, bigtiff=False) as tif:
-            tif.write(
-                _level0_tiles(shape, tile_px, render, half), shape=(*shape, 3), dtype=np.uint8,
-                tile=(tile_px, tile_px), subfiletype=0, description="napari-cellularity synthetic H&E",
-                **options,
-            )
-            level = half
-            while True:
-                dims.append(level.shape[:2])
-                tif.write(level, tile=(tile_px, tile_px), subfiletype=1, **options)
-                if max(level.shape[:2]) <= tile_px:
-                    break
-                level = _half(level)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, suffix=path.suffix or ".tif") as tmp, tifffile.TiffWriter(tmp, bigtiff=False) as tif:
+        tif.write(
+            _level0_tiles(shape, tile_px, render, half), shape=(*shape, 3), dtype=np.uint8,
+            tile=(tile_px, tile_px), subfiletype=0, description="napari-cellularity synthetic H&E",
+            **options,
+        )
+        level = half
+        while True:
+            dims.append(level.shape[:2])
+            tif.write(level, tile=(tile_px, tile_px), subfiletype=1, **options)
+            if max(level.shape[:2]) <= tile_px:
+                break
+            level = _half(level)
     return dims

@@ -7,7 +7,8 @@ lie along eosin-pink collagen fibres. Colours are mixed in optical density from 
 Johnston haematoxylin and eosin stain vectors. Cellularity follows the BreastPathQ definition:
 the share of the tumour-bed (tissue) area occupied by malignant cells (Rakhlin et al., sec. 1).
 
-Compute only: numpy, scipy and scikit-image.
+Compute only: numpy, scipy and scikit-image. The scene layout is in :mod:`.scene`, the
+pyramidal TIFF writer in :mod:`.writer`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ._synthetic_scene import (
+from .scene import (
     CODE_TO_CLASS,
     FIBRE_ANGLES,
     FIBROBLAST,
@@ -297,7 +298,7 @@ def make_he_slide(
     SyntheticSlideTruth
         Level-0 nucleus centres and classes, cellularity over the whole slide.
     """
-    from ._synthetic_writer import write_pyramid
+    from .writer import write_pyramid
 
     shape = _check_args(shape, mpp, tumour_fraction)
     if tile_px % 16:

@@ -1,7 +1,7 @@
 """Scene layout for the procedural H&E generator: tissue, tumour nests, ducts and cells.
 
 A scene is built once in global level-0 pixel coordinates and can then be rendered region by
-region (see ``synthetic.py``), so a large slide is drawn tile by tile without seams. Sizes are in
+region (see :mod:`napari_cellularity.synthetic.patches`), so a large slide is drawn tile by tile without seams. Sizes are in
 µm and converted with ``mpp``. Coarse fields live on a grid of ``GRID_UM`` µm.
 """
 
