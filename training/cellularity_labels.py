@@ -103,7 +103,7 @@ def derive_labels(
     items: list, cell_radius_um: float = DEFAULT_CELL_RADIUS_UM, quadrants: bool = False,
     min_tissue_fraction: float = 0.5,
 ) -> list[DerivedLabel]:
-    """Derived labels for point-annotated images (:class:`training.datasets.points.PointImage`).
+    """Derived labels for point-annotated images (:class:`napari_cellularity.annotations.point_images.PointImage`).
 
     With ``quadrants`` each image gives four labels (its quarters, same patient group). Disks are
     drawn on the whole image, so a cell near a quadrant border is split between quadrants by area.

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from napari_cellularity.annotations.point_images import PointImage, resample
 from napari_cellularity.inference.nuclei import detect_nuclei
 from napari_cellularity.metrics.detection import DetectionScore, match_points
 from napari_cellularity.models.config import CELL_CLASSES, SegmentationConfig
 
-from .datasets.points import PointImage, render_blob_targets, resample
+from .targets import render_blob_targets
 
 MATCH_RADII_UM = (3.0, 6.0)
 

@@ -30,9 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellularity.annotations.point_images import PointImage
 from napari_cellularity.models.config import CELL_CLASSES
-
-from .datasets.points import PointImage
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_cellularity.annotations.point_images import PointImage, resample
 from napari_cellularity.inference.nuclei import detect_nuclei
 from napari_cellularity.metrics.detection import DetectionScore, match_points
 from napari_cellularity.models.config import CELL_CLASSES
 
-from .datasets.points import PointImage, render_blob_targets, resample
 from .evaluate import MATCH_RADII_UM, jaccard_at, predict_whole
+from .targets import render_blob_targets
 
 
 def predict_items(net, config, items: list[PointImage], device, tta: bool) -> list[tuple[PointImage, np.ndarray]]:

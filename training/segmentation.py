@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_cellularity.annotations.point_images import PointImage, resample
 from napari_cellularity.models.config import CELL_CLASSES, CLASS_LOSS_WEIGHTS, SegmentationConfig
 
-from .datasets.points import PointImage, render_blob_targets, resample
+from .targets import render_blob_targets
 
 log = logging.getLogger(__name__)
 

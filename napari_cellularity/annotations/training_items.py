@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .point_images import PointImage
 from .points import AnnotationError, PointAnnotations
 
 
@@ -47,8 +48,8 @@ def annotations_to_items(
     context_px: int | None = None,
     region_px: int = 1024,
     slide_id: str | None = None,
-) -> list:
-    """Crops around annotated points, as ``training.datasets.points.PointImage`` items.
+) -> list[PointImage]:
+    """Crops around annotated points, as :class:`~napari_cellularity.annotations.point_images.PointImage` items.
 
     Parameters
     ----------
@@ -76,8 +77,6 @@ def annotations_to_items(
     AnnotationError
         No points, points outside the image (with their number) or a bad ``mpp``.
     """
-    from training.datasets.points import PointImage
-
     if not mpp or mpp <= 0:
         raise AnnotationError(f"mpp must be positive, got {mpp}")
     if len(ann) == 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.datasets.points import PointImage
+from napari_cellularity.annotations.point_images import PointImage
 
 #: A small FPN (ResNet-18 encoder, 32-channel decoder): fast on one CPU thread.
 TINY_ARCH = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 5, "decoder_pyramid_channels": 32,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_cellularity.annotations.point_images import PointImage
 from training.cellularity_labels import (
     LABEL_SOURCE,
     LabelDerivationError,
@@ -12,7 +13,6 @@ from training.cellularity_labels import (
     derived_cellularity,
     disk_union_mask,
 )
-from training.datasets.points import PointImage
 
 
 def test_one_disk_by_hand():

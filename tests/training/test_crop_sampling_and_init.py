@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from napari_cellularity.annotations.point_images import PointImage
 from napari_cellularity.models.config import SegmentationConfig
-from training.datasets.points import PointImage
 from training.segmentation import CropSampler, TrainSettings, _init_from, train_segmentation
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from napari_cellularity.annotations.point_images import PointImage
 from napari_cellularity.models.config import SegmentationConfig
 from napari_cellularity.models.registry import file_sha256, list_models, load_segmentation_model
-from training.datasets.points import PointImage
 from training.finetune import FinetuneCancelled, FinetuneError, finetune, iter_finetune
 
 FAST = {"steps": 3, "batch_size": 2, "crop_px": 64, "device": "cpu"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.datasets.points import render_blob_targets
 from training.report_segmentation import apply_to_config, blob_jaccard, config_metrics, score_grid
+from training.targets import render_blob_targets
 
 
 def _perfect(items, config):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_cellularity.annotations.point_images import PointImage
+
 from .class_maps import BRCA_M2C_CLASS_MAP  # noqa: F401 - re-exported (the map lives in class_maps)
-from .points import PointImage
 
 BRCA_M2C_MPP = 0.5
 #: Default class map: ``BRCA_M2C_CLASS_MAP`` from :mod:`.class_maps` (class 2 mixes tumour and

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_cellularity.annotations.point_images import PointImage
+
 from ._io import check_inside, read_rgb
 from .class_maps import BREASTPATHQ_CHANNEL_CLASSES, BREASTPATHQ_XML_CLASS_MAP, IGNORE, map_names
 from .errors import DatasetError
 from .folder import read_csv_points
-from .points import PointImage
 
 log = logging.getLogger(__name__)
 

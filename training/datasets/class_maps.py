@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellularity.annotations.points import CLASS_ALIASES
 from napari_cellularity.models.config import CLASS_NAMES
 
 from .errors import DatasetError
@@ -72,8 +73,6 @@ def map_names(
     DatasetError
         Listing every unknown name with its count and how to map it.
     """
-    from napari_cellularity.annotations.points import CLASS_ALIASES
-
     names = list(names)
     table: dict[Any, str] = {}
     for key, value in check_class_map(class_map or {}, where).items():

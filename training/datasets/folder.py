@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellularity.annotations.point_images import PointImage
+
 from ._io import IMAGE_SUFFIXES, check_inside, read_rgb
 from .class_maps import IGNORE, map_names
 from .errors import DatasetError
-from .points import PointImage
 
 log = logging.getLogger(__name__)
 

@@ -121,8 +121,8 @@ def evaluate_nuclei_detection(
 
 
 def _resample(item: NucleusPointImage, mpp: float) -> tuple[np.ndarray, np.ndarray]:
-    """Image and points at ``mpp`` (the same rule as :func:`training.datasets.points.resample`)."""
-    from .points import PointImage, resample
+    """Image and points at ``mpp`` (the same rule as :func:`napari_cellularity.annotations.point_images.resample`)."""
+    from napari_cellularity.annotations.point_images import PointImage, resample
 
     # PointImage is used only as a carrier for its resampling rule; "background" draws nothing.
     carrier = PointImage(item.image, item.points_rc, ["background"] * len(item.points_rc), item.mpp, item.image_id)

@@ -11,9 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellularity.annotations.point_images import PointImage
 from napari_cellularity.models.config import CELL_CLASSES
-
-from .points import PointImage
 
 #: Points within half this distance of a stripe cut are dropped from both sides (about one
 #: nucleus diameter), so no held-out nucleus touches a training nucleus.
