@@ -3,7 +3,7 @@
 The maps are cut into square patches of the regressor's training size (in µm, converted at the
 segmentation model's mpp); each patch with enough tissue gets a cellularity, the others NaN. The
 value of a region is the mean of its patches weighted by their tumour-bed area. We have no
-tumour-bed segmentation: the tissue mask (:func:`~napari_cellularity.features.tissue.tissue_mask`,
+tumour-bed segmentation: the tissue mask (:func:`~napari_cellularity.inference.tissue.tissue_mask`,
 or every pixel when none is given) stands in for the tumour bed, so the caller should pass a
 region drawn around the tumour bed for a slide-level value.
 
@@ -355,8 +355,7 @@ def region_tissue_mask(
     ndarray of shape (h, w), bool
     """
     from napari_cellularity.inference.sources import as_source, validate_region
-
-    from .tissue import tissue_mask
+    from napari_cellularity.inference.tissue import tissue_mask
 
     if int(max_side_px) < 1:
         raise CellularityMapError(f"max_side_px must be a positive number of pixels, got {max_side_px}")

@@ -31,13 +31,11 @@ from .tiling import (
     default_fill,
     make_grid,
     tiles_with_tissue,
-    tissue_mask,
 )
+from .tissue import tissue_mask
 from .tta import forward_tta
 
 THUMBNAIL_SIDE_PX = 2048
-#: Tissue specks smaller than this (dust, debris; ~30 x 30 µm) do not keep a tile.
-MIN_TISSUE_OBJECT_UM2 = 1000.0
 
 
 class InferenceMemoryError(RuntimeError):
@@ -191,7 +189,7 @@ def _tissue_keep(source, grid, region, level0_per_px: float) -> np.ndarray:
     """Tiles that contain tissue according to an Otsu mask of the source's thumbnail."""
     thumb, thumb_ds = source.thumbnail(THUMBNAIL_SIDE_PX)
     thumb_mpp = source.level0_mpp * thumb_ds
-    mask = tissue_mask(thumb, min_object_px=max(4, int(MIN_TISSUE_OBJECT_UM2 / thumb_mpp**2)))
+    mask = tissue_mask(thumb, thumb_mpp, method="otsu")
     r, c, h, w = region
     crop = mask[int(r / thumb_ds):int(np.ceil((r + h) / thumb_ds)), int(c / thumb_ds):int(np.ceil((c + w) / thumb_ds))]
     from scipy import ndimage as ndi

@@ -1,4 +1,6 @@
-"""Tile grids with overlap, smooth blending windows, a streaming blend accumulator and tissue masks.
+"""Tile grids with overlap, smooth blending windows, a streaming blend accumulator, tiles with tissue.
+
+The tissue mask itself is :func:`napari_cellularity.inference.tissue.tissue_mask`.
 
 Everything here works in (row, col) pixels of the grid the network runs on (the model mpp);
 conversion to level-0 slide pixels happens in :mod:`napari_cellularity.inference.predict`.
@@ -212,42 +214,6 @@ class StripAccumulator:
     def finish(self) -> None:
         """Flush every remaining row."""
         self.flush(self.shape_rc[0])
-
-
-def tissue_mask(thumbnail: np.ndarray, min_saturation: float = 0.04,
-                max_saturation_threshold: float = 0.12, min_object_px: int = 16) -> np.ndarray:
-    """Tissue vs glass background on a low-resolution RGB thumbnail.
-
-    Otsu's threshold on the HSV saturation (as QuPath's and TIAToolbox's Otsu tissue
-    maskers do), clamped to ``[min_saturation, max_saturation_threshold]`` so that a blank
-    thumbnail gives no tissue and a thumbnail that is all tissue is not split in half; then
-    a small closing and removal of specks.
-
-    Parameters
-    ----------
-    thumbnail : ndarray of shape (H, W, 3), uint8
-
-    Returns
-    -------
-    ndarray of shape (H, W), bool
-    """
-    from scipy import ndimage as ndi
-    from skimage.filters import threshold_otsu
-    from skimage.morphology import remove_small_objects
-
-    rgb = np.asarray(thumbnail)[..., :3].astype(np.float32)
-    cmax, cmin = rgb.max(axis=-1), rgb.min(axis=-1)
-    sat = np.where(cmax > 0, (cmax - cmin) / np.maximum(cmax, 1e-6), 0.0)
-    try:
-        thr = float(threshold_otsu(sat)) if sat.max() > sat.min() else max_saturation_threshold
-    except ValueError:
-        thr = max_saturation_threshold
-    thr = float(np.clip(thr, min_saturation, max_saturation_threshold))
-    mask = (sat > thr) & (cmax > 20)  # near-black pixels (scanner borders) have noisy saturation
-    mask = ndi.binary_closing(mask, structure=ndi.generate_binary_structure(2, 1), border_value=0) | mask
-    if mask.any():
-        mask = remove_small_objects(mask, max_size=min_object_px)
-    return mask
 
 
 def tiles_with_tissue(grid: TileGrid, mask: np.ndarray, mask_scale: float) -> np.ndarray:

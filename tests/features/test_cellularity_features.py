@@ -113,7 +113,7 @@ def test_compute_modules_import_without_qt():
 
     code = ("import sys; sys.modules['qtpy'] = None; sys.modules['magicgui'] = None\n"
             "import napari_cellularity.features.cellularity_features, napari_cellularity.features.regressors\n"
-            "import napari_cellularity.features.cellularity_map, napari_cellularity.features.tissue\n"
+            "import napari_cellularity.features.cellularity_map, napari_cellularity.inference.tissue\n"
             "import napari_cellularity.metrics.cellularity, training.cellularity, training.cellularity_fit\n"
             "import training.cellularity_labels\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))

@@ -16,7 +16,6 @@ from napari_cellularity.features.cellularity_map import (
     write_cellularity_csv,
 )
 from napari_cellularity.features.regressors import CellularityConfig
-from napari_cellularity.features.tissue import tissue_mask
 from napari_cellularity.models.config import CLASS_NAMES, SegmentationConfig
 
 MAL = CLASS_NAMES.index("malignant")
@@ -120,10 +119,3 @@ def test_csv_in_level0_pixels(seg_config, tmp_path):
     assert list(rows[0]) == ["x", "y", "width", "height", "cellularity"]
     assert rows[1] == {"x": "2128", "y": "1000", "width": "128", "height": "128", "cellularity": "0.8000"}
     assert len(rows) == 3
-
-
-def test_tissue_mask_separates_glass_from_stain():
-    img = np.full((80, 80, 3), 245, np.uint8)
-    img[:, :40] = (200, 120, 180)  # pink/purple stain
-    m = tissue_mask(img, mpp=1.0)
-    assert m[:, :36].all() and not m[:, 44:].any()

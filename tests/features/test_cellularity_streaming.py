@@ -14,7 +14,7 @@ from napari_cellularity.features.cellularity_map import (
     region_tissue_mask,
 )
 from napari_cellularity.features.regressors import CellularityConfig
-from napari_cellularity.features.tissue import tissue_mask
+from napari_cellularity.inference.tissue import tissue_mask
 from napari_cellularity.models.config import CLASS_NAMES, SegmentationConfig
 
 MAL = CLASS_NAMES.index("malignant")

@@ -12,7 +12,6 @@ from napari_cellularity.inference.tiling import (
     default_fill,
     make_grid,
     tiles_with_tissue,
-    tissue_mask,
 )
 
 
@@ -110,32 +109,6 @@ def test_accumulator_fill_for_uncovered_pixels_and_order_check():
     np.testing.assert_array_equal(got[0][:, 5, 5], [0, 0, 0, 1])
     with pytest.raises(TilingError, match="flushed"):
         acc.add(np.ones((4, 5, 5), np.float32), 0, 0)
-
-
-def _he_like(shape, rng, box=None):
-    img = np.full((*shape, 3), 242, np.uint8) + rng.integers(0, 8, (*shape, 3), dtype=np.uint8)
-    if box is not None:
-        r0, r1, c0, c1 = box
-        tissue = np.stack([rng.integers(150, 220, (r1 - r0, c1 - c0)), rng.integers(60, 130, (r1 - r0, c1 - c0)),
-                           rng.integers(140, 200, (r1 - r0, c1 - c0))], -1)
-        img[r0:r1, c0:c1] = tissue
-    return img
-
-
-def test_tissue_mask_blank_and_blob():
-    rng = np.random.default_rng(0)
-    assert not tissue_mask(_he_like((120, 160), rng)).any()
-    mask = tissue_mask(_he_like((120, 160), rng, box=(20, 80, 40, 140)))
-    truth = np.zeros((120, 160), bool)
-    truth[20:80, 40:140] = True
-    iou = (mask & truth).sum() / (mask | truth).sum()
-    assert iou > 0.95
-
-
-def test_tissue_mask_all_tissue_not_split():
-    rng = np.random.default_rng(1)
-    img = _he_like((100, 100), rng, box=(0, 100, 0, 100))
-    assert tissue_mask(img).mean() > 0.98
 
 
 def test_tiles_with_tissue_skips_blank_tiles():
