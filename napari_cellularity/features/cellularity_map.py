@@ -312,12 +312,12 @@ def _mask_shape(region_hw: tuple[int, int], map_shape_rc, max_side_px: int) -> t
 def _read_low_res(source: Any, region: tuple[int, int, int, int], out_rc: tuple[int, int],
                   strip_level0_px: float) -> np.ndarray:
     """RGB of a level-0 region at ``out_rc``, read in horizontal strips (bounded memory)."""
-    from napari_cellularity.inference.sources import _resize_rgb
+    from napari_cellularity.io.pixels import resize_rgb
 
     r, c, h, w = region
     if (r, c, h, w) == (0, 0, *source.level0_shape_rc):  # whole image: the slide's own overview
         thumb, _ = source.thumbnail(max(out_rc))
-        return _resize_rgb(np.asarray(thumb)[..., :3], out_rc)
+        return resize_rgb(np.asarray(thumb)[..., :3], out_rc, method="linear")
     s = h / out_rc[0]  # level-0 rows per output row
     step = max(1, int(strip_level0_px // max(1.0, w * s)))
     strips = []

@@ -4,6 +4,9 @@ Detection runs on the blended map (not per tile), so nuclei in tile overlaps are
 For maps larger than one chunk (whole slides held in zarr), each chunk is read with a halo
 wider than the peak-suppression distance plus the smoothing support, and only peaks in the
 chunk's core are kept, so every nucleus is reported exactly once.
+
+:func:`points_to_level0` / :func:`level0_to_points` are the one mapping between a model-mpp
+map and level-0 slide pixels.
 """
 
 from __future__ import annotations
@@ -67,10 +70,26 @@ def detect_nuclei_chunked(
 
 def points_to_level0(points_rc: np.ndarray, origin_level0_rc: tuple[float, float],
                      level0_per_px: float) -> np.ndarray:
-    """Map (row, col) on a grid downsampled by ``level0_per_px`` to level-0 (row, col).
+    """Map (row, col) on a model map to level-0 (row, col) of the slide.
 
+    The one conversion from a model-mpp grid (probability maps, detected nuclei, tile bounds)
+    to level-0 slide pixels; callers outside inference use it rather than their own formula.
     Pixel centres map to pixel centres: ``level0 = origin + (p + 0.5) * s - 0.5`` (the same
-    convention as :func:`training.datasets.points.resample`).
+    convention as :func:`napari_cellularity.annotations.point_images.resample`).
+
+    Parameters
+    ----------
+    points_rc : array-like of shape (N, 2)
+        (row, col) on the map, float (sub-pixel) or int.
+    origin_level0_rc : (float, float)
+        Level-0 (row, col) of the map's top-left corner (``RegionPrediction.origin_level0_rc``).
+    level0_per_px : float
+        Level-0 pixels per map pixel (``model mpp / level-0 mpp``).
+
+    Returns
+    -------
+    ndarray of shape (N, 2), float
+        Level-0 (row, col); :func:`level0_to_points` is the inverse.
     """
     pts = np.asarray(points_rc, dtype=float).reshape(-1, 2)
     return np.asarray(origin_level0_rc, float) + (pts + 0.5) * float(level0_per_px) - 0.5
@@ -78,6 +97,11 @@ def points_to_level0(points_rc: np.ndarray, origin_level0_rc: tuple[float, float
 
 def level0_to_points(level0_rc: np.ndarray, origin_level0_rc: tuple[float, float],
                      level0_per_px: float) -> np.ndarray:
-    """Inverse of :func:`points_to_level0`."""
+    """Inverse of :func:`points_to_level0`: level-0 (row, col) -> (row, col) on the model map.
+
+    Returns
+    -------
+    ndarray of shape (N, 2), float
+    """
     pts = np.asarray(level0_rc, dtype=float).reshape(-1, 2)
     return (pts - np.asarray(origin_level0_rc, float) + 0.5) / float(level0_per_px) - 0.5

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..io.pixels import resize_rgb
+
 
 class InferenceInputError(ValueError):
     """The image / region given to inference is unusable (wrong shape, no mpp, bad region)."""
@@ -28,16 +30,6 @@ class ImageSource(Protocol):
 
     def thumbnail(self, max_side_px: int) -> tuple[np.ndarray, float]:
         """A small RGB overview and its level-0 pixels per thumbnail pixel."""
-
-
-def _resize_rgb(rgb: np.ndarray, out_shape_rc: tuple[int, int]) -> np.ndarray:
-    if rgb.shape[:2] == tuple(out_shape_rc):
-        return rgb
-    from skimage.transform import resize
-
-    shrink = rgb.shape[0] > out_shape_rc[0] or rgb.shape[1] > out_shape_rc[1]
-    out = resize(rgb, (*out_shape_rc, rgb.shape[2]), order=1, anti_aliasing=shrink, preserve_range=True)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def _integer_box(level0_rc, size0_rc, shape_rc) -> tuple[int, int, int, int]:
@@ -66,7 +58,7 @@ class ArraySource:
 
     def read(self, level0_rc, size0_rc, out_shape_rc) -> np.ndarray:
         r0, c0, r1, c1 = _integer_box(level0_rc, size0_rc, self.level0_shape_rc)
-        return _resize_rgb(self.rgb[r0:r1, c0:c1], tuple(out_shape_rc))
+        return resize_rgb(self.rgb[r0:r1, c0:c1], tuple(out_shape_rc), method="linear")
 
     def thumbnail(self, max_side_px: int) -> tuple[np.ndarray, float]:
         step = max(1, int(np.ceil(max(self.level0_shape_rc) / max_side_px)))
@@ -90,7 +82,7 @@ class SlideSource:
         r0, c0, r1, c1 = _integer_box(level0_rc, size0_rc, self.level0_shape_rc)
         target_mpp = self.level0_mpp * (r1 - r0) / max(out_shape_rc[0], 1)
         rgb = np.asarray(self.slide.read_region_at_mpp((r0, c0), (r1 - r0, c1 - c0), target_mpp))
-        return _resize_rgb(rgb[..., :3], tuple(out_shape_rc))
+        return resize_rgb(rgb[..., :3], tuple(out_shape_rc), method="linear")
 
     def thumbnail(self, max_side_px: int) -> tuple[np.ndarray, float]:
         thumb = np.asarray(self.slide.thumbnail(max_side_px))[..., :3]  # bounded memory

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .slide import (
+from .formats import (
     PIL_EXTENSIONS,
     SUPPORTED_EXTENSIONS,
     TIFF_EXTENSIONS,
     WSI_EXTENSIONS,
     CorruptSlideError,
-    Slide,
     UnsupportedFormatError,
 )
+from .pyramid import Slide
 
 
 def open_path(path: Path) -> Slide:

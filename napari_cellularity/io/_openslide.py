@@ -10,14 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .slide import (
-    DEFAULT_TILE_PX,
-    CorruptSlideError,
-    Slide,
-    SlideInfo,
-    composite_on_white,
-    plausible_mpp,
-)
+from .formats import DEFAULT_TILE_PX, CorruptSlideError, plausible_mpp
+from .pixels import composite_on_white
+from .pyramid import Slide, SlideInfo
 from .tiles import lazy_level
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .slide import CorruptSlideError, Slide, UnsupportedFormatError, as_rgb_uint8
+from .formats import CorruptSlideError, UnsupportedFormatError
+from .pixels import as_rgb_uint8
+from .pyramid import Slide
 
 #: Larger images should be converted to a tiled pyramidal TIFF (PIL decodes them whole).
 MAX_PIL_PIXELS = 200_000_000

@@ -8,15 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .slide import (
-    DEFAULT_TILE_PX,
-    CorruptSlideError,
-    Slide,
-    SlideInfo,
-    UnsupportedFormatError,
-    as_rgb_uint8,
-    plausible_mpp,
-)
+from .formats import DEFAULT_TILE_PX, CorruptSlideError, UnsupportedFormatError, plausible_mpp
+from .pixels import as_rgb_uint8
+from .pyramid import Slide, SlideInfo
 from .tiles import lazy_level
 
 _UM_PER_UNIT = {"µm": 1.0, "um": 1.0, "\u03bcm": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
