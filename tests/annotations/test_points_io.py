@@ -189,5 +189,8 @@ def test_compute_modules_import_without_qt(monkeypatch):
     for name in [m for m in sys.modules if m.startswith("napari_cellularity.annotations")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "qtpy", None)
+    before = set(sys.modules)
     for mod in ("points", "csv_io", "geojson_io", "autosave", "roi_estimates", "training_items"):
-        importlib.import_module(f"napari_cellularity.annotations.{mod}")
+        assert importlib.import_module(f"napari_cellularity.annotations.{mod}").__name__.endswith(mod)
+    gui = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "napari_cellularity.widgets")
+    assert not [m for m in set(sys.modules) - before if m.startswith(gui)]

@@ -115,5 +115,10 @@ def test_compute_modules_import_without_qt():
             "import napari_cellularity.features.cellularity_features, napari_cellularity.features.regressors\n"
             "import napari_cellularity.features.cellularity_map, napari_cellularity.inference.tissue\n"
             "import napari_cellularity.metrics.cellularity, training.cellularity, training.cellularity_fit\n"
-            "import training.cellularity_labels\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+            "import training.cellularity_labels\n"
+            "gui = ('PyQt5', 'PyQt6', 'PySide2', 'PySide6', 'napari_cellularity.widgets')\n"
+            "print(sorted(m for m in sys.modules if m.startswith(gui)))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

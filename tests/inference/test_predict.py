@@ -19,6 +19,7 @@ from napari_cellularity.inference.predict import (
     run_prediction,
 )
 from napari_cellularity.inference.sources import InferenceInputError
+from napari_cellularity.io.slide import MissingResolutionError, Slide
 from napari_cellularity.models.config import SegmentationConfig
 
 
@@ -212,15 +213,14 @@ def test_bad_inputs(image, kw, match):
 
 
 def test_slide_input(tmp_path):
-    slide_mod = pytest.importorskip("napari_cellularity.io.slide")
     rng = np.random.default_rng(8)
     img = rng.integers(0, 256, (128, 160, 3), dtype=np.uint8)
-    slide = slide_mod.Slide.from_array(img, mpp=1.0)
+    slide = Slide.from_array(img, mpp=1.0)
     pred, _ = _predict(_conv_net(), slide, mpp=None)
     ref, _ = _predict(_conv_net(), img)
     np.testing.assert_array_equal(pred.probs, ref.probs)
-    with pytest.raises(slide_mod.MissingResolutionError):
-        _predict(_conv_net(), slide_mod.Slide.from_array(img), mpp=None)
+    with pytest.raises(MissingResolutionError):
+        _predict(_conv_net(), Slide.from_array(img), mpp=None)
 
 
 def test_auto_precision_uses_native_cpu_bf16_close_to_fp32(monkeypatch):
