@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     from napari_cellularity.models.fpn import build_network
     from napari_cellularity.models.registry import next_version, save_segmentation_model
 
-    from .segmentation import TrainSettings, _validate, load_datasets, load_network_state
+    from .checkpoints import load_network_state
+    from .loop import validate
+    from .segmentation import load_datasets
+    from .settings import TrainSettings
 
     p = argparse.ArgumentParser(prog="python -m training.average_checkpoints", description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoints", nargs="+", help="checkpoint files of one run (e.g. run-dir/checkpoints/step*.pt)")
@@ -86,12 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     dev = select_device(args.device)
     net = net.to(dev).eval()
 
-    settings = TrainSettings(**{k: v for k, v in base.training.get("settings", {}).items()
-                                if k in TrainSettings.__dataclass_fields__})
-    settings.detection_thresholds = tuple(settings.detection_thresholds)
-    from .evaluate import evaluate_segmentation, headline
-
-    rec = _validate(net, load_datasets(args.val), base, settings, dev, evaluate_segmentation, headline)
+    thresholds = base.training.get("settings", {}).get("detection_thresholds", TrainSettings.detection_thresholds)
+    rec = validate(net, load_datasets(args.val), base, dev, tuple(thresholds))
 
     config = dataclasses.replace(
         base,

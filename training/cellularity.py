@@ -29,18 +29,56 @@ Example (all BRCA-M2C images, the one BreastPathQ patch, 5-fold CV, ~8 min on 2 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from napari_cellularity.files import atomic_path, write_json_atomic
+
 log = logging.getLogger(__name__)
 #: Default mpp of BreastPathQ patches (512 px at 20x, ~0.5 µm/px; see shared/data/breastpathq).
 BREASTPATHQ_MPP = 0.5
+
+
+@dataclass(frozen=True)
+class CellularityTrainSettings:
+    """Data sources, models and run options of :func:`train_cellularity` (the CLI flags of the same names).
+
+    Data (at least 4 samples in all): ``labels`` + ``images`` (BreastPathQ CSV and patch folder,
+    patches at ``breastpathq_mpp``), ``points_data`` (``kind=path[:split]`` point datasets, labels
+    derived with ``cell_radius_um``, optionally one sample per image quadrant), ``synthetic``
+    generated patches of ``synthetic_size`` px. Models: ``seg_model`` (default: newest), saved as
+    ``<name>-lgbm`` / ``<name>-cnn`` after ``folds``-fold group cross-validation; LightGBM
+    ``lgbm_rounds`` / ``lgbm_lr``; the CNN (``cnn=False`` skips it) ``cnn_steps`` Adam steps on maps
+    of ``cnn_size`` px in batches of ``cnn_batch``. Run: ``run_dir`` (map cache, report), ``out``
+    (model folder, default the user's), ``device``, ``seed``.
+    """
+
+    labels: str | None = None
+    images: str | None = None
+    breastpathq_mpp: float = BREASTPATHQ_MPP
+    points_data: tuple[str, ...] = field(default_factory=tuple)
+    cell_radius_um: float = 7.5
+    quadrants: bool = False
+    synthetic: int = 0
+    synthetic_size: int = 512
+    seg_model: str | None = None
+    name: str = "cellularity"
+    folds: int = 5
+    lgbm_rounds: int = 600
+    lgbm_lr: float = 0.01
+    cnn: bool = True
+    cnn_steps: int = 120
+    cnn_size: int = 64
+    cnn_batch: int = 8
+    run_dir: str | Path = "runs/cellularity"
+    out: str | Path | None = None
+    device: str = "auto"
+    seed: int = 0
 
 
 @dataclass
@@ -123,13 +161,13 @@ def _to_mpp(image: np.ndarray, mpp_from: float, mpp_to: float) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _predict(net, image: np.ndarray, device, predict_whole, min_px: int = 64) -> np.ndarray:
+def _predict(net, image: np.ndarray, device, predict_whole, normalisation: str, min_px: int = 64) -> np.ndarray:
     """Maps of one image; images under ``min_px`` are reflect-padded (the FPN's 1/32 level needs >1 px)."""
     h, w = image.shape[:2]
     ph, pw = max(0, min_px - h), max(0, min_px - w)
     if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
-    return predict_whole(net, image, device)[:, :h, :w]
+    return predict_whole(net, image, device, normalisation=normalisation)[:, :h, :w]
 
 
 def _cache_key(samples: list[Sample], seg_ref: str, seg_sha: str) -> str:
@@ -155,76 +193,44 @@ def compute_maps(samples: list[Sample], net, config, device, cache_dir: Path) ->
     maps, feats = [], []
     t0 = time.perf_counter()
     for i, s in enumerate(samples):
-        probs = _predict(net, _to_mpp(s.image, s.mpp, config.mpp), device, predict_whole)
+        probs = _predict(net, _to_mpp(s.image, s.mpp, config.mpp), device, predict_whole, config.normalisation)
         maps.append(np.clip(np.rint(probs * 255), 0, 255).astype(np.uint8))
         feats.append(extract_features(maps[-1], config.mpp, config.class_names))
         if (i + 1) % 10 == 0 or i + 1 == len(samples):
             log.info("maps %d/%d (%.0f s)", i + 1, len(samples), time.perf_counter() - t0)
     features = np.stack(feats)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez_compressed(tmp, features=features, **{f"map_{i}": m for i, m in enumerate(maps)})
-    tmp.replace(path)
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez_compressed(tmp, features=features, **{f"map_{i}": m for i, m in enumerate(maps)})
     return maps, features
 
 
-def gather_samples(args: argparse.Namespace) -> list[Sample]:
+def gather_samples(settings: CellularityTrainSettings) -> list[Sample]:
+    """Every labelled sample of the sources ``settings`` names (ValueError when fewer than 4)."""
     samples: list[Sample] = []
-    if args.labels or args.images:
-        if not (args.labels and args.images):
+    if settings.labels or settings.images:
+        if not (settings.labels and settings.images):
             raise ValueError("--labels and --images go together (BreastPathQ layout)")
-        samples += load_breastpathq(args.labels, args.images, args.breastpathq_mpp)
-    if args.points_data:
-        samples += load_point_samples(args.points_data, args.cell_radius_um, args.quadrants)
-    if args.synthetic:
-        samples += load_synthetic(args.synthetic, size_px=args.synthetic_size, seed=args.seed)
+        samples += load_breastpathq(settings.labels, settings.images, settings.breastpathq_mpp)
+    if settings.points_data:
+        samples += load_point_samples(settings.points_data, settings.cell_radius_um, settings.quadrants)
+    if settings.synthetic:
+        samples += load_synthetic(settings.synthetic, size_px=settings.synthetic_size, seed=settings.seed)
     if len(samples) < 4:
         raise ValueError(f"only {len(samples)} labelled samples; give --labels/--images, --points-data "
                          "and/or --synthetic N (at least 4 samples from 2 patients)")
     return samples
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.description = __doc__
-    g = parser.add_argument_group("data (at least one source)")
-    g.add_argument("--labels", help="BreastPathQ labels CSV (slide,rid,y)")
-    g.add_argument("--images", help="folder of BreastPathQ patches {slide}_{rid}.tif")
-    g.add_argument("--breastpathq-mpp", type=float, default=BREASTPATHQ_MPP, help="µm/px of those patches")
-    g.add_argument("--points-data", nargs="+", default=[], metavar="KIND=PATH[:SPLIT]",
-                   help="point datasets, e.g. brca_m2c=../shared/data/brca_m2c:train (labels derived from points)")
-    g.add_argument("--cell-radius-um", type=float, default=7.5, help="cell radius for derived labels")
-    g.add_argument("--quadrants", action="store_true", help="one sample per image quadrant (points data)")
-    g.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic patches")
-    g.add_argument("--synthetic-size", type=int, default=512, help="side of synthetic patches (px at 0.5 µm/px)")
-    m = parser.add_argument_group("models")
-    m.add_argument("--seg-model", default=None, help="segmentation model NAME[@VERSION] (default: newest)")
-    m.add_argument("--name", default="cellularity", help="saved as NAME-lgbm / NAME-cnn")
-    m.add_argument("--folds", type=int, default=5, help="group k-fold splits by patient/slide")
-    m.add_argument("--lgbm-rounds", type=int, default=600, help="LightGBM rounds (paper: 600)")
-    m.add_argument("--lgbm-lr", type=float, default=0.01, help="LightGBM learning rate (paper: 0.01)")
-    m.add_argument("--no-cnn", action="store_true", help="train LightGBM only")
-    m.add_argument("--cnn-steps", type=int, default=120, help="Adam steps per CNN fit (each CV fold + final)")
-    m.add_argument("--cnn-size", type=int, default=64, help="maps resized to this many px for the CNN")
-    m.add_argument("--cnn-batch", type=int, default=8)
-    o = parser.add_argument_group("run")
-    o.add_argument("--run-dir", default="runs/cellularity", help="cache and report folder")
-    o.add_argument("--out", default=None, help="model folder (default: user models dir)")
-    o.add_argument("--device", default="auto")
-    o.add_argument("--threads", type=int, default=0,
-                   help="torch CPU threads (0: torch default; 1 is fastest on a busy 2-core machine)")
-    o.add_argument("--seed", type=int, default=0)
-
-
-def _configs(args, samples: list[Sample], seg_config) -> tuple:
+def _configs(settings: CellularityTrainSettings, samples: list[Sample], seg_config) -> tuple:
     from napari_cellularity.features.regressors import CellularityConfig
     from napari_cellularity.models.registry import next_version
 
     sides_um = [float(np.sqrt(s.image.shape[0] * s.image.shape[1])) * s.mpp for s in samples]
     sources = "+".join(sorted({s.label_source for s in samples}))
     training = {
-        "data": {"labels": args.labels, "images": args.images, "points_data": list(args.points_data),
-                 "synthetic": args.synthetic, "quadrants": args.quadrants, "cell_radius_um": args.cell_radius_um},
+        "data": {"labels": settings.labels, "images": settings.images, "points_data": list(settings.points_data),
+                 "synthetic": settings.synthetic, "quadrants": settings.quadrants, "cell_radius_um": settings.cell_radius_um},
         "n_samples": len(samples), "n_groups": len({s.group for s in samples}),
         "label_counts": {src: sum(s.label_source == src for s in samples) for src in sources.split("+")},
         "recipe": "Rakhlin et al. 2019, sections 3.2-3.3 / 4.3",
@@ -232,19 +238,17 @@ def _configs(args, samples: list[Sample], seg_config) -> tuple:
     common = dict(segmentation_model=seg_config.ref, mpp=seg_config.mpp, patch_size_um=round(float(np.median(sides_um)), 1),
                   class_names=list(seg_config.class_names), label_source=sources, training=training,
                   hashes={"segmentation_weights_sha256": seg_config.weights_sha256 or ""})
-    lgbm = CellularityConfig(kind="cellularity-lgbm", name=f"{args.name}-lgbm",
-                             version=next_version(f"{args.name}-lgbm"), **common)
-    cnn = None if args.no_cnn else CellularityConfig(
-        kind="cellularity-cnn", name=f"{args.name}-cnn", version=next_version(f"{args.name}-cnn"),
-        input_size_px=args.cnn_size, **{**common, "training": dict(training), "hashes": dict(common["hashes"])})
+    lgbm = CellularityConfig(kind="cellularity-lgbm", name=f"{settings.name}-lgbm",
+                             version=next_version(f"{settings.name}-lgbm"), **common)
+    cnn = None if not settings.cnn else CellularityConfig(
+        kind="cellularity-cnn", name=f"{settings.name}-cnn", version=next_version(f"{settings.name}-cnn"),
+        input_size_px=settings.cnn_size, **{**common, "training": dict(training), "hashes": dict(common["hashes"])})
     return lgbm, cnn
 
 
-def train_cellularity(args: argparse.Namespace) -> dict:
+def train_cellularity(settings: CellularityTrainSettings) -> dict:
     """Gather samples, compute maps, cross-validate, refit on all, save; returns paths and the report."""
     import copy
-
-    import torch
 
     from napari_cellularity.features.regressors import save_cellularity_model
     from napari_cellularity.models.device import select_device
@@ -252,36 +256,32 @@ def train_cellularity(args: argparse.Namespace) -> dict:
 
     from .cellularity_fit import CNNSettings, cross_validate, fit_cnn, fit_lightgbm
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    samples = gather_samples(args)
-    device = select_device(args.device)
-    net, seg_config = load_segmentation_model(args.seg_model, device)
-    run_dir = Path(args.run_dir)
+    samples = gather_samples(settings)
+    device = select_device(settings.device)
+    net, seg_config = load_segmentation_model(settings.seg_model, device)
+    run_dir = Path(settings.run_dir)
     maps, features = compute_maps(samples, net, seg_config, device, run_dir)
     y = np.array([s.y for s in samples])
     groups = np.array([s.group for s in samples])
-    lgbm_cfg, cnn_cfg = _configs(args, samples, seg_config)
-    params = {"num_boost_round": args.lgbm_rounds, "learning_rate": args.lgbm_lr, "seed": args.seed}
-    cnn_settings = CNNSettings(steps=args.cnn_steps, batch_size=args.cnn_batch, input_size_px=args.cnn_size,
-                               seed=args.seed)
-    cv = cross_validate(maps, features, y, groups, lgbm_cfg, cnn_cfg, args.folds, params, cnn_settings)
+    lgbm_cfg, cnn_cfg = _configs(settings, samples, seg_config)
+    params = {"num_boost_round": settings.lgbm_rounds, "learning_rate": settings.lgbm_lr, "seed": settings.seed}
+    cnn_settings = CNNSettings(steps=settings.cnn_steps, batch_size=settings.cnn_batch, input_size_px=settings.cnn_size,
+                               seed=settings.seed)
+    cv = cross_validate(maps, features, y, groups, lgbm_cfg, cnn_cfg, settings.folds, params, cnn_settings)
     oof = cv.pop("_oof")
     saved = {}
     lgbm_cfg.metrics = {"cv": cv.get("lgbm"), "cv_split": cv["split"], "n_splits": cv["n_splits"]}
-    saved["cellularity-lgbm"] = save_cellularity_model(fit_lightgbm(features, y, lgbm_cfg, params), args.out)
+    saved["cellularity-lgbm"] = save_cellularity_model(fit_lightgbm(features, y, lgbm_cfg, params), settings.out)
     if cnn_cfg is not None:
         cnn_cfg.metrics = {"cv": cv.get("cnn"), "cv_split": cv["split"], "n_splits": cv["n_splits"]}
         saved["cellularity-cnn"] = save_cellularity_model(fit_cnn(maps, y, copy.deepcopy(cnn_cfg), cnn_settings),
-                                                          args.out)
+                                                          settings.out)
     report = {"cv": cv, "seconds": round(time.perf_counter() - t0, 1), "saved": {k: str(v) for k, v in saved.items()},
               "segmentation_model": seg_config.ref,
               "samples": [{"id": s.sample_id, "group": s.group, "y": s.y, "source": s.label_source,
                            **{f"oof_{k}": round(float(v[i]), 4) for k, v in oof.items()}} for i, s in enumerate(samples)]}
     report_path = run_dir / "report.json"
-    from napari_cellularity.files import write_json_atomic
-
     write_json_atomic(report_path, report)
     for name in ("lgbm", "cnn"):
         if name in cv:
@@ -289,11 +289,3 @@ def train_cellularity(args: argparse.Namespace) -> dict:
             log.info("CV %s: MSE %.4f [%.4f-%.4f] MAE %.3f kappa %.3f ICC %.3f PK %.3f", name, r["mse"],
                      *r["mse_ci95"], r["mae"], r["kappa_4bins"], r["icc_2_1"], r["pk"])
     return {"saved": saved, "report_path": report_path, "report": report}
-
-
-def run(args: argparse.Namespace) -> int:
-    result = train_cellularity(args)
-    for kind, path in result["saved"].items():
-        print(f"saved {kind} to {path}")
-    print(f"report: {result['report_path']}")
-    return 0

@@ -16,18 +16,20 @@ MATCH_RADII_UM = (3.0, 6.0)
 
 
 @torch.inference_mode()
-def predict_whole(net: torch.nn.Module, image: np.ndarray, device: torch.device, tta: bool = False) -> np.ndarray:
+def predict_whole(net: torch.nn.Module, image: np.ndarray, device: torch.device, tta: bool = False,
+                  normalisation: str = "minus1_1") -> np.ndarray:
     """Single-pass prediction on a small image (reflect-padded to a multiple of 32).
 
     Returns sigmoid probabilities of shape (C, H, W), float32. With ``tta`` the 8 flips /
-    90-degree rotations are averaged.
+    90-degree rotations are averaged. ``normalisation`` is the model config's input scaling.
     """
     from napari_cellularity.models.device import autocast_context
+    from napari_cellularity.models.fpn import normalise_rgb
 
     h, w = image.shape[:2]
     ph, pw = (-h) % 32, (-w) % 32
     padded = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
-    x = torch.from_numpy(padded).permute(2, 0, 1)[None].to(device).float().div_(127.5).sub_(1.0)
+    x = normalise_rgb(torch.from_numpy(padded).permute(2, 0, 1)[None].to(device), normalisation)
     views = [(k, f) for k in range(4) for f in (False, True)] if tta else [(0, False)]
     acc = None
     for k, flip in views:
@@ -72,7 +74,7 @@ def evaluate_segmentation(
     n_true = dict.fromkeys(CELL_CLASSES, 0)
     for item in items:
         it = resample(item, config.mpp)
-        probs = predict_whole(net, it.image, device, tta=tta)
+        probs = predict_whole(net, it.image, device, tta=tta, normalisation=config.normalisation)
         target = render_blob_targets(it.image.shape[:2], it.points_rc, it.classes, config.blob_diameter_px, config.class_names)
         i, u = jaccard_at(probs, target)
         inter += i

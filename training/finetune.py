@@ -11,16 +11,14 @@ saved when the run is cancelled or fails; the base model is never modified.
 The "after" score is measured once, on the final weights, so it is not tuned to the held-out
 points (unless ``val_every`` asks for intermediate evaluations, which then select the best).
 
-Command line: ``napari-cellularity train finetune --base NAME --data folder=PATH [--steps N]
-[--replay brca_m2c=../shared/data/brca_m2c:train]``
+Settings: :class:`FinetuneSettings`. Command line: ``napari-cellularity train finetune --base NAME
+--data folder=PATH [--steps N] [--replay brca_m2c=../shared/data/brca_m2c:train]``
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
-import math
 import tempfile
 import time
 from collections.abc import Callable, Generator
@@ -32,6 +30,9 @@ import numpy as np
 
 from napari_cellularity.annotations.point_images import PointImage
 from napari_cellularity.models.config import CELL_CLASSES
+from napari_cellularity.progress import Progress, drain
+
+from .records import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,74 @@ class FinetuneError(ValueError):
 
 class FinetuneCancelled(RuntimeError):
     """Fine-tuning was cancelled by the user; no model was saved."""
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """How to fine-tune (checked on creation).
+
+    Attributes
+    ----------
+    steps : int
+        Optimisation steps (>= 1).
+    replay_ratio : float
+        Share of the training area taken from replay tiles of the original data, in [0, 1).
+    val_fraction : float
+        Share of the new points held out for the before / after scores, in (0, 1).
+    seed : int
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    run_dir : str or Path or None
+        Keep checkpoints in ``run_dir/finetune-<name>-<time>`` (``None``: a temporary folder).
+    min_points, min_classes : int
+        Refuse fewer annotated cells / cell classes.
+    batch_size, crop_px : int
+        Crops per step and their side (a multiple of 32).
+    lr : tuple of float
+        Learning rate at the first and the last step (exponential decay).
+    val_every : int or None
+        Validate every this many steps (``None``: once, at the end).
+    name : str or None
+        Name of the new model (``None``: the base name, next version).
+    models_dir : str or Path or None
+        Where to save (``None``: the user models folder).
+    precision : str
+        ``"auto"`` trains under bfloat16 autocast on CPUs with native BF16 (fp32 master weights;
+        2.3x faster steps on this project's CPU) and CUDA autocast on a GPU; ``"fp32"`` turns
+        the CPU part off.
+
+    Raises
+    ------
+    FinetuneError
+        A value out of range.
+    """
+
+    steps: int = 150
+    replay_ratio: float = 0.5
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    run_dir: str | Path | None = None
+    min_points: int = 20
+    min_classes: int = 2
+    batch_size: int = 4
+    crop_px: int = 256
+    lr: tuple[float, float] = FINETUNE_LR
+    val_every: int | None = None
+    name: str | None = None
+    models_dir: str | Path | None = None
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise FinetuneError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 <= self.replay_ratio < 1.0:
+            raise FinetuneError(f"replay_ratio must be in [0, 1), got {self.replay_ratio}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise FinetuneError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.batch_size < 1 or self.crop_px < 32 or self.crop_px % 32:
+            raise FinetuneError(f"batch_size must be >= 1 and crop_px a multiple of 32, got {self.batch_size}, "
+                                f"{self.crop_px}")
 
 
 @dataclass
@@ -103,7 +172,7 @@ def check_items(items: list[PointImage], min_points: int, min_classes: int) -> d
     total = sum(len(it.points_rc) for it in items)
     if outside:
         raise FinetuneError(f"{outside} of {total} points lie outside their image; remove them or check the coordinates")
-    on_glass = sum(_points_on_glass(it) for it in items)
+    on_glass = sum(count_points_on_glass(it) for it in items)
     if on_glass > 0.5 * max(1, total):
         log.warning("%d of %d points sit on blank (glass-white) pixels; check that the points belong to "
                     "these images and that x / y are not swapped", on_glass, total)
@@ -118,7 +187,7 @@ def check_items(items: list[PointImage], min_points: int, min_classes: int) -> d
     return counts
 
 
-def _points_on_glass(item: PointImage, white: int = 225) -> int:
+def count_points_on_glass(item: PointImage, white: int = 225) -> int:
     """Number of points whose 5x5 neighbourhood is glass-white (no tissue under the point)."""
     h, w = item.image.shape[:2]
     n = 0
@@ -126,17 +195,6 @@ def _points_on_glass(item: PointImage, white: int = 225) -> int:
         win = item.image[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3]
         n += int(win.min() >= white)
     return n
-
-
-def _check_settings(steps: int, replay_ratio: float, val_fraction: float, batch_size: int, crop_px: int) -> None:
-    if steps < 1:
-        raise FinetuneError(f"steps must be >= 1, got {steps}")
-    if not 0.0 <= replay_ratio < 1.0:
-        raise FinetuneError(f"replay_ratio must be in [0, 1), got {replay_ratio}")
-    if not 0.0 < val_fraction < 1.0:
-        raise FinetuneError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    if batch_size < 1 or crop_px < 32 or crop_px % 32:
-        raise FinetuneError(f"batch_size must be >= 1 and crop_px a multiple of 32, got {batch_size}, {crop_px}")
 
 
 def prepare_data(
@@ -167,19 +225,6 @@ def prepare_data(
     return train + replay, val, desc
 
 
-def _json_safe(obj: Any) -> Any:
-    """NaN / inf -> None and numpy scalars -> Python, recursively (strict JSON)."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def _new_config(base, name: str | None, settings, data_desc: dict, counts: dict, before: dict):
     import datetime as dt
 
@@ -194,7 +239,7 @@ def _new_config(base, name: str | None, settings, data_desc: dict, counts: dict,
         "finetune": {"base": base.ref, "data": data_desc, "cell_counts": counts, "settings": asdict(settings)},
         "base_training": base.training,
     }
-    cfg.metrics = {"finetune": {"before": _json_safe(before)}, "base": base.metrics}
+    cfg.metrics = {"finetune": {"before": json_safe(before)}, "base": base.metrics}
     return cfg
 
 
@@ -216,33 +261,17 @@ def _fresh_run_dir(run_dir: str | Path | None, stem: str):
 def iter_finetune(
     base_ref: str | None,
     new_items: list[PointImage],
+    settings: FinetuneSettings | None = None,
     *,
-    steps: int = 150,
     replay_items: list[PointImage] | None = None,
-    replay_ratio: float = 0.5,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    device: str = "auto",
-    run_dir: str | Path | None = None,
     should_stop: Callable[[], bool] | None = None,
-    min_points: int = 20,
-    min_classes: int = 2,
-    batch_size: int = 4,
-    crop_px: int = 256,
-    lr: tuple[float, float] = FINETUNE_LR,
-    val_every: int | None = None,
-    name: str | None = None,
-    models_dir: str | Path | None = None,
-    precision: str = "auto",
-) -> Generator[dict, None, FinetuneResult]:
+) -> Generator[Progress, None, FinetuneResult]:
     """Generator form of :func:`finetune` (for a ``thread_worker``).
 
-    ``precision="auto"`` trains under bfloat16 autocast on CPUs with native BF16 (fp32 master weights;
-    2.3x faster steps on this project's CPU) and CUDA autocast on a GPU; ``"fp32"`` turns the CPU part off.
-
-    Yields ``{"stage": ...}`` records (``prepared``, ``before``, ``saved``), one
-    ``{"step", "total", "loss", "elapsed_s"}`` record per training step and
-    ``{"validation": {...}}`` records; returns the :class:`FinetuneResult`. Closing the
+    Yields ``kind="stage"`` records (``stage`` = ``prepared`` with the data description in
+    ``data``, ``before`` with the base model's held-out metrics, ``saved`` with the new ref and
+    the before / after scores), and the ``step`` / ``validation`` records of
+    :func:`training.loop.iter_training`; returns the :class:`FinetuneResult`. Closing the
     generator or ``should_stop()`` returning True cancels the run and saves nothing.
     """
     from napari_cellularity.models.device import resolve_precision, select_device
@@ -252,60 +281,69 @@ def iter_finetune(
         save_segmentation_model,
     )
 
+    from .checkpoints import load_best
     from .evaluate import evaluate_segmentation
-    from .segmentation import TrainSettings, _load_best, _train_iter
+    from .loop import iter_training
+    from .settings import TrainSettings
 
-    _check_settings(steps, replay_ratio, val_fraction, batch_size, crop_px)
-    counts = check_items(new_items, min_points, min_classes)
+    ft = settings or FinetuneSettings()
+    counts = check_items(new_items, ft.min_points, ft.min_classes)
     net, base = load_segmentation_model(base_ref, device="cpu")
-    train, val, desc = prepare_data(new_items, replay_items, replay_ratio, val_fraction, crop_px, base.mpp, seed)
-    yield {"stage": "prepared", **desc}
-    dev = select_device(device)
-    cpu_bf16 = dev.type == "cpu" and resolve_precision(dev, precision) == "bf16"
+    train, val, desc = prepare_data(new_items, replay_items, ft.replay_ratio, ft.val_fraction, ft.crop_px, base.mpp,
+                                    ft.seed)
+    yield Progress("stage", 0, ft.steps, f"training on {desc['train_cells']} cells, {desc['val_cells']} held out",
+                   stage="prepared", data=desc)
+    dev = select_device(ft.device)
+    cpu_bf16 = dev.type == "cpu" and resolve_precision(dev, ft.precision) == "bf16"
     thr = float(base.detection["threshold"])
     before = evaluate_segmentation(net.to(dev), val, base, dev, thresholds=(thr,))
-    yield {"stage": "before", "metrics": before}
-    settings = TrainSettings(steps=steps, batch_size=batch_size, crop_px=crop_px, lr_start=lr[0], lr_end=lr[1],
-                             val_every=val_every or steps, patience_evals=10**9, seed=seed,
+    yield Progress("stage", 0, ft.steps, f"scored {base.ref} on the held-out points", stage="before",
+                   data={"metrics": before})
+    settings = TrainSettings(steps=ft.steps, batch_size=ft.batch_size, crop_px=ft.crop_px, lr_start=ft.lr[0],
+                             lr_end=ft.lr[1], val_every=ft.val_every or ft.steps, patience_evals=10**9, seed=ft.seed,
                              detection_thresholds=(thr,), freeze_bn=True, cpu_bf16=cpu_bf16,
                              extra={"finetune_of": base.ref})
-    cfg = _new_config(base, name, settings, desc, counts, before)
+    cfg = _new_config(base, ft.name, settings, desc, counts, before)
     init_state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     del net
     history: list[dict] = []
-    with _fresh_run_dir(run_dir, f"finetune-{cfg.name}") as rdir:
+    with _fresh_run_dir(ft.run_dir, f"finetune-{cfg.name}") as rdir:
         last_step = 0
-        for rec in _train_iter(train, val, cfg, settings, rdir, device, init_state, should_stop):
-            last_step = rec.get("step", last_step)
+        for rec in iter_training(train, val, cfg, settings, rdir, device=ft.device, init_state=init_state,
+                                 should_stop=should_stop):
+            last_step = rec.done if rec.kind == "step" else last_step
             history.append(_history_record(rec))
             yield rec
-        if last_step < steps:
-            raise FinetuneCancelled(f"fine-tuning cancelled at step {last_step} of {steps}; no model was saved")
-        tuned, best = _load_best(rdir, cfg, "cpu")
+        if last_step < ft.steps:
+            raise FinetuneCancelled(f"fine-tuning cancelled at step {last_step} of {ft.steps}; no model was saved")
+        tuned, best = load_best(rdir, cfg, "cpu")
     after = best.get("metrics", {})
-    cfg.metrics["finetune"].update(after=_json_safe(after), after_step=best.get("step"),
+    cfg.metrics["finetune"].update(after=json_safe(after), after_step=best.get("step"),
                                    val_cells=desc["val_cells"], threshold=thr)
     cfg.version = next_version(cfg.name)
-    path = save_segmentation_model(tuned, cfg, models_dir)
+    path = save_segmentation_model(tuned, cfg, ft.models_dir)
     log.info("fine-tuned %s -> %s (%s)", base.ref, cfg.ref, path)
     result = FinetuneResult(cfg.ref, path, before, after, history)
-    yield {"stage": "saved", "ref": cfg.ref, "config_path": str(path), **result.summary()}
+    yield Progress("stage", ft.steps, ft.steps, f"saved {cfg.ref}", stage="saved",
+                   data={"ref": cfg.ref, "config_path": str(path), **result.summary()})
     return result
 
 
-def _history_record(rec: dict) -> dict:
-    if "validation" in rec:
-        v = rec["validation"]
+def _history_record(rec: Progress) -> dict:
+    if rec.kind == "validation":
+        v = rec.data
         return {"step": v.get("step"), "val_score": v.get("score"), "train_loss": v.get("train_loss")}
-    return {"step": rec["step"], "loss": rec["loss"]}
+    return {"step": rec.done, "loss": rec.data["loss"]}
 
 
 def finetune(
     base_ref: str | None,
     new_items: list[PointImage],
+    settings: FinetuneSettings | None = None,
     *,
-    progress: Callable[[dict], None] | None = None,
-    **kwargs: Any,
+    replay_items: list[PointImage] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``base_ref`` on ``new_items`` and save a new registered version.
 
@@ -315,13 +353,14 @@ def finetune(
         Registry reference (``"name"``, ``"name@3"``, a config path, or ``None`` for the default).
     new_items
         New point annotations (e.g. from ``annotations_to_items``).
+    settings
+        :class:`FinetuneSettings` (default: ``FinetuneSettings()``).
+    replay_items
+        Original training data mixed in as replay tiles.
+    should_stop
+        Polled every step; True cancels.
     progress
         Called with every record :func:`iter_finetune` yields.
-    **kwargs
-        ``steps=150, replay_items=None, replay_ratio=0.5, val_fraction=0.2, seed=0,
-        device="auto", run_dir=None, should_stop=None, min_points=20, min_classes=2,
-        batch_size=4, crop_px=256, lr=(5e-5, 1e-5), val_every=None, name=None, precision="auto",
-        models_dir=None`` as in :func:`iter_finetune`.
 
     Returns
     -------
@@ -330,63 +369,11 @@ def finetune(
     Raises
     ------
     FinetuneError
-        Too few points / classes, points outside images, no disjoint hold-out, bad settings.
+        Too few points / classes, points outside images, no disjoint hold-out.
     FinetuneCancelled
         ``should_stop()`` returned True; nothing was saved.
     napari_cellularity.models.registry.ModelNotFoundError
         ``base_ref`` is not registered.
     """
-    from napari_cellularity.progress import drain
-
-    return drain(iter_finetune(base_ref, new_items, **kwargs), progress)
-
-
-# ----------------------------------------------------------------------------- command line
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", default=None, help="registered model to start from (name or name@version)")
-    parser.add_argument("--data", nargs="+", required=True, help="new annotations, e.g. folder=PATH (images + CSV/GeoJSON)")
-    parser.add_argument("--replay", nargs="*", default=[], help="original data to mix in, e.g. brca_m2c=PATH:train")
-    parser.add_argument("--replay-ratio", type=float, default=0.5)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--crop-px", type=int, default=256)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--min-points", type=int, default=20)
-    parser.add_argument("--name", default=None, help="name of the new model (default: the base name, next version)")
-    parser.add_argument("--run-dir", default=None, help="keep checkpoints here (default: a temporary folder)")
-    parser.add_argument("--out", default=None, help="model folder (default: user models dir)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=0)
-    from napari_cellularity.models.config import PRECISIONS
-
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="auto: bfloat16 autocast on CPUs with native BF16 (about 2x faster), CUDA autocast on GPUs")
-
-
-def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .segmentation import load_datasets
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    new_items = load_datasets(args.data)
-    replay = load_datasets(args.replay) if args.replay else None
-
-    def report(rec: dict) -> None:
-        if "step" in rec and (rec["step"] % 10 == 0 or rec["step"] == rec["total"]):
-            log.info("step %d/%d loss %.4f (%.0f s)", rec["step"], rec["total"], rec["loss"], rec["elapsed_s"])
-        elif rec.get("stage") == "prepared":
-            log.info("train %d images (%d cells), hold-out %d images (%d cells), split %s, replay tiles %d",
-                     rec["n_train_images"], rec["train_cells"], rec["n_val_images"], rec["val_cells"],
-                     rec["split"].get("method"), rec["replay"]["n_tiles"])
-
-    result = finetune(args.base, new_items, progress=report, steps=args.steps, replay_items=replay,
-                      replay_ratio=args.replay_ratio, val_fraction=args.val_fraction, seed=args.seed,
-                      device=args.device, run_dir=args.run_dir, min_points=args.min_points,
-                      batch_size=args.batch_size, crop_px=args.crop_px, name=args.name, models_dir=args.out,
-                      precision=args.precision)
-    s = result.summary()
-    print(f"saved {result.new_ref} to {result.config_path}: held-out score {s['before']:.3f} -> {s['after']:.3f}")
-    return 0
+    return drain(iter_finetune(base_ref, new_items, settings, replay_items=replay_items, should_stop=should_stop),
+                 progress)

@@ -32,7 +32,7 @@ def predict_items(net, config, items: list[PointImage], device, tta: bool) -> li
     out = []
     for item in items:
         it = resample(item, config.mpp)
-        out.append((it, predict_whole(net, it.image, device, tta=tta)))
+        out.append((it, predict_whole(net, it.image, device, tta=tta, normalisation=config.normalisation)))
     return out
 
 

@@ -21,14 +21,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("napari_cellularity.cli.models", "list installed models"),
 }
 TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
-    "segmentation": ("training.segmentation", "train the FPN segmentation model from point annotations"),
-    "cellularity": ("training.cellularity", "train cellularity regressors (LightGBM on 81 features, CNN)"),
-    "finetune": ("training.finetune", "fine-tune a registered segmentation model on new points"),
+    "segmentation": ("napari_cellularity.cli.train:segmentation",
+                     "train the FPN segmentation model from point annotations"),
+    "cellularity": ("napari_cellularity.cli.train:cellularity",
+                    "train cellularity regressors (LightGBM on 81 features, CNN)"),
+    "finetune": ("napari_cellularity.cli.train:finetune", "fine-tune a registered segmentation model on new points"),
 }
 
 
 def _add(subparsers, name: str, module: str, help_text: str) -> None:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    module, _, attr = module.partition(":")  # "package.module:name": that module's attribute
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:  # a broken optional dependency must not disable every command
@@ -40,8 +43,9 @@ def _add(subparsers, name: str, module: str, help_text: str) -> None:
         parser.add_argument("rest", nargs=argparse.REMAINDER)
         parser.set_defaults(_run=_unavailable)
         return
-    mod.add_arguments(parser)
-    parser.set_defaults(_run=mod.run)
+    command = getattr(mod, attr) if attr else mod
+    command.add_arguments(parser)
+    parser.set_defaults(_run=command.run)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,7 @@ from ..annotations.points import AnnotationError, PointAnnotations
 from ..annotations.training_items import annotations_to_items, check_enough_annotations
 from ..models.config import CELL_CLASSES, CLASS_LABELS
 from ..models.registry import list_models
+from ..progress import Progress
 from ._layers import annotation_layer_name, find_layer
 from ._worker import run_generator
 from .analyze import layer_mpp
@@ -70,13 +71,6 @@ class LossPlot(QWidget):
             painter.setPen(QColor(200, 200, 200))
             painter.drawText(6, 14, f"loss {vals[-1]:.4f}")
         painter.end()
-
-
-def _with_done(gen: Any) -> Any:
-    """Pass records through, adding ``done`` (from ``step``) for the progress bar; return gen's result."""
-    from ..progress import relay
-
-    return relay(gen, lambda r: dict(r, done=r["step"]) if isinstance(r, dict) and "step" in r else r)
 
 
 class RetrainWidget(QWidget):
@@ -215,7 +209,7 @@ class RetrainWidget(QWidget):
         self.refresh()
         try:
             items = self.build_items()
-            from training.finetune import iter_finetune
+            from training.finetune import FinetuneSettings, iter_finetune
         except AnnotationError as exc:
             self._notify(f"Cannot retrain: {exc}", error=True)
             return None
@@ -232,7 +226,7 @@ class RetrainWidget(QWidget):
         self.refit_button.setEnabled(False)
         self.status.setText(f"Fine-tuning {base or 'default model'} on {sum(len(i.points_rc) for i in items)} points…")
         self.worker = run_generator(
-            lambda: _with_done(iter_finetune(base, items, steps=steps, device="auto")),
+            lambda: iter_finetune(base, items, FinetuneSettings(steps=steps, device="auto")),
             on_yield=self._on_record, on_return=self._on_result, on_abort=self._on_abort,
             on_finish=self._on_finish, progress_total=steps, progress_desc="Retrain",
         )
@@ -243,8 +237,8 @@ class RetrainWidget(QWidget):
             self.worker.quit()
 
     def _on_record(self, record: Any) -> None:
-        if isinstance(record, dict) and record.get("loss") is not None:
-            self.loss_plot.add(record["loss"])
+        if isinstance(record, Progress) and record.kind == "step":
+            self.loss_plot.add(record.data["loss"])
 
     def _on_result(self, result: Any) -> None:
         self.result = result

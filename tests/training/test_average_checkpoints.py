@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from training.average_checkpoints import average_state_dicts, main
-from training.segmentation import load_network_state
+from training.checkpoints import load_network_state
 
 
 def test_average_is_the_mean_of_float_tensors_and_keeps_counters():

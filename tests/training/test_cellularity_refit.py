@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_cellularity.models.config import SegmentationConfig
-from training import cellularity_refit as refit
+from training import roi_features
 from training.cellularity_refit import (
     REFIT_DATA_SUFFIX,
     RefitCancelled,
@@ -69,13 +69,13 @@ def _samples(patches, n_per_image: int = 2) -> list[RoiSample]:
 
 def _count_network_runs(monkeypatch) -> list:
     calls = []
-    original = refit._run_network
+    original = roi_features.run_network
 
     def counting(*args, **kwargs):
         calls.append(args[3])
         return (yield from original(*args, **kwargs))
 
-    monkeypatch.setattr(refit, "_run_network", counting)
+    monkeypatch.setattr(roi_features, "run_network", counting)
     return calls
 
 
@@ -107,7 +107,9 @@ def test_refit_registers_new_model_and_caches_maps(tiny_seg, patches, monkeypatc
     assert np.all((preds >= 0) & (preds <= 1))
     mse = float(np.mean((preds - np.array(truths)) ** 2))
     assert result.cv_metrics["mse"] == pytest.approx(mse)
-    assert records[-1]["stage"] == "fit" and records[-1]["done"] == records[-1]["total"] - 1
+    assert all(r.kind == "stage" for r in records)
+    assert [r.stage for r in records].count("cv") == 3 and records[-1].stage == "fit"
+    assert records[-1].done == records[-1].total - 1 and records[-1].message
     assert (user_home / "models" / f"{cfg.stem}{REFIT_DATA_SUFFIX}").exists()
 
     # second refit on 5 of the ROIs plus the stored rows of @1: maps come from the cache (no network
@@ -184,15 +186,16 @@ def test_refit_from_a_slide_file_keys_the_cache_by_file_and_roi(tiny_seg, monkey
 
     import napari_cellularity.io as nc_io
     from napari_cellularity.io.slide import open_slide
+    from napari_cellularity.models.registry import find_model
 
     path = Path(nc_io.__file__).parent / "_sample_assets" / "slide_he_2048.tif"
     slide = open_slide(path)
     rois = [(r, c, 256, 256) for r, c in ((0, 0), (512, 512), (1024, 256), (256, 1280), (1536, 1536))]
     samples = [RoiSample(slide, slide.mpp, roi, 0.1 + 0.15 * i, "sample-slide") for i, roi in enumerate(rois)]
-    seg_config = refit._resolve_models(tiny_seg, None)[0]
-    keys = {refit._cache_key(s, tuple(int(v) for v in s.roi), seg_config) for s in samples}
+    seg_config = SegmentationConfig.load(find_model(tiny_seg, "segmentation").config_path)
+    keys = {roi_features.cache_key(s, tuple(int(v) for v in s.roi), seg_config) for s in samples}
     assert len(keys) == 5
-    assert "file:" in refit._source_digest(slide, (0, 0, 256, 256))
+    assert "file:" in roi_features.source_digest(slide, (0, 0, 256, 256))
     calls = _count_network_runs(monkeypatch)
     result = refit_from_rois(samples, seg_ref=tiny_seg, device="cpu", folds=5)
     assert len(calls) == 5 and result.n_samples == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,9 +12,15 @@ import torch
 from napari_cellularity.annotations.point_images import PointImage
 from napari_cellularity.models.config import SegmentationConfig
 from napari_cellularity.models.registry import file_sha256, list_models, load_segmentation_model
-from training.finetune import FinetuneCancelled, FinetuneError, finetune, iter_finetune
+from training.finetune import (
+    FinetuneCancelled,
+    FinetuneError,
+    FinetuneSettings,
+    finetune,
+    iter_finetune,
+)
 
-FAST = {"steps": 3, "batch_size": 2, "crop_px": 64, "device": "cpu"}
+FAST = FinetuneSettings(steps=3, batch_size=2, crop_px=64, device="cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -29,8 +36,7 @@ def test_finetune_saves_a_new_version_with_parent_and_metrics(tiny_base, synthet
     base_ref, base_path = tiny_base
     base_hash = file_sha256(base_path.with_suffix(".safetensors"))
     records = []
-    result = finetune("tiny-base", synthetic_items[:1], replay_items=synthetic_items[1:], progress=records.append,
-                      **FAST)
+    result = finetune("tiny-base", synthetic_items[:1], FAST, replay_items=synthetic_items[1:], progress=records.append)
     assert result.new_ref == "tiny-base@2" and _refs() == ["tiny-base@1", "tiny-base@2"]
     cfg = SegmentationConfig.load(result.config_path)
     assert cfg.parent == base_ref and cfg.version == 2
@@ -52,16 +58,19 @@ def test_finetune_saves_a_new_version_with_parent_and_metrics(tiny_base, synthet
     assert file_sha256(base_path.with_suffix(".safetensors")) == base_hash
     net, loaded = load_segmentation_model("tiny-base@2")
     assert loaded.ref == "tiny-base@2"
-    steps = [r for r in records if "step" in r]
-    assert [r["step"] for r in steps] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in steps)
-    assert [r["stage"] for r in records if "stage" in r] == ["prepared", "before", "saved"]
-    assert any("validation" in r for r in records)
+    steps = [r for r in records if r.kind == "step"]
+    assert [r.done for r in steps] == [1, 2, 3] and all(np.isfinite(r.data["loss"]) for r in steps)
+    stages = [r for r in records if r.kind == "stage"]
+    assert [r.stage for r in stages] == ["prepared", "before", "saved"]
+    assert stages[0].data["val_cells"] > 0 and "detection" in stages[1].data["metrics"]
+    assert stages[2].data["ref"] == "tiny-base@2" and stages[2].done == stages[2].total == 3
+    assert any(r.kind == "validation" for r in records)
     assert len([h for h in result.history if "loss" in h]) == 3
 
 
 def test_weights_change_but_stay_close(tiny_base, synthetic_items):
     net0, _ = load_segmentation_model("tiny-base@1")
-    result = finetune("tiny-base@1", synthetic_items, **FAST)
+    result = finetune("tiny-base@1", synthetic_items, FAST)
     net1, _ = load_segmentation_model(result.new_ref)
     w0, w1 = dict(net0.named_parameters()), dict(net1.named_parameters())  # BN running stats excluded
     diffs = [float((w1[k] - w0[k]).abs().max()) for k in w0]
@@ -76,10 +85,10 @@ def test_weights_change_but_stay_close(tiny_base, synthetic_items):
 def test_refuses_too_few_points_or_classes(tiny_base, draw_item):
     few = draw_item()  # 4 cells
     with pytest.raises(FinetuneError, match="only 4 annotated cells.*at least 20"):
-        finetune("tiny-base", [few], **FAST)
+        finetune("tiny-base", [few], FAST)
     many_one_class = draw_item(points=[((10 + 12 * (k // 10), 10 + 14 * (k % 10)), "malignant") for k in range(30)])
     with pytest.raises(FinetuneError, match="at least 2 cell classes"):
-        finetune("tiny-base", [many_one_class], **FAST)
+        finetune("tiny-base", [many_one_class], FAST)
     assert _refs() == ["tiny-base@1"]
 
 
@@ -89,16 +98,22 @@ def test_refuses_points_outside_the_image(tiny_base, synthetic_items):
     pts[:3] += 1000
     bad = PointImage(it.image, pts, it.classes, it.mpp, "bad", "P")
     with pytest.raises(FinetuneError, match="3 of 42 points lie outside"):
-        finetune("tiny-base", [bad], **FAST)
+        finetune("tiny-base", [bad], FAST)
 
 
 def test_refuses_bad_settings_and_unknown_base(tiny_base, synthetic_items):
     from napari_cellularity.models.registry import ModelNotFoundError
 
     with pytest.raises(FinetuneError, match="replay_ratio"):
-        finetune("tiny-base", synthetic_items, replay_ratio=1.0, **FAST)
+        FinetuneSettings(replay_ratio=1.0)
+    with pytest.raises(FinetuneError, match="val_fraction"):
+        FinetuneSettings(val_fraction=0.0)
+    with pytest.raises(FinetuneError, match="steps"):
+        FinetuneSettings(steps=0)
+    with pytest.raises(FinetuneError, match="multiple of 32"):
+        FinetuneSettings(crop_px=100)
     with pytest.raises(ModelNotFoundError):
-        finetune("no-such-model", synthetic_items, **FAST)
+        finetune("no-such-model", synthetic_items, FAST)
 
 
 def test_cancel_saves_nothing(tiny_base, synthetic_items, tmp_path):
@@ -109,12 +124,12 @@ def test_cancel_saves_nothing(tiny_base, synthetic_items, tmp_path):
         return calls["n"] > 2  # two steps run, then cancel
 
     with pytest.raises(FinetuneCancelled, match="step 2 of 3"):
-        finetune("tiny-base", synthetic_items, should_stop=stop, run_dir=tmp_path / "runs", **FAST)
+        finetune("tiny-base", synthetic_items, replace(FAST, run_dir=tmp_path / "runs"), should_stop=stop)
     assert _refs() == ["tiny-base@1"]
     # closing the generator (the widget's Cancel) also saves nothing
-    gen = iter_finetune("tiny-base", synthetic_items, **FAST)
+    gen = iter_finetune("tiny-base", synthetic_items, FAST)
     for rec in gen:
-        if rec.get("step") == 1:
+        if rec.kind == "step" and rec.done == 1:
             gen.close()
             break
     assert _refs() == ["tiny-base@1"]
@@ -140,11 +155,11 @@ def test_cli_finetune(tiny_base, synthetic_items, tmp_path, capsys):
 
 
 def test_points_on_blank_glass_are_flagged(draw_item, caplog):
-    from training.finetune import _points_on_glass, check_items
+    from training.finetune import check_items, count_points_on_glass
 
     item = draw_item(points=[((20, 20), "malignant"), ((100, 150), "lymphocyte")])
     item.image[90:110, 140:160] = 245  # glass under the second point
-    assert _points_on_glass(item) == 1
+    assert count_points_on_glass(item) == 1
     item.image[10:30, 10:30] = 245
     with caplog.at_level("WARNING"):
         check_items([item], min_points=1, min_classes=1)
@@ -152,5 +167,5 @@ def test_points_on_blank_glass_are_flagged(draw_item, caplog):
 
 
 def test_fp32_precision_turns_cpu_bf16_off(tiny_base, synthetic_items):
-    result = finetune("tiny-base", synthetic_items[:1], precision="fp32", **FAST)
+    result = finetune("tiny-base", synthetic_items[:1], replace(FAST, precision="fp32"))
     assert SegmentationConfig.load(result.config_path).training["finetune"]["settings"]["cpu_bf16"] is False

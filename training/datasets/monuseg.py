@@ -106,7 +106,7 @@ def evaluate_nuclei_detection(
     per_image, n_pred = {}, 0
     for item in items:
         image, true_rc = _resample(item, config.mpp)
-        probs = predict_whole(net, image, dev, tta=tta)
+        probs = predict_whole(net, image, dev, tta=tta, normalisation=config.normalisation)
         det = detect_nuclei(probs, config.mpp, threshold=threshold,
                             min_distance_um=config.detection["min_distance_um"], class_names=config.class_names)
         n_pred += len(det)

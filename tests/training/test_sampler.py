@@ -1,14 +1,12 @@
-"""Class-balanced point-centred crops, starting from a registered model, and bf16 training on the CPU."""
+"""Training batches: class-balanced point-centred crops, augmented; worker processes make the same batches."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cellularity.annotations.point_images import PointImage
-from napari_cellularity.models.config import SegmentationConfig
-from training.segmentation import CropSampler, TrainSettings, _init_from, train_segmentation
+from training.sampler import CropSampler, batches
 
 
 def _lopsided_item(draw_item):
@@ -64,7 +62,7 @@ def test_point_crops_can_centre_on_annotated_non_cells(draw_item, tiny_config):
     def share_near_stromal_cell(sampler, n=200):
         hits = 0
         for _ in range(n):
-            _, top, left = sampler._crop_origin(rng)
+            _, top, left = sampler.crop_origin(rng)
             hits += top <= 360 < top + 64 and left <= 360 < left + 64
         return hits / n
 
@@ -76,43 +74,7 @@ def test_point_crops_can_centre_on_annotated_non_cells(draw_item, tiny_config):
     assert 0.4 < share_near_stromal_cell(with_negatives) < 0.6
 
 
-def test_init_from_registered_model_takes_its_weights_and_resolution(tiny_base):
-    from napari_cellularity.models.registry import load_segmentation_model
-
-    ref, _ = tiny_base
-    base, base_config = load_segmentation_model(ref)
-    config = SegmentationConfig(name="tiny-ft", version=2, architecture=dict(base_config.architecture),
-                                tile_size_px=64, mpp=0.25)
-    state, config = _init_from(ref, config)
-    assert config.mpp == 1.0 and config.parent == ref
-    for k, v in base.state_dict().items():
-        assert torch.equal(state[k], v), k
-
-
-def test_init_from_refuses_another_architecture(tiny_base):
-    ref, _ = tiny_base
-    with pytest.raises(ValueError, match="architecture"):
-        _init_from(ref, SegmentationConfig(name="big", mpp=1.0))
-
-
-def test_cpu_bf16_training_runs_and_checkpoints(tiny_config, synthetic_items, tmp_path):
-    torch.set_num_threads(1)
-    settings = TrainSettings(steps=2, batch_size=2, crop_px=64, val_every=2, detection_thresholds=(0.3,),
-                             cpu_bf16=True, point_crop_frac=0.5, keep_checkpoints=True)
-    records = []
-    net, best = train_segmentation(synthetic_items[:1], synthetic_items[1:], tiny_config, settings, tmp_path,
-                                   device="cpu", progress=records.append)
-    losses = [r["loss"] for r in records if "loss" in r]
-    assert len(losses) == 2 and all(np.isfinite(losses))
-    assert next(net.parameters()).dtype == torch.float32  # fp32 master weights
-    assert (tmp_path / "best.pt").exists()
-    kept = torch.load(tmp_path / "checkpoints" / "step000002.pt", weights_only=True)  # for weight averaging
-    assert set(kept) == set(net.state_dict())
-
-
 def test_worker_processes_make_the_same_batches(synthetic_items, tiny_config):
-    from training.segmentation import batches
-
     sampler = CropSampler(synthetic_items, tiny_config, crop_px=64, point_crop_frac=0.5)
     inline = batches(sampler, seed=3, first_step=5, n=2, workers=0)
     forked = batches(sampler, seed=3, first_step=5, n=2, workers=2)
@@ -124,28 +86,3 @@ def test_worker_processes_make_the_same_batches(synthetic_items, tiny_config):
             np.testing.assert_array_equal(a_tgt, b_tgt)
     finally:
         forked.close()
-
-
-def test_time_budget_ends_training_with_a_validation(tiny_config, synthetic_items, tmp_path):
-    torch.set_num_threads(1)
-    settings = TrainSettings(steps=10_000, batch_size=1, crop_px=64, val_every=10_000, detection_thresholds=(0.3,),
-                             time_budget_s=2.0)
-    records = []
-    train_segmentation(synthetic_items[:1], synthetic_items[1:], tiny_config, settings, tmp_path, device="cpu",
-                       progress=records.append)
-    steps = [r["step"] for r in records if "loss" in r]
-    assert 0 < len(steps) < 10_000
-    assert "validation" in records[-1]  # the last network is validated and checkpointed
-    assert (tmp_path / "best.pt").exists()
-
-
-def test_loss_scaling_only_where_training_runs_in_float16(monkeypatch):
-    import napari_cellularity.models.device as device_mod
-    from training.segmentation import needs_grad_scaling
-
-    assert not needs_grad_scaling(torch.device("cpu"))
-    monkeypatch.setattr(device_mod, "resolve_precision", lambda dev, precision="auto": "fp16")
-    assert needs_grad_scaling(torch.device("cuda"))  # e.g. a T4 / V100: fp16 autocast
-    assert not needs_grad_scaling(torch.device("cpu"))
-    monkeypatch.setattr(device_mod, "resolve_precision", lambda dev, precision="auto": "bf16")
-    assert not needs_grad_scaling(torch.device("cuda"))  # Ampere and newer: bf16, no scaling
