@@ -68,7 +68,7 @@ def bench_region(net, config, device, side_px: int, batch_size: int, precision: 
 def bench_train_step(config, device, batch: int, tile_px: int, reps: int, precision: str) -> dict:
     from napari_cellularity.models.device import resolve_precision
     from napari_cellularity.models.fpn import build_network
-    from training.segmentation import train_autocast
+    from training.loop import train_autocast
 
     cpu_bf16 = device.type == "cpu" and resolve_precision(device, precision) == "bf16"
     net = build_network(config).to(device).train()
