@@ -25,10 +25,12 @@ import numpy as np
 def evaluate(n: int, size_px: int, model: str | None, cellularity_model: str | None, seed: int = 100) -> dict:
     import csv
 
+    from napari_cellularity.analysis import AnalysisSettings
+    from napari_cellularity.analysis.cache import load_model
+    from napari_cellularity.analysis.outputs import analyze_image
     from napari_cellularity.metrics.cellularity import cellularity_report
     from napari_cellularity.metrics.detection import DetectionScore, match_points
     from napari_cellularity.models.config import CELL_CLASSES
-    from napari_cellularity.pipeline import analyze_image, load_model
     from napari_cellularity.synthetic import make_he_patch
 
     loaded = load_model(model, "auto")
@@ -38,7 +40,7 @@ def evaluate(n: int, size_px: int, model: str | None, cellularity_model: str | N
         for i, frac in enumerate(np.linspace(0.05, 0.95, n)):
             patch = make_he_patch((size_px, size_px), mpp=0.5, seed=seed + i, tumour_fraction=float(frac))
             summary = analyze_image(patch.image, tmp, model=loaded, mpp=patch.mpp, stem=f"p{i}",
-                                    cellularity_model=cellularity_model)
+                                    settings=AnalysisSettings(cellularity_model=cellularity_model))
             with open(Path(tmp) / f"p{i}" / "cells.csv") as fh:
                 rows = list(csv.DictReader(fh))
             pts = np.array([[float(r["y"]), float(r["x"])] for r in rows]).reshape(-1, 2)

@@ -117,6 +117,57 @@ def tiny_model(user_home) -> str:
     return config.ref
 
 
+#: µm/px of the coarse tiny model (maps half the size of a 0.5 µm/px image: fast).
+COARSE_MODEL_MPP = 1.0
+
+
+@pytest.fixture(scope="session")
+def _coarse_model_dir(tmp_path_factory):
+    """A small random-init FPN at 1 µm/px with 128-px tiles, saved once per session."""
+    import torch
+
+    from napari_cellularity.models.config import SegmentationConfig
+    from napari_cellularity.models.fpn import build_network
+    from napari_cellularity.models.registry import save_segmentation_model
+
+    torch.manual_seed(0)
+    config = SegmentationConfig(name="tiny-test", version=1, architecture={**TINY_ARCH, "decoder_dropout": 0.0},
+                                mpp=COARSE_MODEL_MPP, tile_size_px=128)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    save_segmentation_model(build_network(config), config, folder)
+    return folder
+
+
+@pytest.fixture
+def coarse_model(_coarse_model_dir, user_home) -> str:
+    """Register the 1 µm/px tiny model as ``tiny-test@1`` in the test's user registry."""
+    import shutil
+
+    shutil.copytree(_coarse_model_dir, user_home / "models", dirs_exist_ok=True)
+    return "tiny-test@1"
+
+
+def he_like_image(shape=(384, 448)):
+    """A pink background with 60 dark-purple 8 x 8 'nuclei' (seeded): tissue for every tile."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    img = np.full((*shape, 3), (230, 200, 220), np.uint8)
+    for r, c in rng.integers(10, min(shape) - 10, size=(60, 2)):
+        img[r - 4 : r + 4, c - 4 : c + 4] = (90, 40, 140)
+    return img
+
+
+@pytest.fixture
+def small_big_threshold(monkeypatch):
+    """Make 192 x 224 maps a 'big' region shown 4x downsampled (64 px long side)."""
+    from napari_cellularity.analysis import display
+
+    monkeypatch.setattr(display, "BIG_REGION_MAX_PX", 100)
+    monkeypatch.setattr(display, "DISPLAY_MAX_SIDE_PX", 64)
+    return 4
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path to ../shared/data; skips the test when it is absent (e.g. on a user's machine)."""

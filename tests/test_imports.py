@@ -15,7 +15,7 @@ BLOCKED = ("qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "napari.q
 REQUIRED = (
     "napari_cellularity.io", "napari_cellularity.models", "napari_cellularity.inference",
     "napari_cellularity.features", "napari_cellularity.annotations", "napari_cellularity.metrics",
-    "napari_cellularity.synthetic", "napari_cellularity.pipeline", "training",
+    "napari_cellularity.synthetic", "napari_cellularity.analysis.outputs", "napari_cellularity.analysis.engine", "training",
 )
 
 

@@ -34,10 +34,11 @@ def test_shipped_models_are_listed_and_load():
 
 
 def test_analyze_sample_patch_matches_ground_truth(tmp_path):
-    from napari_cellularity.pipeline import analyze_image
+    from napari_cellularity.analysis import AnalysisSettings
+    from napari_cellularity.analysis.outputs import analyze_image
 
     truth = json.loads((SAMPLE / "patch_he_truth.json").read_text())
-    summary = analyze_image(SAMPLE / "patch_he.png", tmp_path, mpp=truth["mpp"], device="cpu")
+    summary = analyze_image(SAMPLE / "patch_he.png", tmp_path, mpp=truth["mpp"], settings=AnalysisSettings(device="cpu"))
     with open(tmp_path / "patch_he" / "cells.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert rows and set(rows[0]) == {"x", "y", "class", "score"}
@@ -66,13 +67,14 @@ def test_analyze_sample_patch_matches_ground_truth(tmp_path):
 
 
 def test_cellularity_ranks_procedural_patches_by_their_true_cellularity(tmp_path):
-    from napari_cellularity.pipeline import analyze_image
+    from napari_cellularity.analysis import AnalysisSettings
+    from napari_cellularity.analysis.outputs import analyze_image
     from napari_cellularity.synthetic import make_he_patch
 
     values, truths = [], []
     for i, frac in enumerate((0.1, 0.45, 0.8)):
         patch = make_he_patch((512, 512), mpp=0.5, seed=200 + i, tumour_fraction=frac)
-        summary = analyze_image(patch.image, tmp_path, mpp=patch.mpp, device="cpu", stem=f"p{i}")
+        summary = analyze_image(patch.image, tmp_path, mpp=patch.mpp, settings=AnalysisSettings(device="cpu"), stem=f"p{i}")
         values.append(summary["cellularity"]["image_cellularity"])
         truths.append(patch.cellularity)
     assert np.argsort(truths).tolist() == [0, 1, 2]

@@ -17,7 +17,7 @@ from .. import __version__
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("napari_cellularity.cli.info", "describe a slide: levels, dimensions, mpp, vendor, thumbnail"),
-    "analyze": ("napari_cellularity.pipeline", "segment nuclei and compute cellularity; write results to a folder"),
+    "analyze": ("napari_cellularity.cli.analyze", "segment nuclei and compute cellularity; write results to a folder"),
     "models": ("napari_cellularity.cli.models", "list installed models"),
 }
 TRAIN_COMMANDS: dict[str, tuple[str, str]] = {

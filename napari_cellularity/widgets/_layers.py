@@ -10,7 +10,7 @@
   covering every analysed region and pastes new regions into it, growing it when needed;
   :func:`show_downsampled_maps` shows a big region's downsampled maps (no full-resolution canvas).
 * Geometry: world units are µm. Image overlays get ``scale=(pixel_um, pixel_um)`` and the
-  ``translate`` from :func:`napari_cellularity.regions.overlay_translate_um`; points are
+  ``translate`` from :func:`napari_cellularity.analysis.display.overlay_translate_um`; points are
   stored in level-0 pixels with the slide's ``scale`` / ``translate``.
 * Every layer we create carries ``metadata[META_KEY] = {"kind": ..., ...}`` so widgets
   can find their layers even if a user renames them.
@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.display import paste_on_canvas, place_on_canvas
+from ..analysis.regions import Level0Box
 from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
-from ..regions import Level0Box, paste_on_canvas, place_on_canvas
 
 META_KEY = "napari_cellularity"
 HEATMAP_LAYER = "Cellularity heatmap"

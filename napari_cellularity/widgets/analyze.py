@@ -29,7 +29,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import regions
+from ..analysis import AnalysisSettings, display, regions
+from ..analysis.report import AnalysisSummary
 from ..models.config import CELL_CLASSES, CLASS_LABELS
 from . import _layers as L
 from ._legend import gradient_legend
@@ -236,9 +237,9 @@ class AnalyzeWidget(QWidget):
         image, shape_rc = image_source(layer, mpp)
         return dict(
             image=image, slide_mpp=mpp, box=self._region_box(layer, shape_rc), image_name=layer.name,
-            region_kind=self.region_combo.currentText(), model_ref=entry.ref,
-            device=self.device_combo.currentData(), batch_size=self.batch_spin.value(),
-            tta=self.tta_check.isChecked(), model_cache=self.model_cache,
+            region_kind=self.region_combo.currentText(), model_cache=self.model_cache,
+            settings=AnalysisSettings(model_ref=entry.ref, device=self.device_combo.currentData(),
+                                      batch_size=self.batch_spin.value(), tta=self.tta_check.isChecked()),
         )
 
     def run(self) -> None:
@@ -272,12 +273,10 @@ class AnalyzeWidget(QWidget):
         self.worker.start()
 
     def _display_canvas(self, inputs: dict[str, Any]) -> Any:
-        """A downsampled :class:`~napari_cellularity.analysis.MapCanvas` for big regions, else None."""
-        from .. import analysis
-
-        shape = analysis.region_map_shape(inputs["box"], inputs["slide_mpp"], self.config.mpp)
-        factor = analysis.display_factor(shape)
-        return None if factor == 1 else analysis.MapCanvas(self.config.n_classes, shape, factor)
+        """A downsampled :class:`~napari_cellularity.analysis.display.MapCanvas` for big regions, else None."""
+        shape = display.region_map_shape(inputs["box"], inputs["slide_mpp"], self.config.mpp)
+        factor = display.display_factor(shape)
+        return None if factor == 1 else display.MapCanvas(self.config.n_classes, shape, factor)
 
     def cancel(self) -> None:
         """Stop the running analysis at its next tile."""
@@ -306,10 +305,8 @@ class AnalyzeWidget(QWidget):
 
     def _paint_downsampled(self, record: Any) -> None:
         """Paint a tile into the big region's display canvas; redraw at most twice a second."""
-        from ..analysis import tile_map_origin
-
         box, mpp = self.run_inputs["box"], self.run_inputs["slide_mpp"]
-        self.canvas.add_tile(record.tile_probs, *tile_map_origin(record.bounds_level0, box, mpp, self.config.mpp))
+        self.canvas.add_tile(record.tile_probs, *display.tile_map_origin(record.bounds_level0, box, mpp, self.config.mpp))
         now = time.perf_counter()
         if now - self.last_refresh_s >= 0.5 or record.done == record.total:
             self.last_refresh_s = now
@@ -317,7 +314,7 @@ class AnalyzeWidget(QWidget):
 
     def _show_canvas(self, canvas: Any, origin_rc: tuple[int, int], model_mpp: float) -> None:
         pixel_um = canvas.pixel_um(model_mpp)
-        translate = regions.overlay_translate_um(origin_rc, self.run_inputs["slide_mpp"], pixel_um,
+        translate = display.overlay_translate_um(origin_rc, self.run_inputs["slide_mpp"], pixel_um,
                                                  self.image_translate)
         L.show_downsampled_maps(self.viewer, canvas.probs, tuple(self.config.class_names), translate, pixel_um,
                                 visible={c: k.isChecked() for c, k in self.class_checks.items()},
@@ -325,7 +322,7 @@ class AnalyzeWidget(QWidget):
 
     def _paint(self, probs_u8: np.ndarray, origin_rc: tuple[int, int], refresh: bool = True) -> None:
         mpp, model_mpp = self.run_inputs["slide_mpp"], float(self.config.mpp)
-        translate = regions.overlay_translate_um(origin_rc, mpp, model_mpp, self.image_translate)
+        translate = display.overlay_translate_um(origin_rc, mpp, model_mpp, self.image_translate)
         names = tuple(self.config.class_names)
         for cls in CELL_CLASSES:
             if cls in names:
@@ -345,7 +342,7 @@ class AnalyzeWidget(QWidget):
             self._show_canvas(result.display, box.origin_rc, summary.model_mpp)
             labels, label_um = lut[result.display.labels()], result.display.pixel_um(summary.model_mpp)
         L.paste_map_layer(self.viewer, L.CLASS_MAP_LAYER, labels,
-                          regions.overlay_translate_um(box.origin_rc, mpp, label_um, self.image_translate),
+                          display.overlay_translate_um(box.origin_rc, mpp, label_um, self.image_translate),
                           label_um, labels=True, colormap=L.class_map_colormap(), opacity=0.4,
                           visible=False, units=self.image_units)
         for cls in CELL_CLASSES:
@@ -356,7 +353,7 @@ class AnalyzeWidget(QWidget):
             self._set_class_visible(cls, self.class_checks[cls].isChecked())
         if result.heatmap is not None:
             L.paste_map_layer(self.viewer, L.HEATMAP_LAYER, result.heatmap,
-                              regions.overlay_translate_um(box.origin_rc, mpp, result.heatmap_pixel_um,
+                              display.overlay_translate_um(box.origin_rc, mpp, result.heatmap_pixel_um,
                                                            self.image_translate),
                               result.heatmap_pixel_um, fill_value=np.nan,
                               visible=self.heatmap_check.isChecked(), units=self.image_units,
@@ -426,7 +423,7 @@ def canvas_size_px(viewer: Any) -> tuple[int, int]:
         return (600, 800)
 
 
-def store_summary(viewer: Any, summary: regions.AnalysisSummary) -> None:
+def store_summary(viewer: Any, summary: AnalysisSummary) -> None:
     """Attach the run summary to the malignant-probability layer (read by the report widget)."""
     layer = L.find_layer(viewer, L.prob_layer_name("malignant"))
     if layer is None:

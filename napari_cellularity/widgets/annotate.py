@@ -29,13 +29,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..analysis.regions import RegionError, shape_box, view_box
 from ..annotations.autosave import AutosaveError, Autosaver, load_sidecar
 from ..annotations.csv_io import read_points_csv, write_points_csv
 from ..annotations.geojson_io import read_geojson_document, write_points_geojson
 from ..annotations.points import AnnotationError, PointAnnotations
 from ..annotations.roi_estimates import RoiEstimate
 from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
-from ..regions import RegionError, shape_box, view_box
 from ._layers import META_KEY, NUCLEUS_SIZE_UM, annotation_layer_name, find_layer, points_layer_name
 
 CLASS_KEYS: dict[str, str] = {"malignant": "1", "normal": "2", "lymphocyte": "3"}

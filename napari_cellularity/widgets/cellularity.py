@@ -1,9 +1,9 @@
 """Cellularity report dock widget: the last analysed region, copy to clipboard, CSV / JSON export.
 
-It reads the :class:`~napari_cellularity.regions.AnalysisSummary` the Analyze widget
+It reads the :class:`~napari_cellularity.R.AnalysisSummary` the Analyze widget
 stores on the ``"Malignant (prob)"`` layer, builds the report with
-:func:`napari_cellularity.regions.build_report` and writes it with
-:func:`~napari_cellularity.regions.write_report`.
+:func:`napari_cellularity.R.build_report` and writes it with
+:func:`~napari_cellularity.R.write_report`.
 """
 
 from __future__ import annotations
@@ -21,20 +21,20 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import regions
+from ..analysis import report as R
 from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
 from . import _layers as L
 
 SUMMARY_KEY = "summary"
 
 
-def latest_summary(viewer: Any) -> regions.AnalysisSummary | None:
+def latest_summary(viewer: Any) -> R.AnalysisSummary | None:
     """The most recent summary stored on any layer of the viewer (None if nothing analysed)."""
     found = []
     for layer in viewer.layers:
         data = layer.metadata.get(L.META_KEY, {}).get(SUMMARY_KEY)
         if data:
-            found.append(regions.AnalysisSummary.from_dict(data))
+            found.append(R.AnalysisSummary.from_dict(data))
     return max(found, key=lambda s: s.created_at) if found else None
 
 
@@ -75,7 +75,7 @@ class CellularityReportWidget(QWidget):
     def refresh(self, *_: Any) -> None:
         """Re-read the latest analysis summary from the viewer's layers."""
         summary = latest_summary(self.viewer)
-        self.report = None if summary is None else regions.build_report(summary)
+        self.report = None if summary is None else R.build_report(summary)
         self.summary_label.setText(self._html() if self.report else
                                    "No analysis yet: run <b>Analyze</b> on a region first.")
 
@@ -108,7 +108,7 @@ class CellularityReportWidget(QWidget):
         if not self.report:
             show_info("Nothing to copy: run Analyze first.")
             return
-        QApplication.clipboard().setText(regions.report_to_text(self.report))
+        QApplication.clipboard().setText(R.report_to_text(self.report))
         show_info("Cellularity report copied to the clipboard.")
 
     def export_dialog(self) -> None:
@@ -132,8 +132,8 @@ class CellularityReportWidget(QWidget):
             show_error("Nothing to export: run Analyze first.")
             return False
         try:
-            written = regions.write_report(self.report, path)
-        except (regions.ReportError, OSError) as exc:
+            written = R.write_report(self.report, path)
+        except (R.ReportError, OSError) as exc:
             show_error(f"Export failed: {exc}")
             return False
         show_info(f"Report written to {written}")

@@ -3,56 +3,23 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 
-from napari_cellularity import regions
-from napari_cellularity.models.config import CELL_CLASSES, SegmentationConfig
+from napari_cellularity.analysis import display, regions
+from napari_cellularity.models.config import CELL_CLASSES
 from napari_cellularity.widgets import _layers as L
 from napari_cellularity.widgets._worker import run_generator
 
+from ..conftest import COARSE_MODEL_MPP as MODEL_MPP
+from ..conftest import he_like_image as _he_image
+
 SLIDE_MPP = 0.5
-MODEL_MPP = 1.0
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """A small random-init FPN (resnet18 encoder, thin decoder) saved once per session."""
-    import torch
-
-    from napari_cellularity.models.fpn import build_network
-    from napari_cellularity.models.registry import save_segmentation_model
-
-    torch.manual_seed(0)
-    arch = {"decoder": "FPN", "encoder_name": "resnet18", "encoder_depth": 5,
-            "decoder_pyramid_channels": 32, "decoder_segmentation_channels": 32,
-            "decoder_merge_policy": "cat", "decoder_dropout": 0.0, "in_channels": 3}
-    config = SegmentationConfig(name="tiny-test", version=1, architecture=arch, mpp=MODEL_MPP,
-                                tile_size_px=128)
-    folder = tmp_path_factory.mktemp("tiny_model")
-    save_segmentation_model(build_network(config), config, folder)
-    return folder
 
 
 @pytest.fixture
-def tiny_model(tiny_model_dir, user_home):
-    dest = user_home / "models"
-    shutil.copytree(tiny_model_dir, dest, dirs_exist_ok=True)
-    return "tiny-test@1"
-
-
-def _he_image(shape=(384, 448)) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    img = np.full((*shape, 3), (230, 200, 220), np.uint8)
-    for r, c in rng.integers(10, min(shape) - 10, size=(60, 2)):
-        img[r - 4 : r + 4, c - 4 : c + 4] = (90, 40, 140)
-    return img
-
-
-@pytest.fixture
-def viewer_widget(make_napari_viewer, tiny_model):
+def viewer_widget(make_napari_viewer, coarse_model):
     viewer = make_napari_viewer()
     viewer.add_image(_he_image(), name="he", rgb=True, scale=(SLIDE_MPP, SLIDE_MPP),
                      translate=(10.0, 20.0), metadata={"mpp_source": "test"})
@@ -134,7 +101,7 @@ def test_roi_region_grows_canvas(viewer_widget):
     assert tuple(prob.translate) == pytest.approx((10.25, 20.25))
 
 
-def test_missing_mpp_is_reported_not_run(make_napari_viewer, tiny_model):
+def test_missing_mpp_is_reported_not_run(make_napari_viewer, coarse_model):
     viewer = make_napari_viewer()
     viewer.add_image(_he_image(), name="plain", rgb=True)
     _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Analyze")
@@ -212,86 +179,12 @@ def test_set_model_selects_a_newly_registered_version(viewer_widget, user_home):
         widget.set_model("tiny-test@9")
 
 
-# ---------------------------------------------------------------------- big regions (zarr + downsampled display)
-def test_map_canvas_block_means_and_tile_preview():
-    from napari_cellularity.analysis import MapCanvas
-
-    rng = np.random.default_rng(0)
-    probs = rng.integers(0, 256, size=(2, 10, 7), dtype=np.uint8)
-    canvas = MapCanvas(2, (10, 7), 3).fill_from(probs)
-    assert canvas.probs.shape == (2, 4, 3)
-    assert canvas.probs[1, 0, 0] == round(float(probs[1, :3, :3].mean()))
-    assert canvas.probs[0, 3, 2] == round(float(probs[0, 9:, 6:].mean()))  # partial corner block
-    np.testing.assert_array_equal(canvas.labels(), canvas.probs.argmax(0))
-    preview = MapCanvas(2, (10, 7), 3)
-    assert preview.add_tile(probs[:, 3:9, 3:7], 3, 3) == (1, 3, 1, 3)
-    assert preview.probs[0, 1, 1] == probs[0, 4, 4]  # nearest map pixel (block centre)
-    assert preview.probs[:, 0].max() == 0 and preview.probs[:, :, 0].max() == 0
-
-
-def test_display_decision(monkeypatch):
-    from napari_cellularity import analysis
-
-    assert analysis.display_factor((4096, 4096)) == 1 and not analysis.is_big_region((4096, 4096))
-    assert analysis.is_big_region((4097, 4096)) and analysis.display_factor((4097, 4096)) == 2
-    assert analysis.display_factor((100_000, 60_000)) == 25  # a whole slide: 4000 x 2400 display px
-    box = regions.Level0Box(0, 0, 384, 448)
-    assert analysis.region_map_shape(box, SLIDE_MPP, MODEL_MPP) == (192, 224)
-
-
-@pytest.fixture
-def small_big_threshold(monkeypatch):
-    """Make the 192 x 224 test maps a 'big' region shown 4x downsampled (64 px long side)."""
-    from napari_cellularity import analysis
-
-    monkeypatch.setattr(analysis, "BIG_REGION_MAX_PX", 100)
-    monkeypatch.setattr(analysis, "DISPLAY_MAX_SIDE_PX", 64)
-    return 4
-
-
-def _drain(gen):
-    records = []
-    while True:
-        try:
-            records.append(next(gen))
-        except StopIteration as stop:
-            return stop.value, records
-
-
-def test_analyze_region_big_writes_zarr_cache_and_streams(tiny_model, user_home, small_big_threshold):
-    import zarr
-
-    from napari_cellularity import analysis
-
-    old = analysis.analysis_cache_root() / "0ld"
-    old.mkdir(parents=True)
-    box = regions.Level0Box(0, 0, 384, 448)
-    result, records = _drain(analysis.analyze_region(_he_image(), slide_mpp=SLIDE_MPP, box=box,
-                                                     model_ref=tiny_model, device="cpu"))
-    store = result.prediction.store_path
-    assert store is not None and store.parent.parent == user_home / "cache" / "analyses"
-    assert isinstance(result.prediction.probs, zarr.Array) and result.prediction.probs.shape == (4, 192, 224)
-    assert result.display.factor == small_big_threshold and result.display.probs.shape == (4, 48, 56)
-    np.testing.assert_array_equal(result.display.probs[:, 5, 7],
-                                  np.asarray(result.prediction.probs[:, 20:24, 28:32], np.float32)
-                                  .mean(axis=(1, 2)).round().astype(np.uint8))
-    assert any("large region" in getattr(r, "message", "") for r in records)
-    assert result.heatmap is not None and result.summary.tumour_bed_area_mm2 is not None
-    assert sum(result.summary.counts.values()) >= 0 and not any("no tissue mask" in n for n in result.summary.notices)
-    # the same region again reuses its folder; another region adds one; only the newest 2 are kept
-    result2, _ = _drain(analysis.analyze_region(_he_image(), slide_mpp=SLIDE_MPP, box=box,
-                                                model_ref=tiny_model, device="cpu"))
-    assert result2.prediction.store_path == store and old.exists()  # 2 kept: this one and the newest other
-    _drain(analysis.analyze_region(_he_image(), slide_mpp=SLIDE_MPP, box=regions.Level0Box(0, 0, 384, 400),
-                                   model_ref=tiny_model, device="cpu"))
-    assert not old.exists() and store.exists() and len(list(analysis.analysis_cache_root().iterdir())) == 2
-
-
+# ---------------------------------------------------------------------- big regions (downsampled display)
 def test_big_region_layers_are_downsampled_and_overlay(viewer_widget, small_big_threshold):
     viewer, widget = viewer_widget
     _run_whole(widget)
     f = small_big_threshold
-    expected = regions.overlay_translate_um((0, 0), SLIDE_MPP, f * MODEL_MPP, (10.0, 20.0))
+    expected = display.overlay_translate_um((0, 0), SLIDE_MPP, f * MODEL_MPP, (10.0, 20.0))
     for cls in CELL_CLASSES:
         prob = L.find_layer(viewer, L.prob_layer_name(cls), "Image")
         assert prob.data.shape == (48, 56) and tuple(prob.scale) == (f * MODEL_MPP, f * MODEL_MPP)

@@ -8,12 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from napari_cellularity import pipeline
+from napari_cellularity.analysis import AnalysisSettings, RoiError, display
+from napari_cellularity.analysis.outputs import analyze_image
+from napari_cellularity.analysis.regions import parse_roi
 from napari_cellularity.cli import main
+from napari_cellularity.io import slide as slide_mod
 from napari_cellularity.models.config import CLASS_NAMES
 from napari_cellularity.models.registry import ModelNotFoundError
 
-slide_mod = pytest.importorskip("napari_cellularity.io.slide")
 
 def _png(path, shape=(180, 240), seed=0):
     from PIL import Image
@@ -33,7 +35,8 @@ def test_analyze_png_writes_all_outputs(tmp_path, tiny_model):
 
     src = _png(tmp_path / "patch.png")
     records = []
-    summary = pipeline.analyze_image(src, tmp_path / "out", mpp=0.5, batch_size=2, progress=records.append)
+    summary = analyze_image(src, tmp_path / "out", settings=AnalysisSettings(batch_size=2), mpp=0.5,
+                            progress=records.append)
     folder = tmp_path / "out" / "patch"
     assert {"cells.csv", "labels.tif", "masks", "overlay.png", "summary.json"} <= {p.name for p in folder.iterdir()}
     with open(folder / "cells.csv", newline="") as fh:
@@ -57,12 +60,11 @@ def test_analyze_png_writes_all_outputs(tmp_path, tiny_model):
     assert sum(saved["counts"].values()) == saved["n_cells"] == len(rows)
     assert {"network_s", "total_s", "detect_s"} <= set(saved["timings_s"])
     cell = saved["cellularity"]
-    if cell["available"]:  # the cellularity modules are installed
-        assert 0 <= cell["image_cellularity"] <= 1 and (folder / "cellularity.csv").exists()
-        assert cell["method"] == "segmentation-area estimate"  # no regressor installed in user_home
-    else:
-        assert "not available" in cell["reason"]
-    assert records[0].kind == "start" and records[-1].kind == "tile"
+    assert cell["available"] and 0 <= cell["image_cellularity"] <= 1 and (folder / "cellularity.csv").exists()
+    assert cell["method"] == "segmentation-area estimate"  # no regressor installed in user_home
+    progress = [r for r in records if r.kind != "notice"]
+    assert progress[0].kind == "start" and progress[-1].kind == "tile" and progress[-1].done == progress[-1].total
+    assert [r.message for r in records if r.kind == "notice"][-2:] == ["detecting nuclei", "estimating cellularity"]
     assert not list((tmp_path / "out").glob(".*"))  # no temporary folders left
 
 
@@ -71,8 +73,8 @@ def test_analyze_roi_and_big_region_zarr(tmp_path, tiny_model, monkeypatch):
     import zarr
 
     src = _png(tmp_path / "p.png", shape=(200, 260))
-    monkeypatch.setattr(pipeline, "SMALL_REGION_MAX_PX", 100)
-    summary = pipeline.analyze_image(src, tmp_path / "out", mpp=0.5, roi="40,20,160,120")
+    monkeypatch.setattr(display, "BIG_REGION_MAX_PX", 100)
+    summary = analyze_image(src, tmp_path / "out", mpp=0.5, roi="40,20,160,120")
     folder = tmp_path / "out" / "p"
     assert summary["outputs"]["masks"] == "masks.zarr"
     group = zarr.open_group(str(folder / "masks.zarr"), mode="r")
@@ -94,10 +96,10 @@ def test_whole_slide_cellularity_uses_a_low_resolution_tissue_mask(tmp_path, tin
     from napari_cellularity.features import cellularity_map
 
     src = _png(tmp_path / "w.png", shape=(240, 320))
-    monkeypatch.setattr(pipeline, "SMALL_REGION_MAX_PX", 100)
+    monkeypatch.setattr(display, "BIG_REGION_MAX_PX", 100)
     monkeypatch.setattr(cellularity_map, "TISSUE_MASK_MAX_SIDE_PX", 40)
     monkeypatch.setattr(cellularity_map, "DEFAULT_PATCH_UM", 32.0)
-    summary = pipeline.analyze_image(src, tmp_path / "out", mpp=0.5)
+    summary = analyze_image(src, tmp_path / "out", mpp=0.5)
     cell, folder = summary["cellularity"], tmp_path / "out" / "w"
     assert summary["outputs"]["masks"] == "masks.zarr"
     assert cell["available"] is True and cell["scope"] == "whole slide"
@@ -129,36 +131,36 @@ def test_label_tif_from_zarr_is_exact(tmp_path):
 
 def test_missing_mpp_says_pass_mpp(tmp_path, tiny_model):
     with pytest.raises(slide_mod.MissingResolutionError, match="--mpp"):
-        pipeline.analyze_image(_png(tmp_path / "a.png"), tmp_path / "out")
+        analyze_image(_png(tmp_path / "a.png"), tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_bad_files(tmp_path, tiny_model):
     with pytest.raises(FileNotFoundError):
-        pipeline.analyze_image(tmp_path / "nope.svs", tmp_path / "out", mpp=0.5)
+        analyze_image(tmp_path / "nope.svs", tmp_path / "out", mpp=0.5)
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(slide_mod.UnsupportedFormatError):
-        pipeline.analyze_image(tmp_path / "notes.txt", tmp_path / "out", mpp=0.5)
+        analyze_image(tmp_path / "notes.txt", tmp_path / "out", mpp=0.5)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 50)
     with pytest.raises(slide_mod.SlideError):
-        pipeline.analyze_image(tmp_path / "broken.png", tmp_path / "out", mpp=0.5)
+        analyze_image(tmp_path / "broken.png", tmp_path / "out", mpp=0.5)
 
 
 @pytest.mark.parametrize(("roi", "match"), [("1,2,3", "X,Y,W,H"), ("a,b,c,d", "X,Y,W,H"), ("0,0,0,10", "W, H > 0"),
                                             ("-5,0,10,10", ">= 0")])
 def test_bad_roi_text(roi, match):
-    with pytest.raises(pipeline.RoiError, match=match):
-        pipeline.parse_roi(roi)
+    with pytest.raises(RoiError, match=match):
+        parse_roi(roi)
 
 
 def test_roi_outside_image(tmp_path, tiny_model):
-    with pytest.raises(pipeline.RoiError, match="outside the image"):
-        pipeline.analyze_image(_png(tmp_path / "a.png"), tmp_path / "out", mpp=0.5, roi="200,0,100,100")
+    with pytest.raises(RoiError, match="outside the image"):
+        analyze_image(_png(tmp_path / "a.png"), tmp_path / "out", mpp=0.5, roi="200,0,100,100")
 
 
 def test_no_model_installed_says_so(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="fpn-resnet34-brca-v1"):
-        pipeline.analyze_image(_png(tmp_path / "a.png"), tmp_path / "out", mpp=0.5)
+    with pytest.raises(ModelNotFoundError, match="default model \\(fpn-resnet34-brca\\)"):
+        analyze_image(_png(tmp_path / "a.png"), tmp_path / "out", mpp=0.5)
     assert main(["analyze", str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), "--mpp", "0.5"]) == 2
 
 
@@ -180,7 +182,7 @@ def test_cli_bad_roi_exit_code(tmp_path, tiny_model, capsys):
 
 def test_failure_midway_leaves_previous_result_intact(tmp_path, tiny_model, monkeypatch):
     src = _png(tmp_path / "a.png")
-    pipeline.analyze_image(src, tmp_path / "out", mpp=0.5)
+    analyze_image(src, tmp_path / "out", mpp=0.5)
     before = (tmp_path / "out" / "a" / "summary.json").read_text()
 
     def boom(*args, **kwargs):
@@ -188,14 +190,14 @@ def test_failure_midway_leaves_previous_result_intact(tmp_path, tiny_model, monk
 
     monkeypatch.setattr("napari_cellularity.inference.outputs.write_label_tif", boom)
     with pytest.raises(OSError, match="disk full"):
-        pipeline.analyze_image(src, tmp_path / "out", mpp=0.5)
+        analyze_image(src, tmp_path / "out", mpp=0.5)
     assert (tmp_path / "out" / "a" / "summary.json").read_text() == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a"]
 
 
 def test_image_smaller_than_one_tile(tmp_path, tiny_model):
     """A 16x16 image (8x8 at the model mpp) is padded to a 64-px tile, not a 32-px one."""
-    summary = pipeline.analyze_image(_png(tmp_path / "tiny.png", shape=(16, 16)), tmp_path / "out", mpp=0.5)
+    summary = analyze_image(_png(tmp_path / "tiny.png", shape=(16, 16)), tmp_path / "out", mpp=0.5)
     assert summary["maps"]["shape_rc"] == [8, 8] and summary["tiles"]["total"] == 1
     assert {"predict_s", "total_s", "cellularity_s"} <= set(summary["timings_s"])
 
@@ -205,7 +207,7 @@ def test_real_svs_roi_reads_mpp_from_file(tmp_path, tiny_model, shared_data):
     svs = shared_data / "wsi" / "CMU-1-Small-Region.svs"
     if not svs.exists():
         pytest.skip("CMU-1-Small-Region.svs not in shared data")
-    summary = pipeline.analyze_image(svs, tmp_path / "out", roi="1000,800,256,256")
+    summary = analyze_image(svs, tmp_path / "out", roi="1000,800,256,256")
     assert summary["input_mpp"] == pytest.approx(0.499) and summary["input_mpp_source"] == "file"
     assert summary["maps"]["shape_rc"] == [128, 128]
     with open(tmp_path / "out" / "CMU-1-Small-Region" / "cells.csv", newline="") as fh:
@@ -219,5 +221,5 @@ def test_real_corrupt_slide_is_a_clear_error(tmp_path, tiny_model, shared_data):
     if not bad.exists():
         pytest.skip("unreadable.svs not in shared data")
     with pytest.raises(slide_mod.CorruptSlideError, match="corrupt"):
-        pipeline.analyze_image(bad, tmp_path / "out")
+        analyze_image(bad, tmp_path / "out")
     assert not (tmp_path / "out" / "unreadable").exists()

@@ -1,4 +1,4 @@
-"""Report dict, category bins, CSV / JSON export round trip, and the report widget."""
+"""Report dict, category bins, CSV / JSON export round trip (no viewer)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from napari_cellularity import regions as R
-from napari_cellularity.widgets import _layers as L
+from napari_cellularity.analysis import report as R
+from napari_cellularity.analysis.regions import Level0Box
 
 
-def _summary(**kw) -> R.AnalysisSummary:
-    base = dict(image_name="case1.svs", region_kind="Shapes ROI", region=R.Level0Box(100, 200, 2000, 1000),
+def make_summary(**kw) -> R.AnalysisSummary:
+    base = dict(image_name="case1.svs", region_kind="Shapes ROI", region=Level0Box(100, 200, 2000, 1000),
                 slide_mpp=0.5, segmentation_model="fpn-resnet34-brca@2", model_mpp=1.0,
                 cellularity_model="lgbm-cellularity@1", cellularity=0.4235,
                 counts={"malignant": 120, "normal": 30, "lymphocyte": 50}, tumour_bed_area_mm2=0.3,
@@ -28,7 +28,7 @@ def test_category_bins(value, label):
 
 
 def test_report_values():
-    report = R.build_report(_summary())
+    report = R.build_report(make_summary())
     assert report["cellularity_pct"] == 42.4
     assert report["cellularity_category"] == "26-50 %"
     assert report["count_malignant"] == 120 and report["count_total"] == 200
@@ -39,13 +39,13 @@ def test_report_values():
 
 
 def test_report_without_cellularity_model():
-    report = R.build_report(_summary(cellularity=None, cellularity_model=None, tumour_bed_area_mm2=None))
+    report = R.build_report(make_summary(cellularity=None, cellularity_model=None, tumour_bed_area_mm2=None))
     assert report["cellularity_pct"] is None and report["cellularity_category"] is None
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_export_round_trip(tmp_path, suffix):
-    report = R.build_report(_summary())
+    report = R.build_report(make_summary())
     path = R.write_report(report, tmp_path / f"out{suffix}")
     (back,) = R.read_report(path)
     assert set(back) == set(report)
@@ -57,7 +57,7 @@ def test_export_round_trip(tmp_path, suffix):
 
 def test_export_errors(tmp_path):
     with pytest.raises(R.ReportError, match=".csv or .json"):
-        R.write_report(R.build_report(_summary()), tmp_path / "out.xlsx")
+        R.write_report(R.build_report(make_summary()), tmp_path / "out.xlsx")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"x": 1}))
     with pytest.raises(R.ReportError, match="not a cellularity report"):
@@ -68,28 +68,5 @@ def test_export_errors(tmp_path):
 
 
 def test_summary_dict_round_trip():
-    s = _summary()
+    s = make_summary()
     assert R.AnalysisSummary.from_dict(s.to_dict()) == s
-
-
-def test_report_widget_shows_latest_summary_and_exports(make_napari_viewer, tmp_path):
-    import numpy as np
-
-    from napari_cellularity.widgets.analyze import store_summary
-
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Cellularity report")
-    assert widget.report is None and "No analysis yet" in widget.summary_label.text()
-    assert widget.export(str(tmp_path / "none.csv")) is False
-    viewer.add_image(np.zeros((4, 4), np.uint8), name=L.prob_layer_name("malignant"))
-    store_summary(viewer, _summary(created_at="2026-01-01T00:00:00.000+00:00"))
-    assert widget.report["cellularity_pct"] == 42.4
-    store_summary(viewer, _summary(cellularity=0.8, created_at="2026-01-02T00:00:00.000+00:00"))
-    assert widget.report["cellularity_category"] == "76-100 %"
-    assert "80.0 %" in widget.summary_label.text()
-    assert widget.export(str(tmp_path / "r.json"))
-    assert R.read_report(tmp_path / "r.json")[0]["cellularity_pct"] == 80.0
-    widget.copy_to_clipboard()
-    from qtpy.QtWidgets import QApplication
-
-    assert "cellularity_pct\t80.0" in QApplication.clipboard().text()

@@ -1,0 +1,82 @@
+"""``napari-cellularity analyze INPUT... --out DIR``: analyse images and slides into result folders.
+
+Thin over :func:`napari_cellularity.analysis.outputs.analyze_image`: parses and checks the
+arguments, loads the models once, analyses each input and reports failures per input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..models.config import PRECISIONS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="slides or images (svs, ndpi, tiff, png, ...)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per input)")
+    parser.add_argument("--model", default=None, help="segmentation model NAME, NAME@VERSION or path to .json")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+    parser.add_argument("--mpp", type=float, default=None, help="level-0 µm/px when the file does not record it")
+    parser.add_argument("--roi", default=None, help="X,Y,W,H region in level-0 pixels (x = column)")
+    parser.add_argument("--tta", action="store_true", help="8-fold flip/rotation test-time augmentation")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    parser.add_argument("--cellularity-model", default=None, help="cellularity regressor NAME[@VERSION]")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: mixed precision where the hardware runs it natively (CUDA; CPUs with "
+                             "AVX512-BF16/AMX, about 2x faster); fp32: full precision everywhere (default: auto)")
+
+
+def _printer(name: str) -> Callable[[Any], None]:
+    last = [-1]
+
+    def show(record: Any) -> None:
+        if record.kind == "notice":
+            print(f"  {name}: {record.message}", file=sys.stderr)
+        elif record.total and record.kind == "tile":
+            pct = int(100 * record.done / record.total)
+            if pct >= last[0] + 10 or record.done == record.total:
+                last[0] = pct
+                print(f"  {name}: {record.done}/{record.total} tiles ({pct}%)", file=sys.stderr)
+
+    return show
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.cache import load_model, load_regressor
+    from ..analysis.engine import AnalysisSettings
+    from ..analysis.outputs import analyze_image
+    from ..analysis.regions import parse_roi
+    from ..io.slide import SlideError
+    from ..models.registry import ModelFileError
+
+    settings = AnalysisSettings(model_ref=args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
+                                precision=args.precision, cellularity_model=args.cellularity_model)
+    roi = parse_roi(args.roi)
+    model = load_model(args.model, args.device)
+    load_regressor(args.cellularity_model)  # an unknown regressor fails before any input is read
+    failures: list[tuple[str, str]] = []
+    used: set[str] = set()
+    for item in args.inputs:
+        stem = Path(item).stem
+        while stem in used:
+            stem = f"{stem}_{len(used)}"
+        used.add(stem)
+        try:
+            summary = analyze_image(item, args.out, settings=settings, model=model, mpp=args.mpp, roi=roi,
+                                    progress=_printer(stem), stem=stem)
+        except (SlideError, OSError, ValueError, LookupError, ModelFileError, RuntimeError) as exc:
+            failures.append((item, f"{type(exc).__name__}: {exc}"))
+            print(f"{item}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+        print(f"{item}: {summary['n_cells']} cells ({counts}) -> {Path(args.out) / stem}")
+    if failures:
+        print(f"{len(failures)} of {len(args.inputs)} inputs failed:", file=sys.stderr)
+        for item, msg in failures:
+            print(f"  {item}: {msg}", file=sys.stderr)
+        return 1
+    return 0
