@@ -41,14 +41,24 @@ def _python_names() -> list[str]:
     return [c.python_name for c in _manifest().contributions.commands]
 
 
+def resolve_python_name(python_name: str):
+    """Import ``module:attr`` and return the attribute; any missing part raises (never skips)."""
+    module_name, sep, attr = python_name.partition(":")
+    if not sep or not attr:
+        raise ValueError(f"python_name {python_name!r} is not 'module:attribute'")
+    return getattr(importlib.import_module(module_name), attr)
+
+
 @pytest.mark.parametrize("python_name", _python_names())
 def test_python_name_imports(python_name):
-    module_name, _, attr = python_name.partition(":")
-    spec = importlib.util.find_spec(module_name)
-    if spec is None:
-        pytest.skip(f"module {module_name} does not exist yet (lead: remove this skip once it does)")
-    module = importlib.import_module(module_name)
-    assert callable(getattr(module, attr)), f"{python_name} is not callable"
+    assert callable(resolve_python_name(python_name)), f"{python_name} is not callable"
+
+
+@pytest.mark.parametrize("bad", ["napari_cellularity.io.readr:napari_get_reader",
+                                 "napari_cellularity.io.reader:napari_get_readr", "napari_cellularity.io.reader"])
+def test_a_misspelt_python_name_fails(bad):
+    with pytest.raises((ImportError, AttributeError, ValueError)):
+        resolve_python_name(bad)
 
 
 def test_reader_patterns_match_supported_extensions():

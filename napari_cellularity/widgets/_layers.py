@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from napari.layers import Image, Labels, Points
 
 from ..analysis.display import paste_on_canvas, place_on_canvas
 from ..analysis.regions import Level0Box
@@ -79,21 +80,26 @@ def class_map_colormap() -> Any:
     return DirectLabelColormap(color_dict=colors)
 
 
-def find_layer(viewer: Any, name: str, layer_type: str | None = None) -> Any | None:
-    """The layer called ``name`` (of napari type ``layer_type``, e.g. ``"Image"``), or None."""
+def canvas_size_px(viewer: Any) -> tuple[int, int]:
+    """(height, width) of the viewer canvas in screen pixels (napari's public canvas model)."""
+    return tuple(int(v) for v in viewer.canvas.size)
+
+
+def find_layer(viewer: Any, name: str, layer_type: type | None = None) -> Any | None:
+    """The layer called ``name`` (an instance of ``layer_type``, e.g. ``napari.layers.Image``), or None."""
     for layer in viewer.layers:
-        if layer.name == name and (layer_type is None or layer.__class__.__name__ == layer_type):
+        if layer.name == name and (layer_type is None or isinstance(layer, layer_type)):
             return layer
     return None
 
 
-def _upsert(viewer: Any, layer_type: str, name: str, data: Any, kwargs: dict[str, Any]) -> Any:
+def _upsert(viewer: Any, layer_type: type, name: str, data: Any, kwargs: dict[str, Any]) -> Any:
     layer = find_layer(viewer, name, layer_type)
     if layer is not None and getattr(layer.data, "ndim", None) != getattr(data, "ndim", None):
         viewer.layers.remove(layer)
         layer = None
     if layer is None:
-        return getattr(viewer, f"add_{layer_type.lower()}")(data, name=name, **kwargs)
+        return getattr(viewer, f"add_{layer_type.__name__.lower()}")(data, name=name, **kwargs)
     metadata = kwargs.pop("metadata", None)
     for key in ("scale", "translate"):  # geometry first, so the data lands in place
         if key in kwargs:
@@ -112,12 +118,12 @@ def upsert_image_layer(viewer: Any, name: str, data: np.ndarray, **kwargs: Any) 
     ``kwargs`` are napari ``add_image`` arguments (scale, translate, colormap, opacity,
     blending, contrast_limits, metadata ...); on update they are set as attributes.
     """
-    return _upsert(viewer, "Image", name, data, dict(kwargs))
+    return _upsert(viewer, Image, name, data, dict(kwargs))
 
 
 def upsert_labels_layer(viewer: Any, name: str, data: np.ndarray, **kwargs: Any) -> Any:
     """Like :func:`upsert_image_layer`, for a Labels layer."""
-    return _upsert(viewer, "Labels", name, data, dict(kwargs))
+    return _upsert(viewer, Labels, name, data, dict(kwargs))
 
 
 def paste_map_layer(
@@ -153,7 +159,7 @@ def paste_map_layer(
         so painting many tiles with ``refresh=False`` and one final ``refresh=True`` costs one
         redraw instead of one full-canvas copy per tile.
     """
-    kind = "Labels" if labels else "Image"
+    kind = Labels if labels else Image
     layer = find_layer(viewer, name, kind)
     meta = dict(layer.metadata.get(META_KEY, {})) if layer is not None else {}
     if layer is not None and (meta.get("pixel_um") != pixel_um or layer.data.dtype != region.dtype):
@@ -204,7 +210,7 @@ def show_downsampled_maps(
         if cls not in class_names:
             continue
         data = probs[list(class_names).index(cls)]
-        layer = find_layer(viewer, prob_layer_name(cls), "Image")
+        layer = find_layer(viewer, prob_layer_name(cls), Image)
         if (layer is not None and layer.data.shape == data.shape
                 and np.may_share_memory(np.asarray(layer.data), probs)):
             layer.refresh()
@@ -264,7 +270,7 @@ def upsert_points_layer(
     """
     pts = np.asarray(points_level0_rc, dtype=float).reshape(-1, 2)
     new_scores = np.ones(len(pts)) if scores is None else np.asarray(scores, dtype=float).reshape(-1)
-    layer = find_layer(viewer, name, "Points")
+    layer = find_layer(viewer, name, Points)
     if layer is not None and tuple(layer.scale[-2:]) != (slide_mpp, slide_mpp):
         viewer.layers.remove(layer)
         layer = None

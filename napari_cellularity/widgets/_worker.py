@@ -15,14 +15,15 @@ records and returns its result (STYLE rule 3). Widgets hand such a generator to
 * cancels at the next ``yield`` when ``worker.quit()`` is called (``on_abort`` then runs
   and the generator is closed, so its ``finally`` blocks release resources).
 
-Progress records may be anything; :func:`progress_of` understands objects or dicts with
-``done``/``total`` (or ``tiles_done``/``tiles_total``) and an optional ``message``.
+The bar reads the ``done`` / ``total`` / ``message`` of
+:class:`~napari_cellularity.progress.Progress` records (records without a total, such as
+bare notices, leave it as it is); ``on_yield`` receives every record.
 
 Example
 -------
 >>> def count(n):                                  # doctest: +SKIP
 ...     for i in range(n):
-...         yield {"done": i + 1, "total": n}
+...         yield Progress("step", done=i + 1, total=n)
 ...     return "ok"
 >>> worker = run_generator(lambda: count(3), on_return=print, progress_desc="Counting")
 """
@@ -41,6 +42,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
+from ..progress import Progress
+
 ENV_SYNC = "NAPARI_CELLULARITY_SYNC"
 logger = logging.getLogger(__name__)
 
@@ -58,31 +61,6 @@ class _Failure:
 
     exc: BaseException
     traceback_text: str
-
-
-def progress_of(record: Any) -> tuple[int, int | None, str | None] | None:
-    """Read ``(done, total, message)`` from a progress record, or ``None`` if it has none.
-
-    Parameters
-    ----------
-    record
-        An object with attributes, or a mapping, holding ``done`` and ``total`` (or
-        ``tiles_done`` and ``tiles_total``) and optionally ``message``.
-    """
-
-    def get(name: str) -> Any:
-        if isinstance(record, dict):
-            return record.get(name)
-        return getattr(record, name, None)
-
-    done = get("done")
-    total = get("total")
-    if done is None:
-        done, total = get("tiles_done"), get("tiles_total")
-    if done is None:
-        return None
-    message = get("message")
-    return int(done), (int(total) if total is not None else None), message
 
 
 def estimate_eta_s(done: int, total: int | None, elapsed_s: float) -> float | None:
@@ -216,11 +194,10 @@ class _Progress:
         self.bar = progress(total=total or 0, desc=desc)
 
     def update(self, record: Any) -> None:
-        info = progress_of(record)
-        if info is None:
+        if not isinstance(record, Progress) or record.total <= 0:
             return
-        done, total, message = info
-        if total is not None and total != self.total:
+        done, total, message = record.done, record.total, record.message
+        if total != self.total:
             self.total = total
             self.bar.total = total
         self.eta_s = estimate_eta_s(done, self.total, time.perf_counter() - self.start_s)

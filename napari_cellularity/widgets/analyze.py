@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari.layers import Image, Shapes
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -197,7 +198,7 @@ class AnalyzeWidget(QWidget):
 
     def _image_layer(self) -> Any:
         name = self.image_combo.currentText()
-        return L.find_layer(self.viewer, name, "Image") if name else None
+        return L.find_layer(self.viewer, name, Image) if name else None
 
     def _show_mpp(self, *_: Any) -> None:
         layer = self._image_layer()
@@ -214,13 +215,13 @@ class AnalyzeWidget(QWidget):
         if kind == REGION_WHOLE:
             return regions.whole_box(shape_rc)
         if kind == REGION_ROI:
-            shapes = L.find_layer(self.viewer, self.shapes_combo.currentText(), "Shapes")
+            shapes = L.find_layer(self.viewer, self.shapes_combo.currentText(), Shapes)
             if shapes is None or len(shapes.data) == 0:
                 raise regions.RegionError("draw a rectangle in a Shapes layer and pick it as ROI layer")
             idx = sorted(shapes.selected_data)[-1] if shapes.selected_data else len(shapes.data) - 1
             return regions.shape_box(shapes.data[idx], shapes.scale, shapes.translate,
                                      layer.scale, layer.translate, shape_rc)
-        return regions.view_box(self.viewer.camera.center, canvas_size_px(self.viewer),
+        return regions.view_box(self.viewer.camera.center, L.canvas_size_px(self.viewer),
                                 self.viewer.camera.zoom, layer.scale, layer.translate, shape_rc)
 
     def _inputs(self) -> dict[str, Any]:
@@ -409,18 +410,6 @@ def image_source(layer: Any, mpp: float) -> tuple[Any, tuple[int, int]]:
     data = layer.data[0] if layer.multiscale else layer.data
     rgb = np.asarray(data)
     return rgb, (int(rgb.shape[0]), int(rgb.shape[1]))
-
-
-def canvas_size_px(viewer: Any) -> tuple[int, int]:
-    """(height, width) of the viewer canvas in screen pixels."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # _qt_viewer is the only public-ish path to the canvas
-            warnings.simplefilter("ignore", FutureWarning)
-            return tuple(viewer.window._qt_viewer.canvas.size)
-    except AttributeError:  # no Qt window (tests with a ViewerModel)
-        return (600, 800)
 
 
 def store_summary(viewer: Any, summary: AnalysisSummary) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from napari.layers import Image, Points, Shapes
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -36,7 +37,14 @@ from ..annotations.geojson_io import read_geojson_document, write_points_geojson
 from ..annotations.points import AnnotationError, PointAnnotations
 from ..annotations.roi_estimates import RoiEstimate
 from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
-from ._layers import META_KEY, NUCLEUS_SIZE_UM, annotation_layer_name, find_layer, points_layer_name
+from ._layers import (
+    META_KEY,
+    NUCLEUS_SIZE_UM,
+    annotation_layer_name,
+    canvas_size_px,
+    find_layer,
+    points_layer_name,
+)
 
 CLASS_KEYS: dict[str, str] = {"malignant": "1", "normal": "2", "lymphocyte": "3"}
 AUTOSAVE_INTERVAL_S = 2.0
@@ -44,7 +52,7 @@ AUTOSAVE_INTERVAL_S = 2.0
 
 def image_layers(viewer: Any) -> list[Any]:
     """RGB image layers (the slides), excluding our own overlays."""
-    return [lay for lay in viewer.layers if lay.__class__.__name__ == "Image"
+    return [lay for lay in viewer.layers if isinstance(lay, Image)
             and "kind" not in lay.metadata.get(META_KEY, {})]
 
 
@@ -155,7 +163,7 @@ class AnnotateWidget(QWidget):
             self._on_image_chosen(self.image_combo.currentText())
 
     def _on_image_chosen(self, name: str) -> None:
-        layer = find_layer(self.viewer, name, "Image") if name else None
+        layer = find_layer(self.viewer, name, Image) if name else None
         if layer is self._image:
             return
         self.flush_autosave()
@@ -182,7 +190,7 @@ class AnnotateWidget(QWidget):
         img = self._image
         for cls in CELL_CLASSES:
             name = annotation_layer_name(cls)
-            layer = find_layer(self.viewer, name, "Points")
+            layer = find_layer(self.viewer, name, Points)
             if layer is None:
                 layer = self.viewer.add_points(
                     np.zeros((0, 2)), name=name, scale=tuple(img.scale[-2:]), translate=tuple(img.translate[-2:]),
@@ -316,7 +324,7 @@ class AnnotateWidget(QWidget):
             return 0
         added = 0
         for cls, layer in self._layers.items():
-            det = find_layer(self.viewer, points_layer_name(cls), "Points")
+            det = find_layer(self.viewer, points_layer_name(cls), Points)
             if det is None or len(det.data) == 0:
                 continue
             new = to_layer_data(det, layer.scale, layer.translate)
@@ -337,13 +345,12 @@ class AnnotateWidget(QWidget):
         img = self._image
         shape_rc = image_shape_rc(img)
         active = self.viewer.layers.selection.active
-        shapes = active if active.__class__.__name__ == "Shapes" and len(active.data) else None
+        shapes = active if isinstance(active, Shapes) and len(active.data) else None
         if shapes is not None:
             box = shape_box(shapes.data[-1], shapes.scale, shapes.translate, img.scale, img.translate, shape_rc)
         else:
             cam = self.viewer.camera
-            canvas = self.viewer.window._qt_viewer.canvas.size if hasattr(self.viewer, "window") else (600, 800)
-            box = view_box(cam.center, tuple(canvas), cam.zoom, img.scale, img.translate, shape_rc)
+            box = view_box(cam.center, canvas_size_px(self.viewer), cam.zoom, img.scale, img.translate, shape_rc)
         return (box.row0, box.col0, box.rows, box.cols)
 
     def record_estimate(self, cellularity_pct: float, note: str = "",

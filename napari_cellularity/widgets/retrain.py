@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from napari.layers import Points
 from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
@@ -155,7 +156,7 @@ class RetrainWidget(QWidget):
         ann = PointAnnotations(mpp=float(img.scale[-1]) if img is not None else None,
                                slide_path=layer_slide_path(img) if img is not None else None)
         for cls in CELL_CLASSES:
-            layer = find_layer(self.viewer, annotation_layer_name(cls), "Points")
+            layer = find_layer(self.viewer, annotation_layer_name(cls), Points)
             if layer is not None and len(layer.data):
                 ann = ann.concat(PointAnnotations(np.asarray(layer.data, float)[:, -2:], cls))
         return ann
@@ -264,9 +265,10 @@ class RetrainWidget(QWidget):
             return None
         ref = self.result.new_ref
         self.model_combo.setCurrentText(ref)
-        for widget in getattr(self.viewer.window, "_dock_widgets", {}).values():
-            inner = widget.widget() if hasattr(widget, "widget") else None
-            if inner is not None and hasattr(inner, "set_model"):
+        from .analyze import AnalyzeWidget
+
+        for inner in getattr(self.viewer.window, "dock_widgets", {}).values():
+            if isinstance(inner, AnalyzeWidget):
                 inner.set_model(ref)
         self._notify(f"Using {ref} for analysis")
         return ref

@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from napari.layers import Image, Labels, Points
 
 from napari_cellularity.analysis import display, regions
 from napari_cellularity.models.config import CELL_CLASSES
+from napari_cellularity.progress import Progress
 from napari_cellularity.widgets import _layers as L
 from napari_cellularity.widgets._worker import run_generator
 
@@ -47,7 +49,7 @@ def test_analyze_adds_layers_with_um_geometry(viewer_widget):
     viewer, widget = viewer_widget
     _run_whole(widget)
     for cls in CELL_CLASSES:
-        prob = L.find_layer(viewer, L.prob_layer_name(cls), "Image")
+        prob = L.find_layer(viewer, L.prob_layer_name(cls), Image)
         assert prob is not None, cls
         assert tuple(prob.scale) == (MODEL_MPP, MODEL_MPP)
         # model pixel 0 spans level-0 pixels 0..1 -> centre at 0.5 px * 0.5 µm + layer translate
@@ -55,12 +57,12 @@ def test_analyze_adds_layers_with_um_geometry(viewer_widget):
         assert prob.data.shape == (192, 224)
         np.testing.assert_allclose(prob.colormap.colors[-1][:3], L.hex_to_rgba(L.CLASS_COLORS[cls])[:3])
         assert prob.colormap.colors[0][3] == 0  # transparent at probability 0
-        pts = L.find_layer(viewer, L.points_layer_name(cls), "Points")
+        pts = L.find_layer(viewer, L.points_layer_name(cls), Points)
         assert pts is not None and tuple(pts.scale) == (SLIDE_MPP, SLIDE_MPP)
         assert tuple(pts.translate) == (10.0, 20.0)
-    labels = L.find_layer(viewer, L.CLASS_MAP_LAYER, "Labels")
+    labels = L.find_layer(viewer, L.CLASS_MAP_LAYER, Labels)
     assert labels is not None and labels.data.shape == (192, 224)
-    heat = L.find_layer(viewer, L.HEATMAP_LAYER, "Image")
+    heat = L.find_layer(viewer, L.HEATMAP_LAYER, Image)
     assert heat is not None and heat.colormap.name == L.HEATMAP_COLORMAP
     assert tuple(heat.contrast_limits) == (0.0, 1.0)
     assert heat.scale[0] == pytest.approx(widget.last_result.heatmap_pixel_um)
@@ -129,15 +131,15 @@ def test_cancel_stops_an_endless_job():
         try:
             while True:
                 i += 1
-                yield {"done": i, "total": None}
+                yield Progress("step", done=i)
         finally:
             closed.append(True)
 
     holder = {}
 
     def on_yield(record):
-        seen.append(record["done"])
-        if record["done"] == 3:
+        seen.append(record.done)
+        if record.done == 3:
             holder["w"].quit()
 
     holder["w"] = run_generator(forever, on_yield=on_yield, on_abort=lambda: seen.append("aborted"),
@@ -154,7 +156,7 @@ def test_errors_become_readable_notifications(monkeypatch):
     monkeypatch.setattr(notifications, "show_error", shown.append)
 
     def failing():
-        yield {"done": 1, "total": 2}
+        yield Progress("step", done=1, total=2)
         raise regions.RegionError("draw a rectangle")
 
     run_generator(failing, on_error=errors.append, progress_desc="Analyze")
@@ -186,14 +188,14 @@ def test_big_region_layers_are_downsampled_and_overlay(viewer_widget, small_big_
     f = small_big_threshold
     expected = display.overlay_translate_um((0, 0), SLIDE_MPP, f * MODEL_MPP, (10.0, 20.0))
     for cls in CELL_CLASSES:
-        prob = L.find_layer(viewer, L.prob_layer_name(cls), "Image")
+        prob = L.find_layer(viewer, L.prob_layer_name(cls), Image)
         assert prob.data.shape == (48, 56) and tuple(prob.scale) == (f * MODEL_MPP, f * MODEL_MPP)
         assert tuple(prob.translate) == pytest.approx(expected)
         # the display pixel's left edge sits on the slide's level-0 pixel 0 edge (-0.5 px)
         assert prob.translate[0] - prob.scale[0] / 2 == pytest.approx(10.0 - 0.5 * SLIDE_MPP)
-        pts = L.find_layer(viewer, L.points_layer_name(cls), "Points")
+        pts = L.find_layer(viewer, L.points_layer_name(cls), Points)
         assert pts is not None and tuple(pts.scale) == (SLIDE_MPP, SLIDE_MPP)
-    labels = L.find_layer(viewer, L.CLASS_MAP_LAYER, "Labels")
+    labels = L.find_layer(viewer, L.CLASS_MAP_LAYER, Labels)
     assert labels.data.shape == (48, 56) and labels.scale[0] == pytest.approx(f * MODEL_MPP)
     np.testing.assert_array_equal(L.find_layer(viewer, L.prob_layer_name("malignant")).data,
                                   widget.last_result.display.probs[list(widget.config.class_names).index("malignant")])

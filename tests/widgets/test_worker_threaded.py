@@ -13,13 +13,14 @@ import time
 
 import pytest
 
+from napari_cellularity.progress import Progress
 from napari_cellularity.widgets import _worker
 
 
 def _records(n):
     for i in range(n):
         time.sleep(0.02)
-        yield {"done": i + 1, "total": n}
+        yield Progress("step", done=i + 1, total=n)
     return "result"
 
 
@@ -32,11 +33,11 @@ def test_threaded_callbacks_do_not_nest_when_a_callback_processes_events(qtbot, 
     finished: list[bool] = []
 
     def on_yield(record):
-        events.append(f"start {record['done']}")
+        events.append(f"start {record.done}")
         for _ in range(30):  # what napari's QtLabeledProgressBar.setValue does, while the
             time.sleep(0.005)  # worker keeps emitting (few calls: a tight processEvents loop
             QApplication.processEvents()  # crashes PySide6 6.12 on Python 3.11, none_dealloc)
-        events.append(f"end {record['done']}")
+        events.append(f"end {record.done}")
 
     worker = run = _worker.run_generator(
         lambda: _records(5), on_yield=on_yield, on_return=lambda v: events.append(f"return {v}"),
