@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,14 +30,13 @@ from qtpy.QtWidgets import (
 )
 
 from ..analysis import AnalysisSettings, display, regions
-from ..analysis.report import AnalysisSummary
 from ..models.config import CELL_CLASSES, CLASS_LABELS
 from . import _layers as L
 from ._legend import gradient_legend
+from ._session import image_source, layer_mpp, store_summary
 from ._worker import format_eta, run_generator
 
 REGION_VIEW, REGION_ROI, REGION_WHOLE = "Current view", "Shapes ROI", "Whole image/slide"
-SUMMARY_KEY = "summary"
 
 
 class AnalyzeWidget(QWidget):
@@ -387,38 +385,3 @@ class AnalyzeWidget(QWidget):
         layer = L.find_layer(self.viewer, L.HEATMAP_LAYER)
         if layer is not None:
             layer.visible = visible
-
-
-# ---------------------------------------------------------------------- helpers (no widget state)
-def layer_mpp(layer: Any) -> float | None:
-    """µm per level-0 pixel of an image layer: slide metadata, else a non-unit layer scale."""
-    info = layer.metadata.get("slide_info") or {}
-    if info.get("mpp"):
-        return float(info["mpp"])
-    scale = float(layer.scale[-1])
-    return scale if scale != 1.0 or layer.metadata.get("mpp_source") else None
-
-
-def image_source(layer: Any, mpp: float) -> tuple[Any, tuple[int, int]]:
-    """What to read pixels from (lazy Slide for files, the array otherwise) and level-0 shape."""
-    path = layer.metadata.get("path")
-    if path and Path(path).is_file():
-        from ..io.slide import open_slide
-
-        slide = open_slide(path, mpp=mpp)
-        return slide, tuple(int(v) for v in slide.info.level_dimensions[0])
-    data = layer.data[0] if layer.multiscale else layer.data
-    rgb = np.asarray(data)
-    return rgb, (int(rgb.shape[0]), int(rgb.shape[1]))
-
-
-def store_summary(viewer: Any, summary: AnalysisSummary) -> None:
-    """Attach the run summary to the malignant-probability layer (read by the report widget)."""
-    layer = L.find_layer(viewer, L.prob_layer_name("malignant"))
-    if layer is None:
-        return
-    meta = dict(layer.metadata.get(L.META_KEY, {}))
-    meta[SUMMARY_KEY] = summary.to_dict()
-    layer.metadata = {**layer.metadata, L.META_KEY: meta}
-    layer.events.data(value=layer.data)  # lets listeners (report widget) refresh
-

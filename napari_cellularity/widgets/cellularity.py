@@ -1,9 +1,9 @@
 """Cellularity report dock widget: the last analysed region, copy to clipboard, CSV / JSON export.
 
-It reads the :class:`~napari_cellularity.R.AnalysisSummary` the Analyze widget
+It reads the :class:`~napari_cellularity.analysis.report.AnalysisSummary` the Analyze widget
 stores on the ``"Malignant (prob)"`` layer, builds the report with
-:func:`napari_cellularity.R.build_report` and writes it with
-:func:`~napari_cellularity.R.write_report`.
+:func:`napari_cellularity.analysis.report.build_report` and writes it with
+:func:`~napari_cellularity.analysis.report.write_report`.
 """
 
 from __future__ import annotations
@@ -24,18 +24,7 @@ from qtpy.QtWidgets import (
 from ..analysis import report as R
 from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
 from . import _layers as L
-
-SUMMARY_KEY = "summary"
-
-
-def latest_summary(viewer: Any) -> R.AnalysisSummary | None:
-    """The most recent summary stored on any layer of the viewer (None if nothing analysed)."""
-    found = []
-    for layer in viewer.layers:
-        data = layer.metadata.get(L.META_KEY, {}).get(SUMMARY_KEY)
-        if data:
-            found.append(R.AnalysisSummary.from_dict(data))
-    return max(found, key=lambda s: s.created_at) if found else None
+from ._session import latest_summary
 
 
 class CellularityReportWidget(QWidget):

@@ -35,8 +35,8 @@ from ..models.config import CELL_CLASSES, CLASS_LABELS
 from ..models.registry import list_models
 from ..progress import Progress
 from ._layers import annotation_layer_name, find_layer
+from ._session import layer_mpp
 from ._worker import run_generator
-from .analyze import layer_mpp
 from .annotate import image_layers, layer_slide_path
 
 MIN_ROI_ESTIMATES = 5

@@ -11,7 +11,7 @@ from ..analysis.test_report import make_summary
 def test_report_widget_shows_latest_summary_and_exports(make_napari_viewer, tmp_path):
     import numpy as np
 
-    from napari_cellularity.widgets.analyze import store_summary
+    from napari_cellularity.widgets._session import store_summary
 
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Cellularity report")
