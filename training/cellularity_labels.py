@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_cellularity.features.tissue import tissue_mask
+from napari_cellularity.inference.tissue import tissue_mask
 
 LABEL_SOURCE = "derived-from-points"
 #: Radius of a malignant cell around its annotated nucleus centre (µm).

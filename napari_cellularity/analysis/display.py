@@ -50,7 +50,7 @@ def display_factor(map_shape_rc: tuple[int, int]) -> int:
 
 def tile_map_origin(bounds_level0: tuple[int, ...], box: Level0Box, slide_mpp: float,
                     model_mpp: float) -> tuple[int, int]:
-    """Map (row, col) of a finished tile from its level-0 bounds (``ProgressRecord.bounds_level0``)."""
+    """Map (row, col) of a finished tile from its level-0 bounds (``Progress.bounds_level0``)."""
     scale = float(model_mpp) / float(slide_mpp)
     return round((bounds_level0[0] - box.row0) / scale), round((bounds_level0[1] - box.col0) / scale)
 
