@@ -14,11 +14,13 @@ import logging
 import sys
 
 from .. import __version__
+from .checks import join_negative_values
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("napari_cellularity.cli.info", "describe a slide: levels, dimensions, mpp, vendor, thumbnail"),
     "analyze": ("napari_cellularity.cli.analyze", "segment nuclei and compute cellularity; write results to a folder"),
     "models": ("napari_cellularity.cli.models", "list installed models"),
+    "rcb": ("napari_cellularity.cli.rcb", "residual cancer burden index and class (Symmans 2007) with input sources"),
 }
 TRAIN_COMMANDS: dict[str, tuple[str, str]] = {
     "segmentation": ("napari_cellularity.cli.train:segmentation",
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
