@@ -14,7 +14,6 @@ import logging
 import sys
 
 from .. import __version__
-from .checks import join_negative_values
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("napari_cellularity.cli.info", "describe a slide: levels, dimensions, mpp, vendor, thumbnail"),
@@ -66,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
