@@ -11,7 +11,9 @@ cancelled run never leaves half a result. The analysis itself is
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..files import write_text_atomic
+from ..files import exclusive_lock, safe_filename, write_text_atomic
 from ..progress import drain
 from .engine import AnalysisSettings, RegionAnalysis, analyze_region
 from .regions import Level0Box, RoiError, check_roi, parse_roi
@@ -30,27 +32,62 @@ def _open(path_or_slide: Any, mpp: float | None):
     from ..io.slide import Slide, open_slide
 
     if isinstance(path_or_slide, Slide):
-        return path_or_slide, Path(path_or_slide.info.path).stem or "image", False
+        return path_or_slide, Path(path_or_slide.info.path).stem, False
     if isinstance(path_or_slide, np.ndarray):
         return Slide.from_array(path_or_slide, mpp=mpp), "image", True
     path = Path(path_or_slide)
     return open_slide(path, mpp=mpp), path.stem, True
 
 
-def _fresh_dir(out_dir: Path, stem: str) -> Path:
-    partial = out_dir / f".{stem}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    return partial
+def _roi_from_text(text: str) -> tuple[int, int, int, int] | None:
+    try:
+        return parse_roi(text)
+    except OverflowError:  # int(float("inf"))
+        raise RoiError(f"--roi must be X,Y,W,H in level-0 pixels (four finite integers), got {text!r}") from None
+
+
+#: Written last into a result folder: its presence marks a complete result.
+COMPLETION_MARKER = "summary.json"
+
+
+class OutputFolderError(OSError):
+    """The result folder cannot be written: another run holds it, or the name is taken by other files."""
+
+
+def _fresh_dir(out_dir: Path, name: str) -> Path:
+    """A new, empty temporary folder ``out_dir/.<name>.<random>.partial`` that only this run uses."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=out_dir))
+
+
+def _check_replaceable(final: Path) -> None:
+    """Refuse to replace anything but an earlier result folder (a folder holding the completion marker)."""
+    if final.is_symlink() or (final.exists() and not final.is_dir()):
+        raise OutputFolderError(f"{final} exists and is not a result folder; move it away or choose another --out")
+    if final.is_dir() and any(final.iterdir()) and not (final / COMPLETION_MARKER).is_file():
+        raise OutputFolderError(f"{final} exists and is not a napari-cellularity result (no {COMPLETION_MARKER}); "
+                                "move it away or choose another --out")
 
 
 def _publish(partial: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
+    """Rename the finished ``partial`` to ``final``; an earlier result there is replaced.
+
+    The earlier result is first renamed to a fresh name this run created (so nothing a
+    concurrent run made is touched), then removed.
+    """
+    _check_replaceable(final)
+    old = None
     if final.exists():
-        final.replace(old)
-    partial.replace(final)
-    shutil.rmtree(old, ignore_errors=True)
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+        os.replace(final, old)  # onto the empty folder this run just made
+    try:
+        os.replace(partial, final)
+    except OSError:
+        if old is not None:
+            os.replace(old, final)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def analyze_image(
@@ -97,28 +134,39 @@ def analyze_image(
     """
     t0 = time.perf_counter()
     settings = settings or AnalysisSettings()
-    roi = parse_roi(roi) if isinstance(roi, str) else roi
+    roi = _roi_from_text(roi) if isinstance(roi, str) else roi
     slide, default_stem, close = _open(path_or_slide, mpp)
     try:
         slide.require_mpp()
         check_roi(roi, slide.dimensions)
         box = Level0Box(*roi) if roi is not None else Level0Box(0, 0, *slide.dimensions)
-        stem = stem or default_stem
-        partial = _fresh_dir(Path(out_dir), stem)
-        try:
-            result = drain(analyze_region(slide, slide_mpp=slide.mpp, box=box, settings=settings, model=model,
-                                          image_name=stem, region_kind="roi" if roi else "whole",
-                                          store_dir=partial, display=False), progress)
-            summary = write_result(partial, slide, result, settings, roi)
-            summary["timings_s"]["total_s"] = round(time.perf_counter() - t0, 3)
-            write_text_atomic(partial / "summary.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
-            _publish(partial, Path(out_dir) / stem)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+        out_dir, name = Path(out_dir), safe_filename(stem or default_stem)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(out_dir / f".{name}.lock", what=str(out_dir / name)):
+            _check_replaceable(out_dir / name)
+            summary = _analyze_into(slide, out_dir, name, box, roi, settings, model, progress, t0)
     finally:
         if close:
             slide.close()
+    return summary
+
+
+def _analyze_into(slide: Any, out_dir: Path, name: str, box: Level0Box, roi: Any, settings: AnalysisSettings,
+                  model: Any, progress: Any, t0: float) -> dict[str, Any]:
+    """Analyse into a fresh temporary folder, write the completion marker last, publish as ``out_dir/name``."""
+    partial = _fresh_dir(out_dir, name)
+    try:
+        result = drain(analyze_region(slide, slide_mpp=slide.mpp, box=box, settings=settings, model=model,
+                                      image_name=name, region_kind="roi" if roi else "whole",
+                                      store_dir=partial, display=False), progress)
+        summary = write_result(partial, slide, result, settings, roi)
+        summary["output_folder"] = name
+        summary["timings_s"]["total_s"] = round(time.perf_counter() - t0, 3)
+        write_text_atomic(partial / COMPLETION_MARKER, json.dumps(summary, indent=2, default=_json_default) + "\n")
+        _publish(partial, out_dir / name)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return summary
 
 
@@ -216,4 +264,4 @@ def _write_cellularity(folder: Path, slide: Any, result: RegionAnalysis) -> dict
             "files": ["cellularity.csv", "cellularity_heatmap.tif"]}
 
 
-__all__ = ["RoiError", "analyze_image", "write_result"]
+__all__ = ["COMPLETION_MARKER", "OutputFolderError", "RoiError", "analyze_image", "write_result"]

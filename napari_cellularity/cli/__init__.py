@@ -14,6 +14,7 @@ import logging
 import sys
 
 from .. import __version__
+from .checks import join_negative_values
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("napari_cellularity.cli.info", "describe a slide: levels, dimensions, mpp, vendor, thumbnail"),
@@ -65,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # argparse reports a bad argument in one line and exits 2: return that code
+        args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

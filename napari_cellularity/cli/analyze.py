@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..models.config import PRECISIONS
+from .checks import int_range, mpp_arg, roi_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,10 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per input)")
     parser.add_argument("--model", default=None, help="segmentation model NAME, NAME@VERSION or path to .json")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
-    parser.add_argument("--mpp", type=float, default=None, help="level-0 µm/px when the file does not record it")
-    parser.add_argument("--roi", default=None, help="X,Y,W,H region in level-0 pixels (x = column)")
+    parser.add_argument("--mpp", type=mpp_arg, default=None, help="level-0 µm/px when the file does not record it")
+    parser.add_argument("--roi", type=roi_arg, default=None, help="X,Y,W,H region in level-0 pixels (x = column)")
     parser.add_argument("--tta", action="store_true", help="8-fold flip/rotation test-time augmentation")
-    parser.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass (default 4)")
+    parser.add_argument("--batch-size", type=int_range(1, 1024, "batch size"), default=4, help="tiles per forward pass (default 4)")
     parser.add_argument("--cellularity-model", default=None, help="cellularity regressor NAME[@VERSION]")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: mixed precision where the hardware runs it natively (CUDA; CPUs with "
@@ -45,6 +46,28 @@ def _printer(name: str) -> Callable[[Any], None]:
     return show
 
 
+def output_names(inputs: list[str]) -> list[str]:
+    """One safe, distinct result-folder name per input (``name``, ``name_2``, ...; case-insensitive)."""
+    from ..files import safe_filename
+
+    used: set[str] = set()
+    names = []
+    for item in inputs:
+        base = safe_filename(Path(item).stem)
+        name, n = base, 1
+        while name.casefold() in used:
+            n += 1
+            name = f"{base}_{n}"
+        used.add(name.casefold())
+        names.append(name)
+    return names
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..analysis.cache import load_model, load_regressor
     from ..analysis.engine import AnalysisSettings
@@ -53,27 +76,25 @@ def run(args: argparse.Namespace) -> int:
     from ..io.slide import SlideError
     from ..models.registry import ModelFileError
 
+    _check_out(args.out)
     settings = AnalysisSettings(model_ref=args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
                                 precision=args.precision, cellularity_model=args.cellularity_model)
     roi = parse_roi(args.roi)
     model = load_model(args.model, args.device)
     load_regressor(args.cellularity_model)  # an unknown regressor fails before any input is read
     failures: list[tuple[str, str]] = []
-    used: set[str] = set()
-    for item in args.inputs:
-        stem = Path(item).stem
-        while stem in used:
-            stem = f"{stem}_{len(used)}"
-        used.add(stem)
+    for item, name in zip(args.inputs, output_names(args.inputs), strict=True):
+        if name != Path(item).stem:
+            print(f"{item}: results go to {Path(args.out) / name} (a safe name unique in this run)", file=sys.stderr)
         try:
             summary = analyze_image(item, args.out, settings=settings, model=model, mpp=args.mpp, roi=roi,
-                                    progress=_printer(stem), stem=stem)
-        except (SlideError, OSError, ValueError, LookupError, ModelFileError, RuntimeError) as exc:
+                                    progress=_printer(name), stem=name)
+        except (SlideError, OSError, ValueError, LookupError, ModelFileError, RuntimeError, MemoryError) as exc:
             failures.append((item, f"{type(exc).__name__}: {exc}"))
             print(f"{item}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
         counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
-        print(f"{item}: {summary['n_cells']} cells ({counts}) -> {Path(args.out) / stem}")
+        print(f"{item}: {summary['n_cells']} cells ({counts}) -> {Path(args.out) / name}")
     if failures:
         print(f"{len(failures)} of {len(args.inputs)} inputs failed:", file=sys.stderr)
         for item, msg in failures:

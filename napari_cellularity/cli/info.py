@@ -7,14 +7,16 @@ import json
 import sys
 from pathlib import Path
 
+from .checks import int_range, mpp_arg, thumbnail_arg
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("slide", type=Path, help="slide or image file (SVS, NDPI, MRXS, TIFF, PNG, ...)")
-    parser.add_argument("--thumbnail", type=Path, metavar="PNG", help="write an overview image here")
-    parser.add_argument("--thumbnail-size", type=int, default=1024, metavar="PX",
+    parser.add_argument("--thumbnail", type=thumbnail_arg, metavar="PNG", help="write an overview image here")
+    parser.add_argument("--thumbnail-size", type=int_range(16, 16384, "thumbnail size"), default=1024, metavar="PX",
                         help="longer side of the thumbnail in pixels (default 1024)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.add_argument("--mpp", type=float, default=None, help="override the pixel size in µm/px")
+    parser.add_argument("--mpp", type=mpp_arg, default=None, help="override the pixel size in µm/px")
 
 
 def describe(info) -> str:
@@ -36,13 +38,15 @@ def describe(info) -> str:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
+    from ..files import atomic_path
     from ..io.slide import open_slide
 
     with open_slide(args.slide, mpp=args.mpp) as slide:
         info = slide.info
         if args.thumbnail is not None:
             args.thumbnail.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(slide.thumbnail(args.thumbnail_size)).save(args.thumbnail)
+            with atomic_path(args.thumbnail, suffix=args.thumbnail.suffix) as tmp:
+                Image.fromarray(slide.thumbnail(args.thumbnail_size)).save(tmp)
     if args.json:
         data = info.as_dict()
         data["thumbnail"] = str(args.thumbnail) if args.thumbnail else None
