@@ -6,7 +6,9 @@ model on it, train a few hundred steps at a low learning rate (5e-5 -> 1e-5, a t
 paper's 1e-4 start; Rakhlin et al., section 4) on the new points mixed with replay tiles of the
 original data, evaluate again, and save a NEW version in the user registry with
 ``parent = <base ref>``, a description of the data and the before / after metrics. Nothing is
-saved when the run is cancelled or fails; the base model is never modified.
+saved when the run is cancelled or fails; the base model is never modified. The before / after guard
+(:mod:`training.finetune_guard`, per class, on the held-back points and a fixed replay set) marks
+a version worse than its base as a *candidate*: saved, never the default nor auto-selected.
 
 The "after" score is measured once, on the final weights, so it is not tuned to the held-out
 points (unless ``val_every`` asks for intermediate evaluations, which then select the best).
@@ -131,6 +133,8 @@ class FinetuneResult:
         the base and the fine-tuned model.
     history : list of dict
         Training losses per step and validation records.
+    guard : dict
+        :meth:`training.finetune_guard.GuardVerdict.to_dict`: per-class before / after, ``candidate``.
     """
 
     new_ref: str
@@ -138,6 +142,7 @@ class FinetuneResult:
     before_metrics: dict
     after_metrics: dict
     history: list[dict] = field(default_factory=list)
+    guard: dict = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
         """Headline scores (mean F1 at 6 µm of malignant and lymphocyte) before and after."""
@@ -283,12 +288,14 @@ def iter_finetune(
 
     from .checkpoints import load_best
     from .evaluate import evaluate_segmentation
+    from .finetune_guard import judge, replay_check_tiles, split_replay
     from .loop import iter_training
     from .settings import TrainSettings
 
     ft = settings or FinetuneSettings()
     counts = check_items(new_items, ft.min_points, ft.min_classes)
     net, base = load_segmentation_model(base_ref, device="cpu")
+    replay_items, check_images = split_replay(replay_items)  # the last replay images: a fixed check set
     train, val, desc = prepare_data(new_items, replay_items, ft.replay_ratio, ft.val_fraction, ft.crop_px, base.mpp,
                                     ft.seed)
     yield Progress("stage", 0, ft.steps, f"training on {desc['train_cells']} cells, {desc['val_cells']} held out",
@@ -297,6 +304,8 @@ def iter_finetune(
     cpu_bf16 = dev.type == "cpu" and resolve_precision(dev, ft.precision) == "bf16"
     thr = float(base.detection["threshold"])
     before = evaluate_segmentation(net.to(dev), val, base, dev, thresholds=(thr,))
+    check = replay_check_tiles(check_images, ft.crop_px, base.mpp)
+    replay_before = evaluate_segmentation(net, check, base, dev, thresholds=(thr,)) if check else None
     yield Progress("stage", 0, ft.steps, f"scored {base.ref} on the held-out points", stage="before",
                    data={"metrics": before})
     settings = TrainSettings(steps=ft.steps, batch_size=ft.batch_size, crop_px=ft.crop_px, lr_start=ft.lr[0],
@@ -318,14 +327,16 @@ def iter_finetune(
             raise FinetuneCancelled(f"fine-tuning cancelled at step {last_step} of {ft.steps}; no model was saved")
         tuned, best = load_best(rdir, cfg, "cpu")
     after = best.get("metrics", {})
+    replay_after = evaluate_segmentation(tuned.to(dev), check, cfg, dev, thresholds=(thr,)) if check else None
+    guard = judge(before, after, thr, replay_before=replay_before, replay_after=replay_after).to_dict()
     cfg.metrics["finetune"].update(after=json_safe(after), after_step=best.get("step"),
-                                   val_cells=desc["val_cells"], threshold=thr)
+                                   val_cells=desc["val_cells"], threshold=thr, guard=json_safe(guard))
     cfg.version = next_version(cfg.name)
     path = save_segmentation_model(tuned, cfg, ft.models_dir)
     log.info("fine-tuned %s -> %s (%s)", base.ref, cfg.ref, path)
-    result = FinetuneResult(cfg.ref, path, before, after, history)
-    yield Progress("stage", ft.steps, ft.steps, f"saved {cfg.ref}", stage="saved",
-                   data={"ref": cfg.ref, "config_path": str(path), **result.summary()})
+    result = FinetuneResult(cfg.ref, path, before, after, history, guard)
+    yield Progress("stage", ft.steps, ft.steps, f"saved {cfg.ref}" + (" (candidate)" if guard["candidate"] else ""),
+                   stage="saved", data={"ref": cfg.ref, "config_path": str(path), "guard": guard, **result.summary()})
     return result
 
 

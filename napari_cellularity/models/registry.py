@@ -104,6 +104,10 @@ def find_model(ref: str | None, kind: str) -> ModelEntry:
     entries = list_models(kind)
     if not entries:
         raise ModelNotFoundError(f"no {kind} model is installed (looked in {shipped_models_dir()} and {user_models_dir()})")
+    if ref is None and kind == "segmentation":  # chosen explicitly, never "newest" (models/defaults.py)
+        from .defaults import resolve_default
+
+        return resolve_default(entries, kind)
     if ref is None:
         default = [e for e in entries if e.name.startswith(DEFAULT_SEGMENTATION_MODEL)] or entries
         return max(default, key=lambda e: (e.source == "user", e.version))

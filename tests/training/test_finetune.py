@@ -169,3 +169,48 @@ def test_points_on_blank_glass_are_flagged(draw_item, caplog):
 def test_fp32_precision_turns_cpu_bf16_off(tiny_base, synthetic_items):
     result = finetune("tiny-base", synthetic_items[:1], replace(FAST, precision="fp32"))
     assert SegmentationConfig.load(result.config_path).training["finetune"]["settings"]["cpu_bf16"] is False
+
+
+def _eval_dict(f1: dict[str, float], n_pred: dict[str, int], n_true: dict[str, int]) -> dict:
+    det = {c: {"f1": f1.get(c, 0.0), "tp": n_pred.get(c, 0), "fp": 0, "fn": 0, "precision": 0.0, "recall": 0.0}
+           for c in ("malignant", "normal", "lymphocyte")}
+    return {"n_true": n_true, "detection": {"t0.5": {"6um": det, "3um": det}}}
+
+
+def test_guard_flags_a_destroyed_class_in_words():
+    from training.finetune_guard import judge
+
+    n_true = {"malignant": 10, "normal": 0, "lymphocyte": 10}
+    before = _eval_dict({"malignant": 0.78, "lymphocyte": 0.77}, {"malignant": 9, "lymphocyte": 9}, n_true)
+    after = _eval_dict({"malignant": 0.80, "lymphocyte": 0.31}, {"malignant": 9, "lymphocyte": 3}, n_true)
+    verdict = judge(before, after, 0.5)
+    assert verdict.candidate and verdict.worse_classes == ("lymphocyte",)
+    text = verdict.describe()
+    assert "malignant F1 0.78 → 0.80, lymphocyte F1 0.77 → 0.31" in text and "worse — not activated" in text
+    assert "normal" not in text.splitlines()[0]  # a class without held-back cells is not scored
+    ok = judge(before, _eval_dict({"malignant": 0.80, "lymphocyte": 0.75}, {"malignant": 9, "lymphocyte": 9},
+                                  n_true), 0.5)
+    assert not ok.candidate and "safe to use" in ok.describe()
+
+
+def test_guard_flags_a_model_that_finds_no_cells():
+    from training.finetune_guard import judge
+
+    n_true = {"malignant": 0, "normal": 5, "lymphocyte": 0}
+    before = _eval_dict({"normal": 0.0}, {"malignant": 40, "lymphocyte": 30}, n_true)
+    after = _eval_dict({"normal": 0.0}, {}, n_true)
+    verdict = judge(before, after, 0.5)
+    assert verdict.candidate and "finds 0 cells where its base found 70" in verdict.describe()
+    assert judge({}, {}, 0.5).candidate  # nothing measured: never activated silently
+
+
+def test_guard_checks_a_fixed_replay_set(tiny_base, synthetic_items):
+    from training.finetune_guard import split_replay
+
+    train, check = split_replay(synthetic_items)
+    assert check == synthetic_items[-1:] and train == synthetic_items[:-1]
+    result = finetune("tiny-base", synthetic_items[:1], FAST, replay_items=synthetic_items[1:] * 2)
+    guard = SegmentationConfig.load(result.config_path).metrics["finetune"]["guard"]
+    assert guard == json.loads(json.dumps(result.guard)) and isinstance(guard["candidate"], bool)
+    assert "held-back points" in guard["text"] or "could not be measured" in guard["text"]
+    assert set(guard["replay_f1"]) <= {"malignant", "normal", "lymphocyte"}
