@@ -167,7 +167,8 @@ def analyze_region(
     model_cache
         Optional dict reused between runs so the network is loaded once.
     store_dir
-        Folder for a big region's maps (``masks.zarr``); None: the per-user analysis cache.
+        Folder for a big region's maps (``masks.zarr``); None: the per-user analysis cache, where
+        a cancelled or killed analysis is resumed when the same region is analysed again.
     display
         Prepare a downsampled :class:`MapCanvas` of a big region (the viewer needs it).
 
@@ -196,7 +197,7 @@ def analyze_region(
     pred = yield from predict_region(
         net, config, image, mpp=slide_mpp, region=(box.row0, box.col0, box.rows, box.cols),
         device=settings.device, batch_size=settings.batch_size, tta=settings.tta, store_path=store,
-        precision=settings.precision,
+        precision=settings.precision, resume=store is not None and store_dir is None,
     )
     yield notice("detecting nuclei")
     t = time.perf_counter()

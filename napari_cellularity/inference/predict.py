@@ -9,9 +9,8 @@ any half-written output store.
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from ..models.device import autocast_context, is_out_of_memory, resolve_precisio
 from ..models.fpn import normalise_rgb
 from ..progress import Progress, drain, notice
 from .cells import points_to_level0
+from .map_store import MapStore
 from .sources import as_source, validate_region
 from .tiling import (
     StripAccumulator,
@@ -79,53 +79,6 @@ class RegionPrediction:
     def to_level0(self, points_rc: np.ndarray) -> np.ndarray:
         """Model-grid (row, col) -> level-0 (row, col) of the slide (pixel centres map to centres)."""
         return points_to_level0(points_rc, self.origin_level0_rc, self.level0_per_px)
-
-
-class _Outputs:
-    """Probability + label maps in RAM or in a zarr store written under a temporary name."""
-
-    def __init__(self, n_channels: int, shape_rc: tuple[int, int], dtype: str, store_path: Path | None):
-        self.final_path = Path(store_path) if store_path is not None else None
-        self.tmp_path = None
-        shape = (n_channels, *shape_rc)
-        if self.final_path is None:
-            self.probs = np.zeros(shape, dtype=dtype)
-            self.labels = np.zeros(shape_rc, dtype=np.uint8)
-            return
-        import zarr
-
-        self.tmp_path = self.final_path.with_name(f".{self.final_path.name}.partial")
-        shutil.rmtree(self.tmp_path, ignore_errors=True)
-        group = zarr.open_group(str(self.tmp_path), mode="w")
-        chunk = min(1024, shape_rc[0]), min(1024, shape_rc[1])
-        self.probs = group.create_array("probs", shape=shape, chunks=(1, *chunk), dtype=dtype, fill_value=0)
-        self.labels = group.create_array("labels", shape=shape_rc, chunks=chunk, dtype="uint8", fill_value=0)
-        self.group = group
-
-    def write_rows(self, row: int, probs: np.ndarray) -> None:
-        n = probs.shape[1]
-        if self.probs.dtype == np.uint8:
-            stored = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
-        else:
-            stored = probs.astype(self.probs.dtype)
-        self.probs[:, row:row + n, :] = stored
-        self.labels[row:row + n, :] = probs.argmax(axis=0).astype(np.uint8)
-
-    def commit(self, attrs: dict[str, Any]) -> None:
-        if self.final_path is None:
-            return
-        import zarr
-
-        self.group.attrs.update(attrs)
-        if self.final_path.exists():
-            shutil.rmtree(self.final_path)
-        self.tmp_path.replace(self.final_path)
-        group = zarr.open_group(str(self.final_path), mode="r")
-        self.probs, self.labels, self.tmp_path = group["probs"], group["labels"], None
-
-    def discard(self) -> None:
-        if self.tmp_path is not None:
-            shutil.rmtree(self.tmp_path, ignore_errors=True)
 
 
 class _BatchRunner:
@@ -214,6 +167,8 @@ def predict_region(
     store_path: str | Path | None = None,
     probs_dtype: str = "uint8",
     precision: str = "auto",
+    resume: bool = False,
+    read_ahead: int = 2,
 ) -> Generator[Progress, None, RegionPrediction]:
     """Predict class probabilities over a region, tile by tile, at the model's mpp.
 
@@ -238,11 +193,17 @@ def predict_region(
         get background probability 1.
     store_path : path, optional
         Write the maps to this zarr store (chunked, on disk) instead of RAM; written under a
-        temporary name and renamed at the end.
+        temporary name and renamed at the end (see :mod:`.map_store`).
+    resume : bool
+        With ``store_path``: continue the partial store of the same job (same model, region,
+        tiling, precision) from its last finished strip of rows, instead of starting over;
+        an interrupted job keeps its partial store. Outputs equal an uninterrupted run.
     probs_dtype : {"uint8", "float16"}
     precision : {"auto", "fp32"}
         ``auto``: mixed precision where the device runs it natively (CUDA; CPUs with AVX512-BF16 / AMX);
         ``fp32``: full precision (bit-for-bit reproducible across such machines).
+    read_ahead : int
+        Batches of tiles read by a background thread while the network runs (0: read inline).
 
     Yields
     ------
@@ -263,28 +224,34 @@ def predict_region(
     tissue_s = time.perf_counter() - t_tissue
     todo = [t for t in grid if keep[t.index]]
     runner = _BatchRunner(net, select_device(device), batch_size, tta, precision, config.normalisation)
-    outputs = _Outputs(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None)
+    key = _job_key(config, region, scale, grid, skip_background, tta, precision, probs_dtype, batch_size)
+    outputs = MapStore(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None,
+                       job_key=key, resume=resume)
+    start_row = outputs.rows_done
     acc = StripAccumulator(config.n_classes, shape, blend_window(grid.tile_shape_rc),
-                           outputs.write_rows, default_fill(config.class_names))
-    timings = {"tissue_s": tissue_s, "read_s": 0.0, "network_s": 0.0, "blend_s": 0.0}
-    committed, notices = False, []
+                           outputs.write_rows, default_fill(config.class_names), start_row=start_row)
+    timings = {"tissue_s": tissue_s, "read_s": 0.0, "read_wait_s": 0.0, "network_s": 0.0, "blend_s": 0.0}
+    committed, notices, read_batch = False, [], max(1, int(batch_size))
+    # resume: batches stay aligned with an uninterrupted run, so every tile is computed identically
+    first = next((i for i, t in enumerate(todo) if t.row + t.height > start_row), len(todo))
+    done = (first // read_batch) * read_batch
     try:
-        yield Progress("start", done=0, total=len(todo), message=f"{len(todo)} tiles with tissue of {len(grid)}")
+        yield Progress("start", done=done, total=len(todo), message=f"{len(todo)} tiles with tissue of {len(grid)}")
         if not todo:
             yield notice("no tissue found: every tile was skipped as background")
-        done, read_batch = 0, max(1, int(batch_size))
-        for b in range(0, len(todo), read_batch):
-            batch = todo[b:b + read_batch]
-            t0 = time.perf_counter()
-            pixels = np.stack([_read_tile(source, region, scale, t, shape) for t in batch])
+        if start_row:
+            yield notice(f"resuming: {start_row} of {shape[0]} map rows were already finished", done, len(todo))
+        t_wait = time.perf_counter()
+        for batch, pixels, read_s in read_batches(source, region, scale, todo, done, read_batch, shape, read_ahead):
             t1 = time.perf_counter()
+            timings["read_s"] += read_s
+            timings["read_wait_s"] += t1 - t_wait
             probs = runner.run(pixels)
             t2 = time.perf_counter()
             for t, p in zip(batch, probs, strict=True):
                 acc.add(p, t.row, t.col)
-            next_row = todo[b + len(batch)].row if b + len(batch) < len(todo) else shape[0]
-            acc.flush(next_row)
-            timings["read_s"] += t1 - t0
+            last = todo.index(batch[-1]) + 1
+            acc.flush(todo[last].row if last < len(todo) else shape[0])
             timings["network_s"] += t2 - t1
             timings["blend_s"] += time.perf_counter() - t2
             while runner.notices:
@@ -293,6 +260,7 @@ def predict_region(
             for t, p in zip(batch, probs, strict=True):
                 done += 1
                 yield _tile_record(t, p, done, len(todo), region, scale, shape)
+            t_wait = time.perf_counter()
         acc.finish()
         timings["total_s"] = time.perf_counter() - t_start
         outputs.commit({"class_names": list(config.class_names), "mpp": config.mpp,
@@ -301,11 +269,54 @@ def predict_region(
         committed = True
     finally:
         if not committed:
-            outputs.discard()
+            outputs.abandon()
     return RegionPrediction(
         outputs.probs, outputs.labels, tuple(config.class_names), float(config.mpp), source.level0_mpp,
         (region[0], region[1]), scale, region, len(grid), len(grid) - len(todo), str(runner.device),
         runner.batch_size, outputs.final_path, timings, notices, resolve_precision(runner.device, precision))
+
+
+def _job_key(config, region, scale, grid, skip_background, tta, precision, probs_dtype, batch_size) -> str:
+    """What makes two predictions identical (a partial store is resumed only for the same key)."""
+    weights = getattr(config, "hashes", {}).get("weights_sha256", "")
+    return "|".join(str(v) for v in (config.ref, weights, tuple(region), round(scale, 9), grid.tile_shape_rc,
+                                      getattr(grid, "overlap_px", ""), skip_background, tta, precision,
+                                      probs_dtype, int(batch_size)))
+
+
+def read_batches(source, region, scale: float, todo: list, start: int, batch_size: int, shape_rc,
+                 read_ahead: int = 2) -> Iterator[tuple[list, np.ndarray, float]]:
+    """Yield ``(tiles, pixels (N, h, w, 3) uint8, read seconds)`` per batch from tile ``start`` on.
+
+    With ``read_ahead > 0`` a background thread reads up to that many batches ahead while the
+    caller runs the network (OpenSlide and tifffile release the GIL while decoding); only
+    that thread touches ``source`` meanwhile. Memory: ``read_ahead + 1`` batches.
+    """
+    starts = list(range(start, len(todo), batch_size))
+
+    def read(b: int) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        pixels = np.stack([_read_tile(source, region, scale, t, shape_rc) for t in todo[b:b + batch_size]])
+        return pixels, time.perf_counter() - t0
+
+    if read_ahead <= 0:
+        for b in starts:
+            yield (todo[b:b + batch_size], *read(b))
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-reader") as pool:
+        pending = deque(pool.submit(read, b) for b in starts[:read_ahead + 1])
+        try:
+            for i, b in enumerate(starts):
+                pixels, read_s = pending.popleft().result()
+                if i + read_ahead + 1 < len(starts):
+                    pending.append(pool.submit(read, starts[i + read_ahead + 1]))
+                yield todo[b:b + batch_size], pixels, read_s
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _read_tile(source, region, scale: float, tile, shape_rc) -> np.ndarray:

@@ -163,13 +163,15 @@ class StripAccumulator:
     """
 
     def __init__(self, n_channels: int, shape_rc: tuple[int, int], window: np.ndarray,
-                 sink: RowSink, fill: np.ndarray | None = None) -> None:
+                 sink: RowSink, fill: np.ndarray | None = None, start_row: int = 0) -> None:
         self.n_channels = n_channels
         self.shape_rc = (int(shape_rc[0]), int(shape_rc[1]))
         self.window = window.astype(np.float32)
         self.sink = sink
         self.fill = np.zeros(n_channels, np.float32) if fill is None else np.asarray(fill, np.float32)
-        self.band_start = 0
+        #: Rows above this were finished by an earlier (resumed) run: contributions there are dropped.
+        self.start_row = int(start_row)
+        self.band_start = self.start_row
         self._sum = np.zeros((n_channels, 0, self.shape_rc[1]), np.float32)
         self._weight = np.zeros((0, self.shape_rc[1]), np.float32)
 
@@ -184,15 +186,18 @@ class StripAccumulator:
 
     def add(self, probs: np.ndarray, row: int, col: int) -> None:
         """Add one tile's probabilities (C, h, w) with its origin; parts outside are cropped."""
-        if row < self.band_start:
+        if row < self.band_start and row + probs.shape[1] > self.start_row and self.band_start > self.start_row:
             raise TilingError(f"tile at row {row} arrived after rows up to {self.band_start} were flushed")
+        top = max(0, self.start_row - row)  # rows an earlier run already finished
         h = min(probs.shape[1], self.shape_rc[0] - row)
         w = min(probs.shape[2], self.shape_rc[1] - col)
-        win = self.window[:h, :w]
+        if top >= h:
+            return
+        win = self.window[top:h, :w]
         self._ensure_rows(row + h)
-        r0 = row - self.band_start
-        self._sum[:, r0:r0 + h, col:col + w] += probs[:, :h, :w] * win
-        self._weight[r0:r0 + h, col:col + w] += win
+        r0 = row + top - self.band_start
+        self._sum[:, r0:r0 + h - top, col:col + w] += probs[:, top:h, :w] * win
+        self._weight[r0:r0 + h - top, col:col + w] += win
 
     def flush(self, until_row: int) -> None:
         """Normalise rows ``[band_start, until_row)``, pass them to the sink and drop them."""
