@@ -40,7 +40,6 @@ def _open_tiff(path: Path) -> Slide:
     OME-TIFF and SubIFD pyramids go to tifffile (OpenSlide would see only their first level).
     If OpenSlide recognises the file but fails on it, tifffile gets a second chance.
     """
-    import openslide
     import tifffile
 
     try:
@@ -49,11 +48,16 @@ def _open_tiff(path: Path) -> Slide:
         use_tifffile = tif.is_ome or bool(page.subifds) or not page.is_tiled
     except Exception as exc:  # tifffile raises many types for broken files
         raise CorruptSlideError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from exc
-    if not use_tifffile and openslide.OpenSlide.detect_format(str(path)):
+    try:
+        detected = not use_tifffile and _openslide_detects(path)
+    except CorruptSlideError:
+        tif.close()
+        raise
+    if detected:
         from ._openslide import open_openslide
 
         try:
-            slide = open_openslide(path)
+            slide = open_openslide(path, header_checked=True)
         except CorruptSlideError as openslide_error:
             try:
                 return _tifffile(path, tif)
@@ -62,6 +66,16 @@ def _open_tiff(path: Path) -> Slide:
         tif.close()
         return slide
     return _tifffile(path, tif)
+
+
+def _openslide_detects(path: Path) -> bool:
+    """OpenSlide's format check, after our header check (detect_format itself runs libtiff on the file)."""
+    import openslide
+
+    from .header import check_slide_header
+
+    check_slide_header(path)
+    return bool(openslide.OpenSlide.detect_format(str(path)))
 
 
 def _tifffile(path: Path, tif) -> Slide:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import DEFAULT_TILE_PX, CorruptSlideError, plausible_mpp
+from .formats import DEFAULT_TILE_PX, CorruptSlideError, check_dimensions, plausible_mpp
+from .header import check_slide_header
 from .pixels import composite_on_white
 from .pyramid import Slide, SlideInfo
 from .tiles import lazy_level
@@ -29,8 +30,10 @@ def _tile_px(properties: dict[str, str]) -> int:
     return int(size) * max(1, DEFAULT_TILE_PX // int(size)) if size else DEFAULT_TILE_PX
 
 
-def open_openslide(path: Path) -> Slide:
+def open_openslide(path: Path, header_checked: bool = False) -> Slide:
     """Open ``path`` with OpenSlide and probe one pixel so corrupt files fail here.
+
+    The header is checked first (:func:`~.header.check_slide_header`) unless ``header_checked``.
 
     Raises
     ------
@@ -39,6 +42,8 @@ def open_openslide(path: Path) -> Slide:
     """
     import openslide
 
+    if not header_checked:
+        check_slide_header(path)
     try:
         handle = openslide.OpenSlide(str(path))
     except openslide.OpenSlideUnsupportedFormatError as exc:
@@ -60,6 +65,11 @@ def open_openslide(path: Path) -> Slide:
         backend="openslide",
     )
     info.mpp_source = "file" if info.mpp else "unknown"
+    try:
+        check_dimensions(path, info.level_dimensions)
+    except CorruptSlideError:
+        handle.close()
+        raise
     reader = _RegionReader(handle, info)
     _probe(reader, info)
     tile_px = _tile_px(properties)

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .formats import DEFAULT_TILE_PX, CorruptSlideError, UnsupportedFormatError, plausible_mpp
-from .pixels import as_rgb_uint8
+from .formats import (
+    DEFAULT_TILE_PX,
+    CorruptSlideError,
+    UnsupportedFormatError,
+    check_decode_budget,
+    check_dimensions,
+    plausible_mpp,
+)
+from .pixels import as_rgb_uint8, cmyk_to_rgb
 from .pyramid import Slide, SlideInfo
 from .tiles import lazy_level
 
@@ -32,7 +39,12 @@ def open_tifffile(path: Path, tif=None) -> Slide:
     try:
         tif = tif or tifffile.TiffFile(str(path))
         series = tif.series[0]
+        check_page(path, series.pages[0] if series.pages else tif.pages[0])
         store = zarr.open(series.aszarr(), mode="r")
+    except (UnsupportedFormatError, CorruptSlideError):
+        if tif is not None:
+            tif.close()
+        raise
     except Exception as exc:  # tifffile raises many types for broken files
         if tif is not None:
             tif.close()
@@ -40,8 +52,10 @@ def open_tifffile(path: Path, tif=None) -> Slide:
     arrays = [store] if isinstance(store, zarr.Array) else [store[str(i)] for i in range(len(series.levels))]
     axes = series.axes
     try:
-        readers = [_axes_reader(path, arr, axes) for arr in arrays]
-    except UnsupportedFormatError:
+        colour = _colour_space(path, tif.pages[0])
+        readers = [_axes_reader(path, arr, axes, colour, tif.pages[0].colormap) for arr in arrays]
+        check_dimensions(path, [reader.shape_rc for reader in readers])
+    except (UnsupportedFormatError, CorruptSlideError):
         tif.close()
         raise
     dims = [reader.shape_rc for reader in readers]
@@ -71,11 +85,52 @@ def _tile_px(page) -> int:
     return tile * max(1, DEFAULT_TILE_PX // tile) if tile else DEFAULT_TILE_PX
 
 
+def check_page(path: Path, page) -> None:
+    """Check a TIFF page's header before any pixel is decoded: sizes, block sizes against the decode budget.
+
+    Raises
+    ------
+    CorruptSlideError
+        Impossible dimensions (see :func:`~.formats.check_dimensions`).
+    UnsupportedFormatError
+        One tile or strip would need more memory than the decode budget.
+    """
+    rows, cols = int(getattr(page, "imagelength", 0) or 0), int(getattr(page, "imagewidth", 0) or 0)
+    check_dimensions(path, [(rows, cols)])
+    samples = max(1, int(getattr(page, "samplesperpixel", 1) or 1))
+    itemsize = max(1, int(np.dtype(page.dtype).itemsize) if page.dtype is not None else 1)
+    if page.is_tiled:
+        block_rows, block_cols = int(page.tilelength), int(page.tilewidth)
+    else:
+        block_rows, block_cols = min(rows, int(getattr(page, "rowsperstrip", rows) or rows)), cols
+    check_decode_budget(path, block_rows, block_cols, samples, itemsize)
+
+
+#: TIFF Photometric values: 0 min-is-white, 1 min-is-black, 2 RGB, 3 palette, 5 separated (CMYK), 6 YCbCr.
+_PHOTOMETRIC_OK = {0: "miniswhite", 1: "grey", 2: "rgb", 3: "palette", 5: "cmyk", 6: "rgb"}
+
+
+def _colour_space(path: Path, page) -> str:
+    """How to turn the page's samples into RGB; :class:`UnsupportedFormatError` for other colour spaces."""
+    photometric = int(page.photometric) if page.photometric is not None else 1
+    kind = _PHOTOMETRIC_OK.get(photometric)
+    if kind is None:
+        raise UnsupportedFormatError(f"{path}: colour space {page.photometric!r} is not supported; "
+                                     "convert the image to 8-bit RGB")
+    if kind == "cmyk" and (int(getattr(page, "inkset", 1) or 1) != 1 or int(page.samplesperpixel) < 4):
+        raise UnsupportedFormatError(f"{path}: a separated (non-CMYK ink set) TIFF is not supported; "
+                                     "convert the image to 8-bit RGB")
+    if kind == "palette":
+        return "palette" if page.colormap is not None else "grey"
+    return kind
+
+
 class _AxesReader:
     """Reads (row, col, rows, cols) blocks of one zarr level as (h, w, 3) uint8."""
 
-    def __init__(self, path: Path, array, axes: str) -> None:
-        self.path, self.array, self.axes = path, array, axes
+    def __init__(self, path: Path, array, axes: str, colour: str = "rgb", colormap=None) -> None:
+        self.path, self.array, self.axes, self.colour = path, array, axes, colour
+        self.colormap = colormap
         shape = dict(zip(axes, array.shape, strict=False))
         self.shape_rc = (int(shape["Y"]), int(shape["X"]))
         self.channel_axis = next((a for a in "SC" if a in shape and shape[a] in (3, 4)), None)
@@ -101,13 +156,23 @@ class _AxesReader:
         kept = [a for a in self.axes if a in ("Y", "X") or a == self.channel_axis]
         if self.channel_axis is not None and kept.index(self.channel_axis) != 2:
             block = np.moveaxis(block, kept.index(self.channel_axis), -1)
-        return as_rgb_uint8(block)
+        return self._to_rgb(block)
+
+    def _to_rgb(self, block: np.ndarray) -> np.ndarray:
+        if self.colour == "cmyk":
+            return cmyk_to_rgb(block)
+        if self.colour == "palette" and self.colormap is not None and block.ndim == 2:
+            lut = np.asarray(self.colormap)
+            lut = (lut // 257 if lut.max() > 255 else lut).astype(np.uint8).T  # (entries, 3)
+            return lut[np.clip(block.astype(np.int64), 0, len(lut) - 1)]
+        rgb = as_rgb_uint8(block)
+        return 255 - rgb if self.colour == "miniswhite" else rgb
 
 
-def _axes_reader(path: Path, array, axes: str) -> _AxesReader:
+def _axes_reader(path: Path, array, axes: str, colour: str = "rgb", colormap=None) -> _AxesReader:
     if "Y" not in axes or "X" not in axes:
         raise UnsupportedFormatError(f"{path}: TIFF series has axes {axes!r}, expected an image with Y and X")
-    reader = _AxesReader(path, array, axes)
+    reader = _AxesReader(path, array, axes, colour, colormap)
     other = {a: n for a, n in zip(axes, array.shape, strict=False) if a not in "YX" and a != reader.channel_axis}
     if any(n > 1 for a, n in other.items() if a in "SC"):
         raise UnsupportedFormatError(

@@ -26,12 +26,24 @@ def as_rgb_uint8(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def cmyk_to_rgb(cmyk: np.ndarray) -> np.ndarray:
+    """(H, W, 4) CMYK (uint8 or uint16 ink amounts) -> (H, W, 3) uint8 RGB: ``255 * (1 - C) * (1 - K)``.
+
+    The naive ink model (no ICC profile): good enough to see tissue, and never the K plate taken as alpha.
+    """
+    if cmyk.ndim != 3 or cmyk.shape[2] < 4:
+        raise ValueError(f"expected an (H, W, 4) CMYK image, got shape {cmyk.shape}")
+    scale = 65535.0 if cmyk.dtype == np.uint16 else 255.0
+    ink = cmyk[..., :4].astype(np.float32) / scale
+    rgb = 255.0 * (1.0 - ink[..., :3]) * (1.0 - ink[..., 3:4])
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:
     """Composite an (H, W, 4) uint8 RGBA image on white; returns (H, W, 3) uint8."""
     alpha = rgba[..., 3:4].astype(np.uint16)
     rgb = rgba[..., :3].astype(np.uint16)
     return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
-
 
 
 def resize_rgb(image: np.ndarray, size_rc: tuple[int, int], *,

@@ -8,6 +8,7 @@ the error classes and supported extensions (:mod:`.formats`). Backends (``_opens
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from ._dispatch import open_path
@@ -62,6 +63,9 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
         raise FileNotFoundError(f"slide file not found: {path}")
     if path.is_dir():
         raise UnsupportedFormatError(f"{path} is a directory; open the slide file inside it")
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
+        raise UnsupportedFormatError(f"{path} is not a regular file (a pipe, socket or device); "
+                                     "open the slide file itself")
     slide = open_path(path)
     if mpp is not None:
         slide.info.mpp = float(mpp)
