@@ -25,7 +25,7 @@ from .geojson_io import (
     read_geojson_document,
     to_feature_collection,
 )
-from .points import AnnotationError, PointAnnotations
+from .points import PointAnnotations
 from .roi_estimates import RoiEstimate
 
 SIDECAR_SUFFIX = ".cellularity-annotations.geojson"
@@ -117,7 +117,7 @@ def _read_with_backup(path: Path, quiet: bool) -> AnnotationDocument | None:
     if path.exists():
         try:
             return read_geojson_document(path)
-        except AnnotationError as exc:
+        except Exception as exc:  # any parse failure: the backup must still be tried (never lose work)
             aside = None if quiet else _move_aside(path)
             if not quiet:
                 where = f"; kept as {aside}" if aside else ""
@@ -126,7 +126,7 @@ def _read_with_backup(path: Path, quiet: bool) -> AnnotationDocument | None:
     if bak.exists():
         try:
             return read_geojson_document(bak)
-        except AnnotationError as exc:
+        except Exception as exc:  # an unreadable backup means "nothing recovered", not a crash
             if not quiet:
                 warnings.warn(f"backup {bak} is unreadable too ({exc}); no annotations recovered",
                               AnnotationWarning, stacklevel=3)

@@ -102,7 +102,12 @@ def read_points_csv(
     path = Path(path)
     text = read_annotation_text(path, "a CSV", "; expected a header 'x,y,class' and one row per point")
     lines = text.splitlines()
-    rows = list(csv.reader(io.StringIO(text), delimiter=_delimiter(lines[0])))
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter=_delimiter(lines[0])))
+    except csv.Error as exc:  # NUL bytes, a field over the size limit, a broken quote
+        raise AnnotationError(f"{path}: not a readable CSV ({exc})") from None
+    if not rows:
+        raise AnnotationError(f"{path} has no header row; expected a header 'x,y,class' and one row per point")
     header = rows[0]
     ix, iy, ic, isc, factor = _columns(header, path, mpp)
     points, classes, scores, unknown = [], [], [], Counter()

@@ -86,16 +86,35 @@ def write_points_geojson(path: str | Path, ann: PointAnnotations,
     return write_text_atomic(path, text + "\n")
 
 
-def _class_name(props: dict[str, Any]) -> str:
+def _fail(source: str, where: str, problem: str) -> AnnotationError:
+    return AnnotationError(f"{source}: {where}: {problem}")
+
+
+def _dict_or_empty(value: Any, source: str, where: str) -> dict[str, Any]:
+    """``value`` when it is a JSON object, ``{}`` for null; :class:`AnnotationError` otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _fail(source, where, f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _class_name(props: dict[str, Any], source: str, where: str) -> str:
     cl = props.get("classification")
     if isinstance(cl, str):
         return cl
     if isinstance(cl, dict):
-        if cl.get("name"):
-            return str(cl["name"])
-        if cl.get("names"):
-            return ": ".join(str(n) for n in cl["names"])
-    return str(props.get("name") or "")
+        if isinstance(cl.get("name"), str) and cl["name"]:
+            return cl["name"]
+        names = cl.get("names")
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return ": ".join(names)
+        if cl.get("name") or cl.get("names"):
+            raise _fail(source, f"{where}.classification", "'name' must be text or 'names' a list of text")
+    elif cl is not None:
+        raise _fail(source, f"{where}.classification", f"expected text or an object, got {type(cl).__name__}")
+    name = props.get("name")
+    return name if isinstance(name, str) else ""
 
 
 def _resolve(name: str, class_map: dict[str, str] | None) -> str | None:
@@ -105,71 +124,145 @@ def _resolve(name: str, class_map: dict[str, str] | None) -> str | None:
     return cls
 
 
-def _features(doc: Any, source: str) -> list[dict[str, Any]]:
+def _features(doc: Any, source: str) -> tuple[list[Any], str]:
+    """The features of a document and the path prefix used to name them in messages."""
     if isinstance(doc, list):
-        return doc
+        return doc, ""
     if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
         feats = doc.get("features")
         if not isinstance(feats, list):
-            raise AnnotationError(f"{source}: FeatureCollection without a 'features' list")
-        return feats
+            raise _fail(source, "features", f"a FeatureCollection needs a list of features, got "
+                        f"{type(feats).__name__}")
+        return feats, "features"
     if isinstance(doc, dict) and doc.get("type") == "Feature":
-        return [doc]
-    raise AnnotationError(f"{source}: not GeoJSON (expected a FeatureCollection, Feature or list of features)")
+        return [doc], "feature"
+    raise AnnotationError(f"{source}: not GeoJSON (expected a FeatureCollection, Feature or list of features, "
+                          f"got {type(doc).__name__})")
 
 
-def _feature_points(feat: Any, source: str, index: int) -> np.ndarray | None:
-    """(row, col) points of a Point / MultiPoint feature; ``None`` for other geometries."""
-    if not isinstance(feat, dict) or not isinstance(feat.get("geometry"), dict):
-        raise AnnotationError(f"{source}: feature {index} has no geometry object")
-    geom = feat["geometry"]
+def _number(value: Any, source: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(source, where, f"expected a number, got {type(value).__name__} {str(value)[:40]!r}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = float("inf")
+    if not np.isfinite(number):
+        raise _fail(source, where, f"coordinate is not finite ({str(value)[:40]})")
+    return number
+
+
+def _position(value: Any, source: str, where: str) -> tuple[float, float]:
+    """(x, y) of a GeoJSON position ``[x, y]`` or ``[x, y, z]``."""
+    if not isinstance(value, list) or not 2 <= len(value) <= 3:
+        raise _fail(source, where, f"a position must be a list [x, y], got {str(value)[:60]}")
+    return _number(value[0], source, f"{where}[0]"), _number(value[1], source, f"{where}[1]")
+
+
+def _feature_points(feat: Any, source: str, where: str) -> np.ndarray | None:
+    """(row, col) points of a Point / MultiPoint feature; ``None`` for other or null geometries."""
+    if not isinstance(feat, dict):
+        raise _fail(source, where, f"a feature must be an object, got {type(feat).__name__}")
+    geom = feat.get("geometry")
+    if geom is None:
+        return None  # an unlocated feature (valid GeoJSON): skipped and counted
+    geom = _dict_or_empty(geom, source, f"{where}.geometry")
     kind, coords = geom.get("type"), geom.get("coordinates")
     if kind not in ("Point", "MultiPoint"):
         return None
-    items = [coords] if kind == "Point" else coords
-    try:
-        xy = np.asarray([[float(c[0]), float(c[1])] for c in items], dtype=float).reshape(-1, 2)
-    except (TypeError, ValueError, IndexError, KeyError):
-        raise AnnotationError(f"{source}: feature {index} has malformed coordinates {coords!r}") from None
-    if not np.all(np.isfinite(xy)):
-        raise AnnotationError(f"{source}: feature {index} has non-finite coordinates")
-    return xy[:, [1, 0]]
+    at = f"{where}.geometry.coordinates"
+    if kind == "Point":
+        xy = [_position(coords, source, at)]
+    elif isinstance(coords, list):
+        xy = [_position(c, source, f"{at}[{i}]") for i, c in enumerate(coords)]
+    else:
+        raise _fail(source, at, f"a MultiPoint needs a list of positions, got {type(coords).__name__}")
+    return np.asarray(xy, dtype=float).reshape(-1, 2)[:, [1, 0]]
+
+
+def _feature_scores(props: dict[str, Any], n: int, source: str, where: str) -> list[float] | None:
+    meta = _dict_or_empty(props.get(META_KEY), source, f"{where}.properties.{META_KEY}")
+    scores = meta.get("scores")
+    if scores is None:
+        return None
+    if not isinstance(scores, list):
+        raise _fail(source, f"{where}.properties.{META_KEY}.scores", "expected a list of numbers")
+    if len(scores) != n:
+        return None
+    at = f"{where}.properties.{META_KEY}.scores"
+    return [np.nan if s is None else _number(s, source, f"{at}[{i}]") for i, s in enumerate(scores)]
+
+
+def _document_meta(doc: Any, source: str) -> dict[str, Any]:
+    """Our foreign member, its types checked: source, slide_path, mpp, roi_estimates."""
+    meta = _dict_or_empty(doc.get(META_KEY) if isinstance(doc, dict) else None, source, META_KEY)
+    for key in ("source", "slide_path"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise _fail(source, f"{META_KEY}.{key}", f"expected text, got {type(meta[key]).__name__}")
+    if meta.get("mpp") is not None and (_number(meta["mpp"], source, f"{META_KEY}.mpp") <= 0):
+        raise _fail(source, f"{META_KEY}.mpp", "must be a positive number of µm per pixel")
+    source_kind = meta.get("source")
+    if source_kind and not (source_kind == "manual" or source_kind.startswith("model:")):
+        raise _fail(source, f"{META_KEY}.source", f"expected 'manual' or 'model:<name>', got {source_kind!r}")
+    rois = meta.get("roi_estimates")
+    if rois is not None and not isinstance(rois, list):
+        raise _fail(source, f"{META_KEY}.roi_estimates", "expected a list")
+    return meta
+
+
+def _roi_estimates(meta: dict[str, Any], source: str) -> list[RoiEstimate]:
+    out = []
+    for i, record in enumerate(meta.get("roi_estimates") or []):
+        where = f"{META_KEY}.roi_estimates[{i}]"
+        if not isinstance(record, dict):
+            raise _fail(source, where, f"expected an object, got {type(record).__name__}")
+        try:
+            out.append(RoiEstimate.from_dict(record))
+        except AnnotationError as exc:
+            raise _fail(source, where, str(exc)) from None
+    return out
 
 
 def parse_geojson(doc: Any, class_map: dict[str, str] | None = None, source: str = "GeoJSON") -> AnnotationDocument:
-    """Turn a parsed GeoJSON object into an :class:`AnnotationDocument` (see module docstring)."""
+    """Turn a parsed GeoJSON object into an :class:`AnnotationDocument` (see module docstring).
+
+    Raises
+    ------
+    AnnotationError
+        Any element of the wrong shape or type, named by its path in the document
+        (e.g. ``features[3].geometry.coordinates[0][1]``), or unknown class names.
+    """
     points, classes, scores, unknown, skipped = [], [], [], Counter(), 0
     any_scores = False
-    for i, feat in enumerate(_features(doc, source)):
-        pts = _feature_points(feat, source, i)
+    meta = _document_meta(doc, source)
+    feats, prefix = _features(doc, source)
+    for i, feat in enumerate(feats):
+        where = prefix if prefix == "feature" else f"{prefix}[{i}]"
+        pts = _feature_points(feat, source, where)
         if pts is None:
             skipped += 1
             continue
-        props = feat.get("properties") or {}
-        name = _class_name(props)
+        props = _dict_or_empty(feat.get("properties"), source, f"{where}.properties")
+        name = _class_name(props, source, f"{where}.properties")
         cls = _resolve(name, class_map)
         if cls is None:
             unknown[name or "<unclassified>"] += len(pts)
             continue
-        feat_scores = (props.get(META_KEY) or {}).get("scores")
-        if feat_scores is not None and len(feat_scores) == len(pts):
-            any_scores = True
-            scores.extend(np.nan if s is None else float(s) for s in feat_scores)
-        else:
-            scores.extend([np.nan] * len(pts))
+        feat_scores = _feature_scores(props, len(pts), source, where)
+        any_scores = any_scores or feat_scores is not None
+        scores.extend(feat_scores if feat_scores is not None else [np.nan] * len(pts))
         points.append(pts)
         classes.extend([cls] * len(pts))
     if unknown:
         listed = ", ".join(f"{n!r} ({k} points)" for n, k in sorted(unknown.items()))
         raise AnnotationError(f"{source}: unknown classifications {listed}; use Malignant epithelial / "
                               "Normal epithelial / Lymphocyte or pass a class_map")
-    meta = doc.get(META_KEY, {}) if isinstance(doc, dict) else {}
     ann = PointAnnotations(np.concatenate(points) if points else np.zeros((0, 2)), classes,
                            scores if any_scores else None, meta.get("source") or "manual",
                            meta.get("slide_path"), meta.get("mpp"))
-    rois = [RoiEstimate.from_dict(r) for r in meta.get("roi_estimates") or []]
+    rois = _roi_estimates(meta, source)
     if skipped:
-        warnings.warn(f"{source}: skipped {skipped} non-point feature(s) (polygons, lines); "
+        warnings.warn(f"{source}: skipped {skipped} non-point feature(s) (polygons, lines, no geometry); "
                       "only Point / MultiPoint annotations are read", AnnotationWarning, stacklevel=2)
     return AnnotationDocument(ann, rois, skipped)
 
@@ -182,6 +275,8 @@ def read_geojson_document(path: str | Path, class_map: dict[str, str] | None = N
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{path} is not valid JSON ({exc}); the file may be truncated") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: JSON nested too deeply to be annotations") from None
     return parse_geojson(doc, class_map, str(path))
 
 

@@ -27,12 +27,16 @@ def read_annotation_text(path: str | Path, kind: str, empty_hint: str = "") -> s
     to the message for an empty file.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise AnnotationError(f"{path} is not a regular file (a folder, pipe or device)")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise AnnotationError(f"annotation file not found: {path}") from None
     except UnicodeDecodeError:
         raise AnnotationError(f"{path} is not a UTF-8 text file (is it really {kind}?)") from None
+    except OSError as exc:  # a folder, no permission, an I/O error
+        raise AnnotationError(f"cannot read annotation file {path}: {exc.strerror or exc}") from None
     if not text.strip():
         raise AnnotationError(f"{path} is empty{empty_hint}")
     return text
