@@ -1,9 +1,18 @@
 """Reference cellularity labels derived from point annotations (never from a model).
 
-Where no pathologist cellularity score exists (BRCA-M2C, user point sets), the label is
+Where no pathologist cellularity score exists (BRCA-M2C, user point sets), the label is the
+malignant cell area in a window divided by its tissue area. Two recipes for the cell area
+(``method``):
 
-    derived cellularity = area( union of disks of radius ``cell_radius_um`` around the malignant
-                          points ) within the tissue mask / tissue area
+* ``"voronoi"`` (default): the tissue, without lumen / fat, partitioned among *all* annotated
+  nuclei (nearest centre), each cell capped at ``cell_radius_um``
+  (:mod:`napari_cellularity.features.cell_area`); the malignant cells' territories. A packed
+  tumour nest gives 1, stroma 0. Chosen on procedural patches with exact cell areas
+  (``benchmarks/cellularity_labels_synthetic.py``; numbers in the model card).
+* ``"disk"`` (v1/v2 recipe): the union of disks of radius ``cell_radius_um`` around the malignant
+  points, within the tissue mask:
+
+    derived cellularity = area( union of disks around the malignant points ) within the tissue mask / tissue area
 
 i.e. the share of the tissue (tumour-bed proxy) covered by malignant cells, the quantity the
 BreastPathQ pathologists estimated by eye. The default radius 7.5 µm matches the paper's 15-px
@@ -23,8 +32,11 @@ import numpy as np
 from napari_cellularity.inference.tissue import tissue_mask
 
 LABEL_SOURCE = "derived-from-points"
-#: Radius of a malignant cell around its annotated nucleus centre (µm).
+#: Radius of a malignant cell around its annotated nucleus centre (µm) for ``method="disk"``.
 DEFAULT_CELL_RADIUS_UM = 7.5
+LABEL_METHODS = ("voronoi", "disk")
+#: Window sides (µm) of the windowed labels; the BreastPathQ patch is ~256 µm.
+DEFAULT_WINDOWS_UM: tuple[float, ...] = (64.0, 128.0, 256.0)
 
 
 class LabelDerivationError(ValueError):
@@ -42,6 +54,8 @@ class DerivedLabel:
     tissue_fraction: float
     n_malignant_points: int
     source: str = LABEL_SOURCE
+    window_um: float = 0.0
+    method: str = "disk"
 
 
 def disk_union_mask(shape: tuple[int, int], points_rc: np.ndarray, radius_px: float) -> np.ndarray:
@@ -123,4 +137,72 @@ def derive_labels(
             value = float((cells[r0:r1, c0:c1] & t).sum()) / int(t.sum())
             inside = ((mal[:, 0] >= r0) & (mal[:, 0] < r1) & (mal[:, 1] >= c0) & (mal[:, 1] < c1)).sum()
             labels.append(DerivedLabel(it.image_id, it.patient_id, (r0, c0, r1, c1), value, frac, int(inside)))
+    return labels
+
+
+def malignant_cell_mask(item, method: str = "voronoi", cell_radius_um: float | None = None,
+                        tissue: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(malignant cell mask, tissue mask)`` of a point-annotated image under a label recipe.
+
+    ``voronoi``: territories of the malignant points in the tissue minus whitespace, all points
+    competing, capped at ``cell_radius_um`` (default
+    :data:`~napari_cellularity.features.cell_area.DEFAULT_MAX_CELL_RADIUS_UM`); ``disk``: union
+    of disks of ``cell_radius_um`` (default :data:`DEFAULT_CELL_RADIUS_UM`) within the tissue.
+    """
+    from napari_cellularity.features.cell_area import (
+        DEFAULT_MAX_CELL_RADIUS_UM,
+        class_area_mask,
+        whitespace_mask,
+    )
+
+    if method not in LABEL_METHODS:
+        raise LabelDerivationError(f"unknown label method {method!r}; use one of {LABEL_METHODS}")
+    h, w = item.image.shape[:2]
+    tissue = tissue_mask(item.image, item.mpp) if tissue is None else np.asarray(tissue, bool)
+    if method == "disk":
+        radius = DEFAULT_CELL_RADIUS_UM if cell_radius_um is None else cell_radius_um
+        return disk_union_mask((h, w), item.points_rc[item.classes == "malignant"], radius / item.mpp) & tissue, tissue
+    radius = DEFAULT_MAX_CELL_RADIUS_UM if cell_radius_um is None else cell_radius_um
+    domain = tissue & ~whitespace_mask(item.image, item.mpp)
+    return class_area_mask((h, w), item.points_rc, item.classes, "malignant", radius / item.mpp, domain), tissue
+
+
+def window_boxes(h: int, w: int, window_px: int) -> list[tuple[int, int, int, int]]:
+    """Non-overlapping ``window_px`` boxes tiling an (h, w) image, the grid centred (a margin is left over)."""
+    if window_px < 1:
+        raise LabelDerivationError(f"window must be at least 1 px, got {window_px}")
+    if window_px > min(h, w):  # an image a little smaller than the window is that window
+        return [(0, 0, h, w)] if window_px <= 1.15 * min(h, w) else []
+    nr, nc = h // window_px, w // window_px
+    r0, c0 = (h - nr * window_px) // 2, (w - nc * window_px) // 2
+    return [(r0 + i * window_px, c0 + j * window_px, r0 + (i + 1) * window_px, c0 + (j + 1) * window_px)
+            for i in range(nr) for j in range(nc)]
+
+
+def windowed_labels(
+    items: list, windows_um: tuple[float, ...] = DEFAULT_WINDOWS_UM, method: str = "voronoi",
+    cell_radius_um: float | None = None, min_tissue_fraction: float = 0.5,
+) -> list[DerivedLabel]:
+    """Derived labels of square windows of several sizes over point-annotated images.
+
+    Each image is tiled by non-overlapping windows of each side in ``windows_um`` (an image up to
+    15 % smaller than a window gives one window: itself); windows with less tissue than
+    ``min_tissue_fraction`` are skipped. Small windows reach 0 (stroma) and 1 (inside a nest),
+    which whole-image labels rarely do.
+    """
+    labels = []
+    for it in items:
+        cells, tissue = malignant_cell_mask(it, method, cell_radius_um)
+        mal = it.points_rc[it.classes == "malignant"]
+        h, w = tissue.shape
+        for win in windows_um:
+            for r0, c0, r1, c1 in window_boxes(h, w, int(round(win / it.mpp))):
+                t = tissue[r0:r1, c0:c1]
+                frac = float(t.mean())
+                if frac < min_tissue_fraction:
+                    continue
+                value = float((cells[r0:r1, c0:c1] & t).sum()) / int(t.sum())
+                inside = int(((mal[:, 0] >= r0) & (mal[:, 0] < r1) & (mal[:, 1] >= c0) & (mal[:, 1] < c1)).sum())
+                labels.append(DerivedLabel(it.image_id, it.patient_id, (r0, c0, r1, c1), value, frac, inside,
+                                           window_um=float(win), method=method))
     return labels

@@ -38,6 +38,8 @@ from .cellularity_features import FEATURE_NAMES, as_probabilities, extract_featu
 KINDS = ("cellularity-lgbm", "cellularity-cnn")
 #: Kind of the model-free fallback (never saved; see ``cellularity_map.SegmentationAreaEstimate``).
 ESTIMATE_KIND = "segmentation-area-estimate"
+#: Kind of the model-free direct estimate from detected nuclei (never saved; ``cell_area.CellAreaEstimate``).
+DIRECT_KIND = "cell-area-estimate"
 CELLULARITY_FORMAT_VERSION = 1
 #: LightGBM parameters. From the paper (section 4.3): L2 objective, 600 rounds, learning rate
 #: 0.01, max depth 5, 8 leaves. Ours: ``min_data_in_leaf`` 5 (LightGBM's default 20 cannot split
@@ -105,7 +107,7 @@ class CellularityConfig:
     format_version: int = CELLULARITY_FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if self.kind not in (*KINDS, ESTIMATE_KIND):
+        if self.kind not in (*KINDS, ESTIMATE_KIND, DIRECT_KIND):
             raise ModelConfigError(f"cellularity config kind must be one of {KINDS}, got {self.kind!r}")
         if not self.name or "/" in self.name or "\\" in self.name or "@" in self.name:
             raise ModelConfigError(f"invalid model name {self.name!r}")

@@ -2,7 +2,8 @@
 
 The metrics of Rakhlin et al. (section 3.5: MSE with 95 % CI, Cohen's kappa on four bins, ICC)
 and of the BreastPathQ challenge (prediction probability PK, Smith et al. 1996; Petrick et al.
-2021), plus MAE.
+2021), plus MAE, Bland-Altman bias and 95 % limits of agreement (Bland & Altman 1986) and the
+slope / intercept of prediction on reference (saturation shows as a slope below 1).
 
 Bins for kappa (Peikari et al. 2017): 0-25 %, 26-50 %, 51-75 %, 76-100 %. With a value ``v`` in
 [0, 1] and ``q = 100 v`` (rounded to 6 decimals to absorb float noise): bin 0 if ``q <= 25``,
@@ -193,10 +194,37 @@ def prediction_probability(y_true, y_pred, chunk: int = 2048) -> float:
     return float((conc + 0.5 * ties) / total) if total else float("nan")
 
 
+def bland_altman(y_true, y_pred) -> dict[str, float]:
+    """Bland-Altman agreement: mean difference (prediction - reference) and its 95 % limits.
+
+    Returns ``bias``, ``sd`` (of the differences, ddof 1) and ``loa_low`` / ``loa_high`` =
+    bias -/+ 1.96 sd (Bland & Altman, Lancet 1986).
+    """
+    t, p = _pair(y_true, y_pred, min_n=2, check_range=False)
+    d = p - t
+    bias, sd = float(d.mean()), float(d.std(ddof=1))
+    return {"bias": bias, "sd": sd, "loa_low": bias - 1.96 * sd, "loa_high": bias + 1.96 * sd}
+
+
+def calibration_line(y_true, y_pred) -> tuple[float, float]:
+    """Least-squares ``(slope, intercept)`` of prediction on reference (NaN when the reference is constant)."""
+    t, p = _pair(y_true, y_pred, min_n=2, check_range=False)
+    if np.ptp(t) == 0:
+        return float("nan"), float("nan")
+    slope, intercept = np.polyfit(t, p, 1)
+    return float(slope), float(intercept)
+
+
 def cellularity_report(y_true, y_pred, n_boot: int = 2000, seed: int = 0) -> dict[str, float | int]:
-    """All agreement metrics in one dict (JSON-ready): n, mse, mse_ci95, mae, kappa, icc, pk."""
+    """All agreement metrics in one dict (JSON-ready).
+
+    Keys: n, mse, mse_ci95, mae, kappa_4bins, icc_2_1, pk, ba_bias, ba_loa95 (Bland-Altman),
+    slope, intercept (prediction on reference).
+    """
     t, p = _pair(y_true, y_pred, min_n=2)
     m, lo, hi = mse_with_ci(t, p, n_boot=n_boot, seed=seed)
+    ba = bland_altman(t, p)
+    slope, intercept = calibration_line(t, p)
     return {
         "n": int(t.size),
         "mse": m,
@@ -205,4 +233,8 @@ def cellularity_report(y_true, y_pred, n_boot: int = 2000, seed: int = 0) -> dic
         "kappa_4bins": binned_kappa(t, p),
         "icc_2_1": icc_agreement(t, p),
         "pk": prediction_probability(t, p),
+        "ba_bias": ba["bias"],
+        "ba_loa95": [ba["loa_low"], ba["loa_high"]],
+        "slope": slope,
+        "intercept": intercept,
     }

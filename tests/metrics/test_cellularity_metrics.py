@@ -90,7 +90,8 @@ def test_pk_chunking_matches_single_block():
 
 def test_report_and_bad_inputs():
     r = cellularity_report([0.1, 0.4, 0.7, 0.95], [0.15, 0.35, 0.72, 0.9], n_boot=50)
-    assert set(r) == {"n", "mse", "mse_ci95", "mae", "kappa_4bins", "icc_2_1", "pk"}
+    assert set(r) == {"n", "mse", "mse_ci95", "mae", "kappa_4bins", "icc_2_1", "pk", "ba_bias", "ba_loa95", "slope",
+                      "intercept"}
     assert r["pk"] == 1.0 and r["kappa_4bins"] == 1.0
     with pytest.raises(MetricInputError, match="divide percentages"):
         mse([10, 50], [0.1, 0.5])
@@ -98,3 +99,16 @@ def test_report_and_bad_inputs():
         mse([np.nan, 0.5], [0.1, 0.5])
     with pytest.raises(MetricInputError, match="2 values|has 2"):
         mse([0.1, 0.5], [0.1, 0.5, 0.2])
+
+
+def test_bland_altman_and_calibration_line_by_hand():
+    from napari_cellularity.metrics.cellularity import bland_altman, calibration_line
+
+    t = np.array([0.1, 0.3, 0.5, 0.7])
+    p = t + np.array([0.05, 0.15, 0.05, 0.15])  # differences: mean 0.1, sd (ddof 1) 0.0577
+    ba = bland_altman(t, p)
+    sd = np.std([0.05, 0.15, 0.05, 0.15], ddof=1)
+    assert ba["bias"] == pytest.approx(0.1) and ba["sd"] == pytest.approx(sd)
+    assert (ba["loa_low"], ba["loa_high"]) == pytest.approx((0.1 - 1.96 * sd, 0.1 + 1.96 * sd))
+    assert calibration_line(t, 0.5 * t + 0.2) == pytest.approx((0.5, 0.2))  # saturation: slope 0.5
+    assert np.isnan(calibration_line([0.3, 0.3], [0.1, 0.2])[0])
