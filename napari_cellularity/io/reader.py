@@ -13,8 +13,8 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 UNKNOWN_MPP_WARNING = (
     "{name}: the pixel size (µm/px) is not recorded in the file; the image is shown in pixels and "
-    "measurements are in pixels. Re-open it from the Analyze widget or CLI with an explicit mpp "
-    "(e.g. --mpp 0.5 for a 20x scan)."
+    "measurements are in pixels. State it in the Analyze widget (Resolution: enter µm/px, press Set; "
+    "remembered for this file) or pass --mpp to the analyze command (e.g. 0.5 for a 20x scan)."
 )
 
 

@@ -36,6 +36,11 @@ HEATMAP_COLORMAP = "inferno"
 PROB_OPACITY = 0.5
 HEATMAP_OPACITY = 0.35
 NUCLEUS_SIZE_UM = 6.0
+#: Detections are open rings this wide (µm) around the nucleus, so it stays visible and they never
+#: look like the annotations (filled discs with a white border).
+DETECTION_RING_UM = 9.0
+DETECTION_RING_WIDTH = 0.16
+DETECTION_OPACITY = 0.85
 #: Labels-layer value of each class in :data:`CLASS_MAP_LAYER` (0 = background).
 CLASS_LABEL_VALUES: dict[str, int] = {name: i + 1 for i, name in enumerate(CELL_CLASSES)}
 
@@ -256,7 +261,7 @@ def upsert_points_layer(
     slide_mpp: float,
     color: str,
     image_translate_um: Sequence[float] = (0.0, 0.0),
-    size_um: float = NUCLEUS_SIZE_UM,
+    size_um: float = DETECTION_RING_UM,
     scores: np.ndarray | None = None,
     metadata: dict[str, Any] | None = None,
     units: Any = None,
@@ -265,8 +270,9 @@ def upsert_points_layer(
 
     Points of an earlier run that fall inside ``replace_box`` (the region analysed again)
     are dropped first, so re-running a region never duplicates detections. The layer has
-    ``scale=(slide_mpp, slide_mpp)`` so it sits on the slide; ``size_um`` is the marker
-    diameter in µm; pass the slide layer's ``units`` so napari does not warn about mixed units.
+    ``scale=(slide_mpp, slide_mpp)`` so it sits on the slide; markers are open rings in the class
+    colour (``size_um`` across, the nucleus visible inside); pass the slide layer's ``units`` so
+    napari does not warn about mixed units.
     """
     pts = np.asarray(points_level0_rc, dtype=float).reshape(-1, 2)
     new_scores = np.ones(len(pts)) if scores is None else np.asarray(scores, dtype=float).reshape(-1)
@@ -280,7 +286,7 @@ def upsert_points_layer(
         keep = ~replace_box.contains(old) if replace_box is not None else np.ones(len(old), bool)
         layer.data = np.concatenate([old[keep], pts])
         layer.features = {"score": np.concatenate([old_scores[keep], new_scores])}
-        layer.face_color = color
+        layer.face_color = "transparent"
         layer.border_color = color
         layer.size = size_um / slide_mpp
         if units is not None:
@@ -293,9 +299,11 @@ def upsert_points_layer(
         scale=(slide_mpp, slide_mpp),
         translate=tuple(image_translate_um[-2:]),
         size=size_um / slide_mpp,
-        face_color=color,
+        face_color="transparent",
         border_color=color,
-        border_width=0,
+        border_width=DETECTION_RING_WIDTH,
+        border_width_is_relative=True,
+        opacity=DETECTION_OPACITY,
         features={"score": new_scores},
         metadata=meta,
         **({} if units is None else {"units": units}),

@@ -1,12 +1,15 @@
-"""What the docks share through the viewer, without widget state.
+"""What the docks share through the viewer, without widget state (no Qt here).
 
-The image being reviewed (its resolution and where to read its pixels) and the latest
-analysis summary, which the Analyze widget stores on its malignant-probability layer and
-the report widget reads back.
+The image being reviewed (its resolution and where to read its pixels), the resolution a
+user *stated* for a file without one (remembered per file in the user data folder, applied to
+the image layer's scale so every overlay lands on the image), the latest analysis summary
+(stored by the Analyze widget on its malignant-probability layer, read by the report widget),
+and the docked widgets of a kind (also those inside the one-panel workflow).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +22,93 @@ from . import _layers as L
 SUMMARY_KEY = "summary"
 
 
+#: Sources of a layer's µm/px: "file" (reader), "override" / "stated" (the user), "unknown" (none).
+MPP_STATED = "stated"
+STATED_MPP_FILE = "stated_mpp.json"
+
+
 def layer_mpp(layer: Any) -> float | None:
-    """µm per level-0 pixel of an image layer: slide metadata, else a non-unit layer scale."""
-    info = layer.metadata.get("slide_info") or {}
+    """µm per level-0 pixel of an image layer, or None when nobody knows it.
+
+    A resolution the user stated wins; then the slide metadata; ``mpp_source="unknown"`` (a
+    PNG without metadata) is None whatever the layer scale; else a non-unit layer scale.
+    """
+    meta = layer.metadata
+    if meta.get("mpp_source") == MPP_STATED and meta.get("mpp"):
+        return float(meta["mpp"])
+    info = meta.get("slide_info") or {}
     if info.get("mpp"):
         return float(info["mpp"])
+    if meta.get("mpp_source") == "unknown":
+        return None
     scale = float(layer.scale[-1])
-    return scale if scale != 1.0 or layer.metadata.get("mpp_source") else None
+    return scale if scale != 1.0 or meta.get("mpp_source") else None
+
+
+def _stated_path() -> Path:
+    from ..files import user_data_dir
+
+    return user_data_dir() / STATED_MPP_FILE
+
+
+def _file_key(path: str | Path) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def recall_mpp(path: str | Path | None) -> float | None:
+    """The µm/px the user stated earlier for the file ``path``, or None."""
+    store = _stated_path()
+    if not path or not store.is_file():
+        return None
+    try:
+        value = json.loads(store.read_text(encoding="utf-8")).get(_file_key(path))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def remember_mpp(path: str | Path, mpp: float) -> None:
+    """Remember that the file ``path`` has ``mpp`` µm/px (user data folder, atomic write)."""
+    from ..files import write_json_atomic
+
+    store = _stated_path()
+    try:
+        known = json.loads(store.read_text(encoding="utf-8")) if store.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    write_json_atomic(store, {**(known if isinstance(known, dict) else {}), _file_key(path): float(mpp)})
+
+
+def state_mpp(viewer: Any, layer: Any, mpp: float, *, remember: bool = True) -> None:
+    """Set the image layer's resolution to ``mpp`` µm/px: its scale and units, and those of the
+    layers drawn on it in its old pixel geometry (annotations, ROIs), so nothing moves off the
+    image; remembered for the file when ``remember``.
+    """
+    old_scale, old_translate = tuple(layer.scale[-2:]), tuple(layer.translate[-2:])
+    new_scale = (float(mpp), float(mpp))
+    for other in list(viewer.layers):
+        attached = (other is layer or (tuple(other.scale[-2:]) == old_scale
+                                       and tuple(other.translate[-2:]) == old_translate
+                                       and "pixel_um" not in other.metadata.get(L.META_KEY, {})))
+        if attached and new_scale != old_scale:
+            other.scale = tuple(other.scale[:-2]) + new_scale
+        if attached:
+            other.units = ("um",) * other.ndim
+    layer.metadata = {**layer.metadata, "mpp": float(mpp), "mpp_source": MPP_STATED}
+    path = layer.metadata.get("path")
+    if remember and path:
+        remember_mpp(path, mpp)
+
+
+def find_widgets(viewer: Any, widget_type: type) -> list[Any]:
+    """Docked widgets of ``widget_type``, also those nested in a dock (the one-panel workflow)."""
+    found: list[Any] = []
+    for inner in getattr(viewer.window, "dock_widgets", {}).values():
+        if isinstance(inner, widget_type):
+            found.append(inner)
+        elif hasattr(inner, "findChildren"):
+            found += [w for w in inner.findChildren(widget_type) if w not in found]
+    return found
 
 
 def image_source(layer: Any, mpp: float) -> tuple[Any, tuple[int, int]]:

@@ -30,13 +30,16 @@ from qtpy.QtWidgets import (
 )
 
 from ..analysis import AnalysisSettings, display, regions
-from ..models.config import CELL_CLASSES, CLASS_LABELS
+from ..models.config import CELL_CLASSES
 from . import _layers as L
-from ._legend import gradient_legend
-from ._session import image_source, layer_mpp, store_summary
+from ._model_picker import ModelPicker
+from ._session import image_source, layer_mpp, recall_mpp, state_mpp, store_summary
+from ._toggles import ShowToggles
 from ._worker import format_eta, run_generator
 
 REGION_VIEW, REGION_ROI, REGION_WHOLE = "Current view", "Shapes ROI", "Whole image/slide"
+MPP_PROMPT = ("This image has no recorded resolution, so it cannot be analysed yet. Enter its µm per pixel "
+              "(0.25 for a 40x scan, 0.5 for 20x) and press Set; it is remembered for this file.")
 
 
 class AnalyzeWidget(QWidget):
@@ -57,15 +60,10 @@ class AnalyzeWidget(QWidget):
     # ------------------------------------------------------------------ UI
     def _build(self) -> None:
         form = QFormLayout()
-        self.model_combo, self.model_info = QComboBox(), QLabel()
-        refresh = QPushButton("Refresh")
-        refresh.clicked.connect(self.refresh_models)
-        row = QHBoxLayout()
-        row.addWidget(self.model_combo, 1)
-        row.addWidget(refresh)
-        form.addRow("Model", row)
-        form.addRow("", self.model_info)
-        self.model_combo.currentIndexChanged.connect(self._show_model_info)
+        self.picker = ModelPicker()
+        self.model_combo, self.model_info = self.picker.combo, self.picker.info
+        self.picker.model_changed.connect(self._on_model_changed)
+        form.addRow("Model", self.picker)
         self.device_combo = QComboBox()
         self._fill_devices()
         form.addRow("Device", self.device_combo)
@@ -73,12 +71,22 @@ class AnalyzeWidget(QWidget):
         self.image_combo.currentIndexChanged.connect(self._show_mpp)
         form.addRow("Image", self.image_combo)
         self.mpp_override = QCheckBox("override")
+        self.mpp_override.setToolTip("Analyse at this µm/px instead of the file's (the image is rescaled to it)")
         self.mpp_spin = QDoubleSpinBox(decimals=4, minimum=0.05, maximum=20.0, singleStep=0.05, value=0.5)
         self.mpp_spin.setSuffix(" µm/px")
+        self.mpp_set_button = QPushButton("Set")
+        self.mpp_set_button.setToolTip("State this image's resolution (its scale bar, overlays and points follow)")
+        self.mpp_set_button.clicked.connect(self.state_resolution)
         row = QHBoxLayout()
         row.addWidget(self.mpp_spin, 1)
         row.addWidget(self.mpp_override)
+        row.addWidget(self.mpp_set_button)
         form.addRow("Resolution", row)
+        self.mpp_prompt = QLabel(MPP_PROMPT)
+        self.mpp_prompt.setWordWrap(True)
+        self.mpp_prompt.setStyleSheet("color: #ffb000; font-weight: bold;")
+        self.mpp_prompt.setVisible(False)
+        form.addRow(self.mpp_prompt)
         self.region_combo = QComboBox()
         self.region_combo.addItems([REGION_VIEW, REGION_ROI, REGION_WHOLE])
         form.addRow("Region", self.region_combo)
@@ -102,29 +110,11 @@ class AnalyzeWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        layout.addWidget(self._build_toggles())
+        self.toggles = ShowToggles(self._set_class_visible, self._set_heatmap_visible)
+        self.class_checks, self.heatmap_check = self.toggles.class_checks, self.toggles.heatmap_check
+        self.legend = self.toggles.legend
+        layout.addWidget(self.toggles)
         layout.addStretch(1)
-
-    def _build_toggles(self) -> QWidget:
-        box = QWidget()
-        col = QVBoxLayout(box)
-        col.setContentsMargins(0, 0, 0, 0)
-        col.addWidget(QLabel("Show:"))
-        self.class_checks: dict[str, QCheckBox] = {}
-        for cls in CELL_CLASSES:
-            check = QCheckBox(CLASS_LABELS[cls])
-            check.setChecked(True)
-            check.setStyleSheet(f"QCheckBox {{ color: {L.CLASS_COLORS[cls]}; font-weight: bold; }}")
-            check.toggled.connect(functools.partial(self._set_class_visible, cls))
-            col.addWidget(check)
-            self.class_checks[cls] = check
-        self.heatmap_check = QCheckBox("Cellularity heatmap")
-        self.heatmap_check.setChecked(True)
-        self.heatmap_check.toggled.connect(self._set_heatmap_visible)
-        col.addWidget(self.heatmap_check)
-        self.legend = gradient_legend(L.HEATMAP_COLORMAP, "0 %", "100 %", "cellularity")
-        col.addWidget(self.legend)
-        return box
 
     def _fill_devices(self) -> None:
         from ..models.device import describe_devices
@@ -140,43 +130,27 @@ class AnalyzeWidget(QWidget):
             self.device_combo.model().item(self.device_combo.count() - 1).setEnabled(False)
 
     def refresh_models(self) -> None:
-        """Re-scan the model registry (shipped + user models)."""
-        from ..models.registry import list_models
+        """Re-scan the model registry (shipped + user models); the default model is selected first."""
+        self.picker.refresh()
 
-        current = self.model_combo.currentData()
-        self.model_combo.clear()
-        for entry in reversed(list_models("segmentation")):
-            self.model_combo.addItem(f"{entry.ref} ({entry.source})", entry)
-        idx = max(0, next((i for i in range(self.model_combo.count())
-                           if current and self.model_combo.itemData(i).ref == current.ref), 0))
-        self.model_combo.setCurrentIndex(idx)
-        self._show_model_info()
+    def set_model(self, ref: str, *, confirmed_candidate: bool = False) -> None:
+        """Select the model ``name@version`` (re-scanning the registry first); used by Retrain.
 
-    def set_model(self, ref: str) -> None:
-        """Select the model ``name@version`` (re-scanning the registry first); used by Retrain."""
-        self.refresh_models()
-        for i in range(self.model_combo.count()):
-            if self.model_combo.itemData(i).ref == ref:
-                self.model_combo.setCurrentIndex(i)
-                return
-        raise LookupError(f"model {ref!r} is not in the registry")
+        A candidate (worse than its base) asks for confirmation unless ``confirmed_candidate``.
+        """
+        self.picker.select(ref, confirmed_candidate=confirmed_candidate)
 
     def _model_config(self) -> Any:
-        from ..models.config import SegmentationConfig
+        return self.picker.current_config()
 
-        entry = self.model_combo.currentData()
-        return None if entry is None else SegmentationConfig.load(entry.config_path)
+    def _on_model_changed(self, *_: Any) -> None:
+        from ..models.defaults import untrained_classes
 
-    def _show_model_info(self, *_: Any) -> None:
         try:
             cfg = self._model_config()
-        except ValueError as exc:
-            self.model_info.setText(f"unreadable config: {exc}")
-            return
-        self.model_info.setText(
-            "no segmentation model installed: train one (Retrain) or install the default"
-            if cfg is None else f"{cfg.mpp:g} µm/px, classes: {', '.join(cfg.class_names)}"
-        )
+        except ValueError:
+            cfg = None
+        self.toggles.set_untrained(untrained_classes(cfg) if cfg is not None else ())
 
     def refresh_layers(self, *_: Any) -> None:
         """Refresh the image and ROI-layer pickers from the viewer's layers."""
@@ -201,11 +175,31 @@ class AnalyzeWidget(QWidget):
     def _show_mpp(self, *_: Any) -> None:
         layer = self._image_layer()
         mpp = layer_mpp(layer) if layer is not None else None
+        if layer is not None and mpp is None and recall_mpp(layer.metadata.get("path")):
+            mpp = recall_mpp(layer.metadata.get("path"))
+            state_mpp(self.viewer, layer, mpp, remember=False)
+            self.status.setText(f"{layer.name}: using {mpp:g} µm/px, as you stated for this file before.")
         if mpp is not None and not self.mpp_override.isChecked():
             self.mpp_spin.setValue(mpp)
-        if layer is not None and mpp is None:
-            self.mpp_override.setChecked(True)
-            self.status.setText("This image has no resolution: set µm/px (Resolution) before Run.")
+        unknown = layer is not None and mpp is None
+        self.mpp_prompt.setVisible(unknown)
+        if unknown or not self.cancel_button.isEnabled():  # Cancel is enabled only while a job runs
+            self.run_button.setEnabled(not unknown)
+        if unknown:
+            self.status.setText(MPP_PROMPT)
+
+    def state_resolution(self) -> float | None:
+        """Set the chosen image's µm/px to the spin box value (scale, units; remembered per file)."""
+        layer = self._image_layer()
+        if layer is None:
+            return None
+        mpp = float(self.mpp_spin.value())
+        state_mpp(self.viewer, layer, mpp)
+        self.mpp_override.setChecked(False)
+        self._show_mpp()
+        self.status.setText(f"{layer.name}: {mpp:g} µm/px" + (" (remembered for this file)."
+                                                              if layer.metadata.get("path") else "."))
+        return mpp
 
     # ------------------------------------------------------------------ run
     def _region_box(self, layer: Any, shape_rc: tuple[int, int]) -> regions.Level0Box:
@@ -230,9 +224,11 @@ class AnalyzeWidget(QWidget):
         entry = self.model_combo.currentData()
         if entry is None:
             raise LookupError("no segmentation model installed: train one (Retrain) or install the default")
-        mpp = float(self.mpp_spin.value()) if self.mpp_override.isChecked() else layer_mpp(layer)
+        if self.mpp_override.isChecked() and float(self.mpp_spin.value()) != layer_mpp(layer):
+            state_mpp(self.viewer, layer, float(self.mpp_spin.value()))  # overlays follow the stated scale
+        mpp = layer_mpp(layer)
         if mpp is None:
-            raise regions.RegionError("the image's resolution is unknown: tick 'override' and set µm/px")
+            raise regions.RegionError("the image's resolution is unknown: enter its µm/px and press Set")
         image, shape_rc = image_source(layer, mpp)
         return dict(
             image=image, slide_mpp=mpp, box=self._region_box(layer, shape_rc), image_name=layer.name,
@@ -360,7 +356,8 @@ class AnalyzeWidget(QWidget):
         store_summary(self.viewer, summary)
         self.last_result = result
         pct = "n/a" if summary.cellularity is None else f"{100 * summary.cellularity:.0f} %"
-        counts = ", ".join(f"{n} {c}" for c, n in summary.counts.items())
+        counts = ", ".join(f"{n} {c}" + (" (not learned)" if c in self.toggles.untrained else "")
+                           for c, n in summary.counts.items())
         self.status.setText(f"Done in {summary.duration_s:.1f} s: cellularity {pct}; {counts}."
                             + "".join(f"\nNote: {n}" for n in summary.notices))
 
@@ -371,8 +368,9 @@ class AnalyzeWidget(QWidget):
         self.status.setText("Cancelled; tiles painted so far are kept.")
 
     def _on_finish(self) -> None:
-        self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.run_button.setEnabled(True)
+        self._show_mpp()
 
     # ------------------------------------------------------------------ visibility
     def _set_class_visible(self, cls: str, visible: bool) -> None:

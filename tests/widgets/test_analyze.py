@@ -107,8 +107,8 @@ def test_missing_mpp_is_reported_not_run(make_napari_viewer, coarse_model):
     viewer = make_napari_viewer()
     viewer.add_image(_he_image(), name="plain", rgb=True)
     _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Analyze")
-    assert widget.mpp_override.isChecked()  # offered the override
-    widget.mpp_override.setChecked(False)
+    assert not widget.mpp_override.isChecked()  # nothing guessed
+    assert not widget.run_button.isEnabled() and widget.mpp_prompt.isVisibleTo(widget)
     widget.run()
     assert widget.worker is None
     assert "resolution" in widget.status.text()

@@ -1,0 +1,73 @@
+"""The "Show" toggles of the Analyze widget: one per cell class, the heatmap, its legend.
+
+A class the selected model has not learned (``models.defaults.untrained_classes``: no annotated
+cell of it in the model's recorded training / validation data) is greyed, unticked, and
+explained in one line with the way to teach it (Annotate -> Retrain).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+from qtpy.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWidget
+
+from ..models.config import CELL_CLASSES, CLASS_LABELS
+from . import _layers as L
+from ._legend import gradient_legend
+
+GREY = "#8a8a8a"
+
+
+def untrained_note(classes: Sequence[str]) -> str:
+    """One line: what is not learned and how to teach it."""
+    if not classes:
+        return ""
+    names = ", ".join(CLASS_LABELS[c] for c in classes)
+    return (f"{names}: not learned by this model (no such cells in its training data), so its "
+            "counts mean nothing. Teach it: Annotate (mark cells) → Retrain.")
+
+
+class ShowToggles(QWidget):
+    """Class and heatmap visibility checkboxes; calls ``on_class(cls, visible)`` / ``on_heatmap(visible)``."""
+
+    def __init__(self, on_class: Callable[[str, bool], None], on_heatmap: Callable[[bool], None],
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        col = QVBoxLayout(self)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(QLabel("Show:"))
+        self.class_checks: dict[str, QCheckBox] = {}
+        self.untrained: tuple[str, ...] = ()
+        for cls in CELL_CLASSES:
+            check = QCheckBox(CLASS_LABELS[cls])
+            check.setChecked(True)
+            check.toggled.connect(functools.partial(on_class, cls))
+            col.addWidget(check)
+            self.class_checks[cls] = check
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet(f"color: {GREY};")
+        self.note.setVisible(False)
+        col.addWidget(self.note)
+        self.heatmap_check = QCheckBox("Cellularity heatmap")
+        self.heatmap_check.setChecked(True)
+        self.heatmap_check.toggled.connect(on_heatmap)
+        col.addWidget(self.heatmap_check)
+        self.legend = gradient_legend(L.HEATMAP_COLORMAP, "0 %", "100 %", "cellularity")
+        col.addWidget(self.legend)
+        self.set_untrained(())
+
+    def set_untrained(self, classes: Sequence[str]) -> None:
+        """Grey out and untick ``classes`` (not learned); restore the others."""
+        before, self.untrained = self.untrained, tuple(classes)
+        for cls, check in self.class_checks.items():
+            learned = cls not in self.untrained
+            colour = L.CLASS_COLORS[cls] if learned else GREY
+            check.setStyleSheet(f"QCheckBox {{ color: {colour}; font-weight: {'bold' if learned else 'normal'}; }}")
+            check.setText(CLASS_LABELS[cls] + ("" if learned else " (not learned)"))
+            check.setToolTip("" if learned else untrained_note([cls]))
+            if not learned or cls in before:
+                check.setChecked(learned)
+        self.note.setText(untrained_note(self.untrained))
+        self.note.setVisible(bool(self.untrained))
