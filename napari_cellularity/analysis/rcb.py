@@ -239,3 +239,32 @@ def write_rcb(result: RcbResult, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)
     return path
+
+
+def inputs_from_report(report: dict[str, Any] | None, *, d1_mm: float, d2_mm: float, in_situ_pct: float = 0.0,
+                       positive_nodes: int = 0, largest_metastasis_mm: float = 0.0,
+                       cellularity_pct: float | None = None, bed_source: str | None = None) -> RcbInputs:
+    """RCB inputs for the report widget: cellularity from the analysis unless the user typed one.
+
+    ``report`` is :func:`napari_cellularity.analysis.report.build_report`'s dict (or None);
+    ``cellularity_pct`` None takes its ``cellularity_pct`` (source: the analysis heatmap), a number
+    overrides it (source: typed, with the analysis value for the record). ``bed_source`` names where
+    d1 / d2 came from (default typed).
+    """
+    analysed = None if report is None else report.get("cellularity_pct")
+    sources: dict[str, str] = {}
+    if cellularity_pct is None:
+        if analysed is None:
+            raise RcbInputError("no analysed cellularity: run Analyze over the tumour bed or type the cellularity")
+        cellularity_pct = float(analysed)
+        bed = report.get("tumour_bed_area_mm2")
+        sources["cellularity_pct"] = (f"analysis of {report.get('image')} ({report.get('region_kind')}"
+                                      + (f", {bed:.2f} mm² tissue" if bed is not None else "")
+                                      + f"): heatmap averaged over the tissue, weighted by area; model "
+                                      f"{report.get('cellularity_model') or 'none'}")
+    elif analysed is not None and abs(float(cellularity_pct) - float(analysed)) > 0.05:
+        sources["cellularity_pct"] = f"typed by the user (overrides the analysis value {float(analysed):.1f} %)"
+    if bed_source:
+        sources["d1_mm"] = sources["d2_mm"] = bed_source
+    return RcbInputs(d1_mm=d1_mm, d2_mm=d2_mm, cellularity_pct=cellularity_pct, in_situ_pct=in_situ_pct,
+                     positive_nodes=positive_nodes, largest_metastasis_mm=largest_metastasis_mm, sources=sources)

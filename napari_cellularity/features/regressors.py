@@ -27,9 +27,11 @@ from napari_cellularity.models.config import (
 )
 from napari_cellularity.models.registry import (
     ModelFileError,
+    check_lightgbm_text,
     file_sha256,
     find_model,
     list_models,
+    require_hash,
     user_models_dir,
 )
 
@@ -295,6 +297,7 @@ def load_cellularity_model(
     if kind not in KINDS:
         raise ModelConfigError(f"kind must be one of {KINDS}, got {kind!r}")
     entry = find_model(ref, kind)
+    require_hash(entry)
     config = CellularityConfig.from_dict(read_json(entry.config_path))
     suffix = ".txt" if config.kind == "cellularity-lgbm" else ".safetensors"
     weights = entry.config_path.with_suffix(suffix)
@@ -310,7 +313,9 @@ def _load_lgbm(weights: Path, config: CellularityConfig) -> LightGBMCellularity:
     import lightgbm
 
     try:
-        booster = lightgbm.Booster(model_str=weights.read_text(encoding="utf-8"))
+        text = weights.read_text(encoding="utf-8")
+        check_lightgbm_text(text, weights)  # LightGBM aborts the process on some truncated files
+        booster = lightgbm.Booster(model_str=text)
     except (lightgbm.basic.LightGBMError, UnicodeDecodeError) as exc:
         raise ModelFileError(f"cannot read LightGBM model {weights}: {exc}") from None
     return LightGBMCellularity(booster, config)
@@ -330,3 +335,29 @@ def _load_cnn(weights: Path, config: CellularityConfig) -> CNNCellularity:
     except RuntimeError as exc:
         raise ModelFileError(f"weights {weights} do not fit a 4-channel ResNet-34 regressor: {exc}") from None
     return CNNCellularity(net, config)
+
+
+#: Report note when a cellularity value's scale comes from point-derived labels, not pathologists.
+SCALE_FROM_POINTS = ("cellularity scale derived from point annotations (malignant cell area / tissue area), "
+                     "not calibrated against pathologists' estimates")
+
+
+def cellularity_scale_note(model_ref: str | None) -> str:
+    """What the cellularity scale of ``model_ref`` rests on, for reports.
+
+    ``"calibrated on pathologist estimates"`` when every training label of the model was a
+    pathologist's estimate or it carries a calibration fitted on them, else
+    :data:`SCALE_FROM_POINTS` (also for the model-free estimates, and for ``cellularity-lgbm@2``, 90
+    of whose 91 labels were derived from points).
+    """
+    from napari_cellularity.models.registry import ModelNotFoundError
+
+    for kind in KINDS if model_ref else ():
+        try:
+            config = read_json(find_model(str(model_ref).split(" ")[0], kind).config_path)
+        except (ModelNotFoundError, ModelFileError, ModelConfigError, OSError, ValueError, KeyError):
+            continue  # not this kind / not installed: the conservative note
+        sources = str(config.get("label_source", "")).split("+")
+        if all("pathologist" in src for src in sources) or config.get("calibration"):
+            return "cellularity calibrated on pathologist estimates"
+    return SCALE_FROM_POINTS

@@ -1,9 +1,13 @@
-"""Cellularity report dock widget: the last analysed region, copy to clipboard, CSV / JSON export.
+"""Cellularity report dock widget: the last analysed region, copy to clipboard, CSV / JSON export, RCB.
 
 It reads the :class:`~napari_cellularity.analysis.report.AnalysisSummary` the Analyze widget
 stores on the ``"Malignant (prob)"`` layer, builds the report with
 :func:`napari_cellularity.analysis.report.build_report` and writes it with
-:func:`~napari_cellularity.analysis.report.write_report`.
+:func:`~napari_cellularity.analysis.report.write_report`. It says what the cellularity scale rests
+on (:func:`~napari_cellularity.features.regressors.cellularity_scale_note`). The residual cancer
+burden section (:mod:`napari_cellularity.analysis.rcb`) takes the values the pathologist types,
+the cellularity prefilled from the analysis, and the bed dimensions typed or measured from a
+drawn outline; it shows every input with its source and exports them.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QApplication,
+    QDoubleSpinBox,
     QFileDialog,
+    QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from ..analysis import rcb as RCB
 from ..analysis import report as R
 from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
 from . import _layers as L
@@ -46,6 +55,7 @@ class CellularityReportWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary_label)
         layout.addLayout(buttons)
+        layout.addWidget(self._build_rcb())
         layout.addStretch(1)
         self.viewer.layers.events.inserted.connect(self._on_inserted)
         self.viewer.layers.events.removed.connect(self.refresh)
@@ -67,6 +77,9 @@ class CellularityReportWidget(QWidget):
         self.report = None if summary is None else R.build_report(summary)
         self.summary_label.setText(self._html() if self.report else
                                    "No analysis yet: run <b>Analyze</b> on a region first.")
+        if self.report and self.report.get("cellularity_pct") is not None:
+            self.rcb_cellularity.setValue(float(self.report["cellularity_pct"]))
+        self.update_rcb()
 
     def _html(self) -> str:
         r = self.report
@@ -88,6 +101,9 @@ class CellularityReportWidget(QWidget):
                     f"in {r['duration_s']:.1f} s")
         if r["notices"]:
             rows.append(f"<i>Notes: {r['notices']}</i>")
+        from ..features.regressors import cellularity_scale_note
+
+        rows.append(f"<i>Scale: {cellularity_scale_note(r['cellularity_model'])}.</i>")
         return "<br>".join(rows)
 
     def copy_to_clipboard(self) -> None:
@@ -126,4 +142,116 @@ class CellularityReportWidget(QWidget):
             show_error(f"Export failed: {exc}")
             return False
         show_info(f"Report written to {written}")
+        return True
+
+    # ------------------------------------------------------------------ residual cancer burden
+    def _build_rcb(self) -> QGroupBox:
+        box = QGroupBox("Residual cancer burden (Symmans 2007)")
+        form = QFormLayout(box)
+
+        def spin(maximum: float, suffix: str, decimals: int = 1) -> QDoubleSpinBox:
+            w = QDoubleSpinBox()
+            w.setRange(0.0, maximum)
+            w.setDecimals(decimals)
+            w.setSuffix(suffix)
+            w.valueChanged.connect(self.update_rcb)
+            return w
+
+        self.rcb_d1, self.rcb_d2 = spin(1000.0, " mm"), spin(1000.0, " mm")
+        self.rcb_cellularity, self.rcb_in_situ = spin(100.0, " %"), spin(100.0, " %")
+        self.rcb_met = spin(1000.0, " mm")
+        self.rcb_nodes = QSpinBox()
+        self.rcb_nodes.setRange(0, 200)
+        self.rcb_nodes.valueChanged.connect(self.update_rcb)
+        self.rcb_bed_source: str | None = None
+        for label, w in (("Bed d1", self.rcb_d1), ("Bed d2", self.rcb_d2),
+                         ("Overall cancer cellularity", self.rcb_cellularity), ("In situ share", self.rcb_in_situ),
+                         ("Positive nodes", self.rcb_nodes), ("Largest nodal metastasis", self.rcb_met)):
+            form.addRow(label, w)
+        buttons = QHBoxLayout()
+        for text, slot in (("Bed from outline", self.measure_bed), ("Export RCB...", self.export_rcb_dialog)):
+            button = QPushButton(text)
+            button.clicked.connect(slot)
+            buttons.addWidget(button)
+        form.addRow(buttons)
+        self.rcb_label = QLabel()
+        self.rcb_label.setWordWrap(True)
+        self.rcb_label.setTextFormat(Qt.RichText)
+        form.addRow(self.rcb_label)
+        self.rcb_result: RCB.RcbResult | None = None
+        return box
+
+    def rcb_inputs(self) -> RCB.RcbInputs:
+        """The RCB inputs as typed, the cellularity prefilled from the analysis (typed values win)."""
+        analysed = None if not self.report else self.report.get("cellularity_pct")
+        typed = float(self.rcb_cellularity.value())
+        return RCB.inputs_from_report(
+            self.report, d1_mm=self.rcb_d1.value(), d2_mm=self.rcb_d2.value(), in_situ_pct=self.rcb_in_situ.value(),
+            positive_nodes=self.rcb_nodes.value(), largest_metastasis_mm=self.rcb_met.value(),
+            cellularity_pct=None if analysed is not None and abs(typed - float(analysed)) <= 0.05 else typed,
+            bed_source=self.rcb_bed_source)
+
+    def update_rcb(self, *_: Any) -> None:
+        """Recompute the RCB from the controls and show it with every input's source."""
+        if not hasattr(self, "rcb_label"):
+            return
+        if self.rcb_d1.value() == 0 or self.rcb_d2.value() == 0:
+            self.rcb_result = None
+            self.rcb_label.setText("<i>Type the tumour-bed dimensions d1 and d2 (or measure them from an outline).</i>")
+            return
+        try:
+            self.rcb_result = RCB.compute_rcb(self.rcb_inputs())
+        except RCB.RcbInputError as exc:
+            self.rcb_result = None
+            self.rcb_label.setText(f"<i>{exc}</i>")
+            return
+        rows = "".join(f"<tr><td>{q}</td><td align='right'>{v}</td><td><i>{src}</i></td></tr>"
+                       for q, v, src in RCB.rcb_rows(self.rcb_result))
+        self.rcb_label.setText(f"<b>RCB index {self.rcb_result.index:.3f}: {self.rcb_result.rcb_class}</b>"
+                               f"<table>{rows}</table>")
+
+    def measure_bed(self) -> bool:
+        """d1 / d2 from the last polygon of the selected Shapes layer (µm from the slide's resolution)."""
+        import numpy as np
+        from napari.layers import Image, Shapes
+        from napari.utils.notifications import show_error
+
+        layer = self.viewer.layers.selection.active
+        if not isinstance(layer, Shapes) or not len(layer.data) or not self.report:
+            show_error("Select a Shapes layer with the tumour-bed outline (and run Analyze first).")
+            return False
+        world = np.asarray(layer.data[-1], float)[:, -2:] * np.asarray(layer.scale)[-2:]  # (row, col) in world units
+        mpp = float(self.report["slide_mpp"])
+        in_um = any(isinstance(im, Image) and abs(float(im.scale[-1]) - mpp) < 1e-6 * mpp and mpp != 1.0
+                    for im in self.viewer.layers)
+        try:
+            d1, d2 = RCB.bed_dimensions_mm(world if in_um else world * mpp)
+        except RCB.RcbInputError as exc:
+            show_error(str(exc))
+            return False
+        self.rcb_bed_source = f"measured from the outline in '{layer.name}' (minimum bounding rectangle)"
+        self.rcb_d1.setValue(d1)
+        self.rcb_d2.setValue(d2)
+        self.update_rcb()
+        return True
+
+    def export_rcb_dialog(self) -> None:
+        """Ask for a .json / .csv file and write the RCB with its inputs and sources."""
+        path, _ = QFileDialog.getSaveFileName(self, "Export RCB", "rcb.json", "JSON (*.json);;CSV (*.csv)")
+        if path:
+            self.export_rcb(path)
+
+    def export_rcb(self, path: str) -> bool:
+        """Write the current RCB result to ``path``; errors become notifications."""
+        from napari.utils.notifications import show_error, show_info
+
+        if self.rcb_result is None:
+            show_error("No RCB to export: fill in the bed dimensions and the other inputs.")
+            return False
+        try:
+            written = RCB.write_rcb(self.rcb_result, path)
+        except (RCB.RcbInputError, OSError) as exc:
+            show_error(f"Export failed: {exc}")
+            return False
+        show_info(f"RCB written to {written}")
         return True

@@ -29,3 +29,38 @@ def test_report_widget_shows_latest_summary_and_exports(make_napari_viewer, tmp_
     from qtpy.QtWidgets import QApplication
 
     assert "cellularity_pct\t80.0" in QApplication.clipboard().text()
+
+
+def test_report_widget_rcb_section_shows_inputs_and_sources(make_napari_viewer, tmp_path):
+    import json
+
+    import numpy as np
+
+    from napari_cellularity.widgets._session import store_summary
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Cellularity report")
+    viewer.add_image(np.zeros((4, 4), np.uint8), name=L.prob_layer_name("malignant"))
+    store_summary(viewer, make_summary(cellularity=0.2, created_at="2026-01-01T00:00:00.000+00:00"))
+    assert "derived from point annotations" in widget.summary_label.text()  # the scale note
+    assert widget.rcb_cellularity.value() == 20.0  # prefilled from the analysis
+    assert widget.rcb_result is None and "tumour-bed dimensions" in widget.rcb_label.text()
+    widget.rcb_d1.setValue(15)
+    widget.rcb_d2.setValue(10)
+    widget.rcb_in_situ.setValue(10)
+    widget.rcb_met.setValue(5)
+    widget.rcb_nodes.setValue(1)
+    assert widget.rcb_result is not None and round(widget.rcb_result.index, 2) == 2.92
+    text = widget.rcb_label.text()
+    assert "RCB-II" in text and "heatmap averaged over the tissue" in text and "typed by the user" in text
+    widget.rcb_cellularity.setValue(30)  # the pathologist overrides the analysis
+    assert "overrides the analysis value 20.0 %" in widget.rcb_label.text()
+    assert widget.export_rcb(str(tmp_path / "rcb.json"))
+    data = json.loads((tmp_path / "rcb.json").read_text())
+    assert data["inputs"]["cellularity_pct"] == 30 and "overrides" in data["inputs"]["sources"]["cellularity_pct"]
+    # bed dimensions from a drawn outline: a 300 x 200 px rectangle at the summary's mpp
+    mpp = widget.report["slide_mpp"]
+    shapes = viewer.add_shapes([np.array([[0, 0], [0, 300], [200, 300], [200, 0]], float)], shape_type="polygon")
+    viewer.layers.selection.active = shapes
+    assert widget.measure_bed()
+    assert widget.rcb_d1.value() == round(300 * mpp / 1000, 1) and "outline" in widget.rcb_inputs().sources["d1_mm"]
