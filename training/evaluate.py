@@ -8,11 +8,13 @@ import torch
 from napari_cellularity.annotations.point_images import PointImage, resample
 from napari_cellularity.inference.nuclei import detect_nuclei
 from napari_cellularity.metrics.detection import DetectionScore, match_points
-from napari_cellularity.models.config import CELL_CLASSES, SegmentationConfig
+from napari_cellularity.models.config import CELL_CLASSES, OTHER_CLASS, SegmentationConfig
 
 from .targets import render_blob_targets
 
 MATCH_RADII_UM = (3.0, 6.0)
+#: Key of the class-agnostic (all nuclei, any class) detection score.
+ALL_NUCLEI = "all"
 
 
 @torch.inference_mode()
@@ -53,6 +55,19 @@ def jaccard_at(probs: np.ndarray, target: np.ndarray, threshold: float = 0.5) ->
     return inter, union
 
 
+def scored_classes(class_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Classes scored by point F1: the cell classes, plus ``other`` for a model with that channel
+    (matched against ``background`` points, i.e. annotated stromal / other nuclei)."""
+    return CELL_CLASSES + ((OTHER_CLASS,) if OTHER_CLASS in class_names else ())
+
+
+def true_points(item: PointImage, cls: str) -> np.ndarray:
+    """Annotated points of ``cls``; ``other`` are the ``background`` points, ``all`` every point."""
+    if cls == ALL_NUCLEI:
+        return item.points_rc
+    return item.cell_points("background" if cls == OTHER_CLASS else cls)
+
+
 def evaluate_segmentation(
     net: torch.nn.Module,
     items: list[PointImage],
@@ -63,15 +78,19 @@ def evaluate_segmentation(
 ) -> dict:
     """Evaluate on point-annotated images at the model's mpp.
 
-    Returns a dict with per-class Jaccard (threshold 0.5, vs the 15-px blob targets, pooled
+    Returns a dict with per-class Jaccard (threshold 0.5, vs the blob targets, pooled
     over images) and per-class point P / R / F1 at 3 and 6 µm for each detection threshold.
     Classes without ground-truth points in ``items`` are reported with ``n_true = 0``.
+    ``"all"`` scores every detection against every annotated point whatever the classes
+    (all-nuclei detection, stromal points included); ``"other"`` appears for models with that channel.
     """
     net.eval()
     inter = np.zeros(config.n_classes)
     union = np.zeros(config.n_classes)
-    scores = {(t, r, c): DetectionScore(0, 0, 0) for t in thresholds for r in MATCH_RADII_UM for c in CELL_CLASSES}
-    n_true = dict.fromkeys(CELL_CLASSES, 0)
+    classes = scored_classes(config.class_names)
+    keys = (*classes, ALL_NUCLEI)
+    scores = {(t, r, c): DetectionScore(0, 0, 0) for t in thresholds for r in MATCH_RADII_UM for c in keys}
+    n_true = dict.fromkeys(keys, 0)
     for item in items:
         it = resample(item, config.mpp)
         probs = predict_whole(net, it.image, device, tta=tta, normalisation=config.normalisation)
@@ -79,18 +98,19 @@ def evaluate_segmentation(
         i, u = jaccard_at(probs, target)
         inter += i
         union += u
-        for c in CELL_CLASSES:
-            n_true[c] += len(it.cell_points(c))
+        for c in keys:
+            n_true[c] += len(true_points(it, c))
         for t in thresholds:
             det = detect_nuclei(probs, config.mpp, **{**config.detection_kwargs(), "threshold": t})
             for r in MATCH_RADII_UM:
-                for c in CELL_CLASSES:
-                    scores[(t, r, c)] += match_points(det.of_class(c), it.cell_points(c), r / config.mpp)
+                for c in keys:
+                    pred = det.points_rc if c == ALL_NUCLEI else det.of_class(c)
+                    scores[(t, r, c)] += match_points(pred, true_points(it, c), r / config.mpp)
     result = {
         "jaccard": {c: float(inter[k] / union[k]) if union[k] else float("nan") for k, c in enumerate(config.class_names)},
         "n_true": n_true,
         "detection": {
-            f"t{t:g}": {f"{r:g}um": {c: scores[(t, r, c)].as_dict() for c in CELL_CLASSES} for r in MATCH_RADII_UM}
+            f"t{t:g}": {f"{r:g}um": {c: scores[(t, r, c)].as_dict() for c in keys} for r in MATCH_RADII_UM}
             for t in thresholds
         },
     }

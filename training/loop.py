@@ -169,9 +169,10 @@ def iter_training(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dev, net, opt, scaler, state = _setup(config, settings, run_dir, device, init_state)
-    weights = [CLASS_LOSS_WEIGHTS[c] for c in config.class_names]
+    weights = [CLASS_LOSS_WEIGHTS.get(c, 1.0) for c in config.class_names]
     sampler = CropSampler(train_items, config, settings.crop_px, settings.aug_strength, settings.point_crop_frac,
-                          tuple(settings.point_crop_classes))
+                          tuple(settings.point_crop_classes), robust=settings.robustness(),
+                          scale_jitter=settings.aug_scale)
     t0 = time.time()
     losses: list[float] = []
 

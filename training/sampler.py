@@ -17,15 +17,29 @@ import numpy as np
 from napari_cellularity.annotations.point_images import PointImage, resample
 from napari_cellularity.models.config import CELL_CLASSES, SegmentationConfig
 
+from .augment import RobustnessAugment
 from .targets import render_blob_targets
+
+#: Targets are kept as uint8 scaled by this (disks 0/255, centre Gaussians in between).
+TARGET_SCALE = 255.0
 
 
 class CropSampler:
-    """Random crops (with reflect padding when the image is smaller) + rendered targets."""
+    """Random crops (with reflect padding when the image is smaller) + rendered targets.
+
+    ``robust`` adds the stain / scanner augmentation levers; ``scale_jitter`` (e.g. 0.2) resamples each
+    crop by a factor drawn log-uniformly in ``[1 - j, 1 + j]`` (±20 % in µm/px), image bilinear and
+    targets nearest, so nuclear size alone cannot decide the class.
+    """
 
     def __init__(self, items: list[PointImage], config: SegmentationConfig, crop_px: int,
                  aug_strength: float = 1.0, point_crop_frac: float = 0.0,
-                 point_crop_classes: tuple[str, ...] = CELL_CLASSES) -> None:
+                 point_crop_classes: tuple[str, ...] = CELL_CLASSES, robust: RobustnessAugment | None = None,
+                 scale_jitter: float = 0.0) -> None:
+        if not 0.0 <= scale_jitter < 1.0:
+            raise ValueError(f"scale_jitter must be in [0, 1), got {scale_jitter}")
+        self.robust = robust
+        self.scale_jitter = scale_jitter
         if not 0.0 <= point_crop_frac <= 1.0:
             raise ValueError(f"point_crop_frac must be in [0, 1], got {point_crop_frac}")
         unknown = set(point_crop_classes) - set(config.class_names)
@@ -41,7 +55,8 @@ class CropSampler:
         for item in items:
             it = resample(item, config.mpp)
             tgt = render_blob_targets(it.image.shape[:2], it.points_rc, it.classes,
-                                      config.blob_diameter_px, config.class_names).astype(np.uint8)
+                                      config.blob_diameter_px, config.class_names)
+            tgt = np.rint(tgt * TARGET_SCALE).astype(np.uint8)
             img, tgt, offset = self._pad(it.image, tgt)
             for c in point_crop_classes:
                 pts = it.cell_points(c)
@@ -86,14 +101,33 @@ class CropSampler:
         return k, int(rng.integers(0, h - c + 1)), int(rng.integers(0, w - c + 1))
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One augmented crop: image (H, W, 3) uint8 and targets (C, H, W) uint8."""
+        """One augmented crop: image (H, W, 3) uint8 and targets (C, H, W) uint8 (x :data:`TARGET_SCALE`)."""
         from .augment import augment
 
         k, y, x = self.crop_origin(rng)
         img, tgt = self.images[k], self.targets[k]
-        crop = img[y : y + self.crop_px, x : x + self.crop_px]
-        tcrop = tgt[:, y : y + self.crop_px, x : x + self.crop_px]
-        return augment(crop, tcrop, rng, self.aug_strength)
+        if self.scale_jitter > 0:
+            crop, tcrop = self._scaled_crop(k, y, x, rng)
+        else:
+            crop = img[y : y + self.crop_px, x : x + self.crop_px]
+            tcrop = tgt[:, y : y + self.crop_px, x : x + self.crop_px]
+        return augment(crop, tcrop, rng, self.aug_strength, self.robust)
+
+    def _scaled_crop(self, k: int, y: int, x: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """The crop centred like ``(y, x)`` but cut ``s`` times larger and resized back to ``crop_px``."""
+        from PIL import Image
+
+        c, j = self.crop_px, self.scale_jitter
+        img, tgt = self.images[k], self.targets[k]
+        h, w = img.shape[:2]
+        s = float(np.exp(rng.uniform(np.log(1 - j), np.log(1 + j))))
+        src = int(min(round(c * s), h, w))
+        y0 = int(np.clip(round(y + c / 2 - src / 2), 0, h - src))
+        x0 = int(np.clip(round(x + c / 2 - src / 2), 0, w - src))
+        crop = np.asarray(Image.fromarray(img[y0 : y0 + src, x0 : x0 + src]).resize((c, c), Image.BILINEAR))
+        tcrop = np.stack([np.asarray(Image.fromarray(t[y0 : y0 + src, x0 : x0 + src]).resize((c, c), Image.NEAREST))
+                          for t in tgt])
+        return crop, tcrop
 
     def batch_arrays(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` augmented crops: images (n, H, W, 3) uint8 and targets (n, C, H, W) uint8."""
@@ -107,7 +141,7 @@ class CropSampler:
         from napari_cellularity.models.fpn import normalise_rgb
 
         x = normalise_rgb(torch.from_numpy(images).permute(0, 3, 1, 2), self.config.normalisation)
-        return x, torch.from_numpy(targets.astype(np.float32))
+        return x, torch.from_numpy(targets.astype(np.float32) / TARGET_SCALE)
 
     def batch(self, rng: np.random.Generator, n: int):
         """``n`` augmented crops as tensors (:meth:`to_tensors` of :meth:`batch_arrays`)."""

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from napari_cellularity.annotations.point_images import PointImage
-from napari_cellularity.models.config import SegmentationConfig
+from napari_cellularity.models.config import CLASS_NAMES, SegmentationConfig
 from napari_cellularity.progress import Progress
 
 from .settings import TrainSettings
@@ -62,6 +62,8 @@ class SegmentationRun:
     run_dir: str | Path = "runs/segmentation"
     out: str | Path | None = None
     device: str = "auto"
+    #: Extra output channels (``other``, ``centre``: ``models.config.EXTRA_CHANNELS``) after the four classes.
+    extra_channels: tuple[str, ...] = ()
 
 
 def load_datasets(specs: list[str]) -> list[PointImage]:
@@ -126,7 +128,8 @@ def train_and_save(run: SegmentationRun, settings: TrainSettings,
     train = [it for it in train if it.patient_id not in val_patients]
     log.info("train %d images, val %d images; dropped %d train images of val patients: %s",
              len(train), len(val), len(dropped), dropped)
-    config = SegmentationConfig(name=run.name, version=run.version or next_version(run.name), mpp=run.mpp or 1.0)
+    config = SegmentationConfig(name=run.name, version=run.version or next_version(run.name), mpp=run.mpp or 1.0,
+                                class_names=CLASS_NAMES + tuple(run.extra_channels))
     init_state = None
     if run.init_model:
         init_state, config = init_from_model(run.init_model, config, explicit_mpp=run.mpp is not None)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from napari_cellularity.models.config import CELL_CLASSES
 
+from .augment import RobustnessAugment
+
 
 @dataclass
 class TrainSettings:
@@ -42,4 +44,15 @@ class TrainSettings:
     #: Keep BatchNorm running statistics fixed (fine-tuning on a few points must not re-estimate them).
     freeze_bn: bool = False
     detection_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
+    #: Stain / scanner robustness levers (0 = off; see :class:`training.augment.RobustnessAugment`).
+    aug_hed_sigma: float = 0.0
+    aug_bcs: float = 0.0
+    aug_blur_p: float = 0.0
+    aug_jpeg_p: float = 0.0
+    #: Scale jitter: crops resampled by a factor in [1 - s, 1 + s] (0.2 = ±20 % in µm/px).
+    aug_scale: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    def robustness(self) -> RobustnessAugment:
+        """The enabled stain / scanner augmentation levers."""
+        return RobustnessAugment(self.aug_hed_sigma, self.aug_bcs, self.aug_blur_p, self.aug_jpeg_p)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from napari_cellularity.models.config import PRECISIONS
+from napari_cellularity.models.config import EXTRA_CHANNELS, PRECISIONS
 from napari_cellularity.progress import Progress
 from training import cellularity as cellularity_lib
 from training.finetune import FinetuneSettings
@@ -52,7 +52,8 @@ def _log_steps(every: int, last: bool = False) -> Callable[[Progress], None]:
 # ----------------------------------------------------------------------------- segmentation
 def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train", nargs="+", required=True, help="datasets, e.g. brca_m2c=../shared/data/brca_m2c:train")
-    parser.add_argument("--val", nargs="+", required=True, help="validation datasets (patients removed from train)")
+    parser.add_argument("--val", nargs="+", default=None,
+                        help="validation datasets (patients removed from train); not with --fold")
     parser.add_argument("--name", default="fpn-resnet34-brca")
     parser.add_argument("--version", type=int, default=None, help="default: next free version")
     parser.add_argument("--mpp", type=float, default=None,
@@ -77,24 +78,65 @@ def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="wall-clock budget: the lr schedule follows elapsed time too; stop when it is used")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="save the network at every validation (run-dir/checkpoints) for weight averaging")
+    _add_recipe_arguments(parser)
+
+
+def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """Levers beyond the paper's recipe (issue 12) and cross-validation."""
+    g = parser.add_argument_group("recipe levers (0 / absent = the paper's recipe)")
+    g.add_argument("--aug-hed", type=float, default=0.0, metavar="SIGMA",
+                   help="HED stain scale/shift augmentation strength (Tellez 2019: 0.05 light, 0.2 strong)")
+    g.add_argument("--aug-bcs", type=float, default=0.0, help="extra brightness/contrast/saturation jitter (relative)")
+    g.add_argument("--aug-blur", type=float, default=0.0, metavar="P", help="probability of a Gaussian blur")
+    g.add_argument("--aug-jpeg", type=float, default=0.0, metavar="P", help="probability of JPEG re-compression")
+    g.add_argument("--aug-scale", type=float, default=0.0, help="scale jitter in µm/px (0.2 = ±20 %%)")
+    g.add_argument("--extra-channels", nargs="+", default=[], choices=list(EXTRA_CHANNELS),
+                   help="'other': stromal/other nuclei (background points) as a class; "
+                   "'centre': class-agnostic nucleus-centre channel used for detection")
+    c = parser.add_argument_group("cross-validation (training.folds / training.crossval)")
+    c.add_argument("--folds", type=int, default=0, metavar="K", help="patient-grouped K-fold CV over --train")
+    c.add_argument("--fold", type=int, default=None, metavar="I", help="the fold to hold out and score (0..K-1)")
+    c.add_argument("--folds-file", default=None, help="recorded fold assignment (default: training/folds_brca_m2c.json)")
+    c.add_argument("--recipe", default="", help="recipe name recorded in fold_result.json")
 
 
 def run_segmentation(args: argparse.Namespace) -> int:
     from training.segmentation import SegmentationRun, train_and_save
 
     _set_threads(args.threads)
-    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, crop_px=args.crop_px,
+    if (args.fold is None) != (args.folds == 0):
+        raise SystemExit("--folds K and --fold I go together")
+    if args.fold is None and not args.val:
+        raise SystemExit("--val is required (or cross-validate with --folds K --fold I)")
+    settings = TrainSettings(aug_hed_sigma=args.aug_hed, aug_bcs=args.aug_bcs, aug_blur_p=args.aug_blur,
+                             aug_jpeg_p=args.aug_jpeg, aug_scale=args.aug_scale,steps=args.steps, batch_size=args.batch_size, crop_px=args.crop_px,
                              lr_start=args.lr_start, lr_end=args.lr_end, val_every=args.val_every,
                              patience_evals=args.patience_evals, seed=args.seed, threads=args.threads,
                              point_crop_frac=args.point_crop_frac, cpu_bf16=args.cpu_bf16,
                              point_crop_classes=tuple(args.point_crop_classes),
                              keep_checkpoints=args.keep_checkpoints, workers=args.workers,
                              time_budget_s=60.0 * args.time_budget_min)
+    if args.fold is not None:
+        return _run_fold(args, settings)
     run = SegmentationRun(train=tuple(args.train), val=tuple(args.val), name=args.name, version=args.version,
                           mpp=args.mpp, init_model=args.init_model, run_dir=args.run_dir, out=args.out,
-                          device=args.device)
+                          device=args.device, extra_channels=tuple(args.extra_channels))
     config, path = train_and_save(run, settings, progress=_log_steps(10))
     print(f"saved {config.ref} to {path}")
+    return 0
+
+
+def _run_fold(args: argparse.Namespace, settings: TrainSettings) -> int:
+    from training.crossval import FoldRun, train_fold
+    from training.folds import BRCA_M2C_FOLDS
+
+    run = FoldRun(data=tuple(args.train), fold=args.fold, k=args.folds, folds_file=args.folds_file or BRCA_M2C_FOLDS,
+                  run_dir=args.run_dir, mpp=args.mpp or 0.5, extra_channels=tuple(args.extra_channels),
+                  device=args.device, recipe=args.recipe)
+    rec = train_fold(run, settings, progress=_log_steps(10))
+    s = rec["summary"]
+    print(f"fold {args.fold}: F1@6um malignant {s['f1_6um_malignant']:.3f} lymphocyte {s['f1_6um_lymphocyte']:.3f} "
+          f"all-nuclei R {s['all_r_6um']:.3f}; {args.run_dir}/fold_result.json")
     return 0
 
 

@@ -20,6 +20,12 @@ from ..files import write_json_atomic
 CLASS_NAMES: tuple[str, ...] = ("normal", "lymphocyte", "malignant", "background")
 #: Cell classes a pathologist annotates (background is "no nucleus").
 CELL_CLASSES: tuple[str, ...] = ("malignant", "normal", "lymphocyte")
+#: Optional extra output channels a model may add after ``CLASS_NAMES`` (never shown as the three classes):
+#: ``other`` = other (e.g. stromal) nuclei, trained from ``background`` points; ``centre`` = class-agnostic
+#: nucleus-centre map used for peak finding when present.
+OTHER_CLASS = "other"
+CENTRE_CHANNEL = "centre"
+EXTRA_CHANNELS: tuple[str, ...] = (OTHER_CLASS, CENTRE_CHANNEL)
 #: Display colours (RGB hex). Malignant red, normal epithelial green, lymphocyte blue.
 CLASS_COLORS: dict[str, str] = {
     "malignant": "#ff0000",
@@ -121,6 +127,10 @@ class SegmentationConfig:
             raise ModelConfigError(f"tile_size_px must be a multiple of 32 >= 64, got {self.tile_size_px}")
         if "background" not in self.class_names:
             raise ModelConfigError("class_names must include 'background'")
+        extra = [c for c in self.class_names if c not in CLASS_NAMES]
+        if set(extra) - set(EXTRA_CHANNELS) or len(set(self.class_names)) != len(self.class_names):
+            raise ModelConfigError(f"class_names {list(self.class_names)}: extra channels must be distinct, "
+                                   f"among {list(EXTRA_CHANNELS)}")
         if self.normalisation != "minus1_1":
             raise ModelConfigError(f"unknown normalisation {self.normalisation!r}")
         if self.format_version > CONFIG_FORMAT_VERSION:
