@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Points
-from qtpy.QtCore import QPointF
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -34,44 +33,15 @@ from ..annotations.training_items import annotations_to_items, check_enough_anno
 from ..models.config import CELL_CLASSES, CLASS_LABELS
 from ..models.registry import list_models
 from ..progress import Progress
+from . import _confirm
 from ._layers import annotation_layer_name, find_layer
-from ._session import layer_mpp
-from ._worker import run_generator
+from ._plots import LossPlot
+from ._session import find_widgets, layer_mpp
+from ._worker import format_eta, run_generator
 from .annotate import image_layers, layer_slide_path
 
 MIN_ROI_ESTIMATES = 5
-
-
-class LossPlot(QWidget):
-    """A minimal polyline plot of training loss (QPainter; no plotting library)."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.values: list[float] = []
-        self.setMinimumHeight(80)
-
-    def add(self, value: float) -> None:
-        self.values.append(float(value))
-        self.update()
-
-    def clear(self) -> None:
-        self.values = []
-        self.update()
-
-    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(30, 30, 30))
-        vals = np.asarray([v for v in self.values if np.isfinite(v)])
-        if len(vals) >= 2:
-            w, h = self.width() - 8, self.height() - 8
-            lo, hi = float(vals.min()), float(vals.max())
-            span = hi - lo or 1.0
-            pts = [QPointF(4 + w * i / (len(vals) - 1), 4 + h * (1 - (v - lo) / span)) for i, v in enumerate(vals)]
-            painter.setPen(QPen(QColor(255, 170, 0), 1.5))
-            painter.drawPolyline(QPolygonF(pts))
-            painter.setPen(QColor(200, 200, 200))
-            painter.drawText(6, 14, f"loss {vals[-1]:.4f}")
-        painter.end()
+__all__ = ["LossPlot", "RetrainWidget", "MIN_ROI_ESTIMATES"]
 
 
 class RetrainWidget(QWidget):
@@ -91,7 +61,7 @@ class RetrainWidget(QWidget):
     def _build_ui(self) -> None:
         layout = QVBoxLayout(self)
         self.model_combo = QComboBox()
-        layout.addWidget(QLabel("Base segmentation model:"))
+        layout.addWidget(QLabel("Base segmentation model (default: the one Analyze uses):"))
         layout.addWidget(self.model_combo)
         self.counts_label = QLabel("")
         self.counts_label.setWordWrap(True)
@@ -111,6 +81,11 @@ class RetrainWidget(QWidget):
         row.addWidget(self.retrain_button)
         row.addWidget(self.cancel_button)
         layout.addLayout(row)
+        self.step_bar = QProgressBar()
+        self.step_bar.setFormat("step %v / %m")
+        self.step_label = QLabel("")
+        layout.addWidget(self.step_bar)
+        layout.addWidget(self.step_label)
         self.loss_plot = LossPlot()
         layout.addWidget(self.loss_plot)
         self.metrics_label = QLabel("")
@@ -176,14 +151,34 @@ class RetrainWidget(QWidget):
     def roi_estimate_count(self) -> int:
         return len(self.roi_estimates())
 
+    def analysis_model(self) -> str | None:
+        """The model Analyze uses: an open Analyze widget's selection, else the default model."""
+        from ..models.registry import ModelNotFoundError, find_model
+        from .analyze import AnalyzeWidget
+
+        for widget in find_widgets(self.viewer, AnalyzeWidget):
+            ref = widget.picker.current_ref()
+            if ref:
+                return ref
+        try:
+            return find_model(None, "segmentation").ref
+        except ModelNotFoundError:
+            return None
+
     def refresh(self) -> None:
-        """Reload models, counts and the refit button state."""
+        """Reload models (base: what Analyze uses, until the user picks another), counts, refit state."""
         current = self.model_combo.currentText()
+        chosen = current if current and current != getattr(self, "_auto_base", None) else None
         refs = [e.ref for e in list_models("segmentation")]
+        self.model_combo.blockSignals(True)
         self.model_combo.clear()
         self.model_combo.addItems(refs)
-        if current in refs:
-            self.model_combo.setCurrentText(current)
+        want = chosen if chosen in refs else self.analysis_model()
+        if chosen not in refs:
+            self._auto_base = want  # follows Analyze until the user picks another base
+        if want in refs:
+            self.model_combo.setCurrentText(want)
+        self.model_combo.blockSignals(False)
         counts = self.annotations().counts()
         self.counts_label.setText("Annotated points: " + ", ".join(f"{CLASS_LABELS[c]} {n}" for c, n in counts.items()))
         n_roi = self.roi_estimate_count()
@@ -219,8 +214,13 @@ class RetrainWidget(QWidget):
             return None
         base = self.model_combo.currentText() or None
         steps = self.steps_spin.value()
-        self.loss_plot.clear()
+        self.loss_plot.clear(steps)
+        self.step_bar.setRange(0, steps)
+        self.step_bar.setValue(0)
+        self.step_label.setText("preparing (scoring the base model on held-back points)…")
         self.result = None
+        self.metrics_label.setText("")
+        self.use_button.setText("Use new model")
         self.use_button.setEnabled(False)
         self.retrain_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -229,8 +229,9 @@ class RetrainWidget(QWidget):
         self.worker = run_generator(
             lambda: iter_finetune(base, items, FinetuneSettings(steps=steps, device="auto")),
             on_yield=self._on_record, on_return=self._on_result, on_abort=self._on_abort,
-            on_finish=self._on_finish, progress_total=steps, progress_desc="Retrain",
+            on_finish=self._on_finish, progress_total=steps, progress_desc="Retrain", start=False,
         )
+        self.worker.start()  # after assignment: Cancel reaches this worker in the synchronous mode too
         return self.worker
 
     def cancel(self) -> None:
@@ -238,20 +239,36 @@ class RetrainWidget(QWidget):
             self.worker.quit()
 
     def _on_record(self, record: Any) -> None:
-        if isinstance(record, Progress) and record.kind == "step":
+        if not isinstance(record, Progress):
+            return
+        if record.kind == "step":
             self.loss_plot.add(record.data["loss"])
+            self.step_bar.setValue(record.done)
+            eta = format_eta(getattr(self.worker, "eta_s", None)) if self.worker is not None else ""
+            self.step_label.setText(f"step {record.done} of {record.total}, {eta}, loss {record.data['loss']:.4f}")
+        elif record.kind == "stage" and record.message:
+            self.step_label.setText(record.message)
 
     def _on_result(self, result: Any) -> None:
         self.result = result
-        before, after = getattr(result, "before_metrics", {}), getattr(result, "after_metrics", {})
-        keys = sorted(k for k in set(before) | set(after) if isinstance(after.get(k, before.get(k)), (int, float)))
-        lines = [f"{k}: {before.get(k, float('nan')):.3f} → {after.get(k, float('nan')):.3f}" for k in keys]
-        self.metrics_label.setText(f"New model {result.new_ref}\n" + "\n".join(lines))
+        guard = getattr(result, "guard", None) or {}
+        candidate = bool(guard.get("candidate", True))
+        head = (f"New model {result.new_ref} saved as a CANDIDATE: it is not used unless you confirm."
+                if candidate else f"New model {result.new_ref}: no class got worse.")
+        self.metrics_label.setText(head + "\n" + guard.get("text", "the before / after check is missing"))
+        self.metrics_label.setStyleSheet("color: #ffb000;" if candidate else "")
+        self.use_button.setText("Use it anyway…" if candidate else "Use new model")
         self.use_button.setEnabled(True)
+        self.step_label.setText(f"finished: {len(self.loss_plot.values)} steps")
         self.refresh()
-        self._notify(f"Saved new model {result.new_ref}")
+        self._notify(f"Saved {result.new_ref}" + (" as a candidate (worse than its base; not activated)"
+                                                  if candidate else ""))
 
     def _on_abort(self) -> None:
+        self.result = None
+        self.metrics_label.setText("")
+        self.use_button.setEnabled(False)
+        self.step_label.setText(f"cancelled at step {self.step_bar.value()} of {self.step_bar.maximum()}")
         self._notify("Retraining cancelled; no model was saved.")
 
     def _on_finish(self) -> None:
@@ -260,17 +277,25 @@ class RetrainWidget(QWidget):
         self.refresh()
 
     def use_new_model(self) -> str | None:
-        """Select the new model here and in any open Analyze widget (``set_model(ref)``)."""
+        """Select the new model here and in any open Analyze widget; a candidate asks first.
+
+        This selects it for this session only; "Set as default" (Analyze) makes it the default.
+        """
         if self.result is None:
             return None
         ref = self.result.new_ref
+        guard = getattr(self.result, "guard", None) or {}
+        if guard.get("candidate", True):
+            reason = "; ".join(guard.get("reasons") or ["the before / after check is missing"])
+            if not _confirm.confirm_candidate(self, ref, reason, "select it for analysis"):
+                self._notify(f"{ref} stays a candidate; analysis keeps its model.")
+                return None
         self.model_combo.setCurrentText(ref)
         from .analyze import AnalyzeWidget
 
-        for inner in getattr(self.viewer.window, "dock_widgets", {}).values():
-            if isinstance(inner, AnalyzeWidget):
-                inner.set_model(ref)
-        self._notify(f"Using {ref} for analysis")
+        for widget in find_widgets(self.viewer, AnalyzeWidget):
+            widget.set_model(ref, confirmed_candidate=True)
+        self._notify(f"Using {ref} for analysis in this session (Analyze → Set as default keeps it).")
         return ref
 
     # ------------------------------------------------------------------ cellularity
@@ -320,8 +345,9 @@ class RetrainWidget(QWidget):
             lambda: iter_refit_from_rois(samples, seg_ref=seg_ref, device="auto", include_base_data=include),
             on_return=self._on_refit_result, on_error=self._on_refit_error,
             on_abort=lambda: self._notify("Refit cancelled; no model was saved."),
-            on_finish=lambda: self._set_busy(False), progress_desc="Refit cellularity",
+            on_finish=lambda: self._set_busy(False), progress_desc="Refit cellularity", start=False,
         )
+        self.worker.start()  # after assignment: Cancel reaches this worker in the synchronous mode too
         return self.worker
 
     def _set_busy(self, busy: bool) -> None:

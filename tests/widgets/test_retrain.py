@@ -46,7 +46,7 @@ def test_refit_disabled_below_five_rois(make_napari_viewer, tmp_path):
     assert widget.refit_button.isEnabled()
 
 
-def test_retrain_tiny_model_registers_new_version(make_napari_viewer, tmp_path, user_home):
+def test_retrain_tiny_model_registers_new_version(make_napari_viewer, tmp_path, user_home, monkeypatch):
     from napari_cellularity.models.config import SegmentationConfig
     from napari_cellularity.models.fpn import build_network
     from napari_cellularity.models.registry import find_model, save_segmentation_model
@@ -67,6 +67,11 @@ def test_retrain_tiny_model_registers_new_version(make_napari_viewer, tmp_path, 
     assert widget.result is not None, widget.status.text()
     assert find_model(widget.result.new_ref, "segmentation").version == 2
     assert widget.use_button.isEnabled() and len(widget.loss_plot.values) >= 1
+    assert "held-back points" in widget.metrics_label.text() or "could not be measured" in widget.metrics_label.text()
+    assert widget.step_bar.value() == 5 and "tiny@2" in widget.metrics_label.text()
+    from napari_cellularity.widgets import _confirm
+
+    monkeypatch.setattr(_confirm, "ask", lambda *a: True)  # a candidate asks first; the user says yes
     assert widget.use_new_model() == widget.result.new_ref
 
 
