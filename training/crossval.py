@@ -71,6 +71,8 @@ class FoldRun:
     architecture: dict | None = None
     recipe: str = ""
     detection_grid: dict = field(default_factory=lambda: dict(DETECTION_GRID))
+    #: Reinhard-normalise the inner-validation and test images to the fold's training images (inference option).
+    stain_norm: bool = False
 
 
 def fold_config(run: FoldRun) -> SegmentationConfig:
@@ -136,13 +138,19 @@ def train_fold(run: FoldRun, settings: TrainSettings, items: list[PointImage] | 
     log.info("fold %d/%d: train %d, inner val %d, test %d images", run.fold, run.k, len(split.train),
              len(split.inner_val), len(split.test))
     config = fold_config(run)
-    net, best = train_segmentation(split.train, split.inner_val, config, settings, run.run_dir, run.device,
+    inner_val, test = split.inner_val, split.test
+    if run.stain_norm:
+        from .stain import normalised_items, reinhard_reference
+
+        ref = reinhard_reference(it.image for it in split.train)
+        inner_val, test = normalised_items(inner_val, ref), normalised_items(test, ref)
+    net, best = train_segmentation(split.train, inner_val, config, settings, run.run_dir, run.device,
                                    progress=progress)
     dev = select_device(run.device)
-    chosen = tune_detection(net, config, split.inner_val, dev, run.detection_grid)
+    chosen = tune_detection(net, config, inner_val, dev, run.detection_grid)
     config.detection.update(threshold=chosen["threshold"], min_distance_um=chosen["min_distance_um"])
-    res = evaluate_segmentation(net, split.test, config, dev, thresholds=(chosen["threshold"],))
-    record = {"recipe": run.recipe, "fold": run.fold, "k": run.k, "folds_file": str(run.folds_file),
+    res = evaluate_segmentation(net, test, config, dev, thresholds=(chosen["threshold"],))
+    record = {"recipe": run.recipe, "fold": run.fold, "stain_norm": run.stain_norm, "k": run.k, "folds_file": str(run.folds_file),
               "n_train": len(split.train), "n_inner_val": len(split.inner_val), "n_test": len(split.test),
               "class_names": list(config.class_names), "best_step": best.get("step"), "detection": chosen,
               "settings": asdict(settings), "summary": fold_summary(res, chosen["threshold"]), "metrics": res}

@@ -120,6 +120,7 @@ def train_and_save(run: SegmentationRun, settings: TrainSettings,
     from napari_cellularity.models.registry import next_version, save_segmentation_model
 
     from .loop import train_segmentation
+    from .stain import reinhard_reference
 
     train = load_datasets(list(run.train))
     val = load_datasets(list(run.val))
@@ -143,6 +144,8 @@ def train_and_save(run: SegmentationRun, settings: TrainSettings,
         "best_step": best.get("step"),
         "init_model": run.init_model,
         "recipe": RECIPE,
+        # Reinhard reference of the training images: optional stain normalisation at inference (off by default).
+        "stain_reference": reinhard_reference(it.image for it in train),
     }
     config.metrics = {"validation": best.get("metrics", {})}
     return config, save_segmentation_model(net, config, run.out)

@@ -98,6 +98,8 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--fold", type=int, default=None, metavar="I", help="the fold to hold out and score (0..K-1)")
     c.add_argument("--folds-file", default=None, help="recorded fold assignment (default: training/folds_brca_m2c.json)")
     c.add_argument("--recipe", default="", help="recipe name recorded in fold_result.json")
+    c.add_argument("--stain-norm", action="store_true",
+                   help="Reinhard-normalise the scored images to the fold's training images (inference option)")
 
 
 def run_segmentation(args: argparse.Namespace) -> int:
@@ -132,7 +134,7 @@ def _run_fold(args: argparse.Namespace, settings: TrainSettings) -> int:
 
     run = FoldRun(data=tuple(args.train), fold=args.fold, k=args.folds, folds_file=args.folds_file or BRCA_M2C_FOLDS,
                   run_dir=args.run_dir, mpp=args.mpp or 0.5, extra_channels=tuple(args.extra_channels),
-                  device=args.device, recipe=args.recipe)
+                  device=args.device, recipe=args.recipe, stain_norm=args.stain_norm)
     rec = train_fold(run, settings, progress=_log_steps(10))
     s = rec["summary"]
     print(f"fold {args.fold}: F1@6um malignant {s['f1_6um_malignant']:.3f} lymphocyte {s['f1_6um_lymphocyte']:.3f} "

@@ -68,3 +68,16 @@ def test_scale_jitter_keeps_targets_on_the_nuclei(draw_item, tiny_config):
         dark = img.astype(float).mean(axis=2) < 150
         if dark.sum() > 20:
             assert (tgt[mi][dark] > 0).mean() > 0.9  # dark nucleus pixels lie inside the scaled disks
+
+
+def test_reinhard_matches_the_reference_and_keeps_geometry():
+    from training.stain import lab_stats, reinhard_normalise, reinhard_reference
+
+    img = _he_image()
+    other = hed_jitter(img, np.random.default_rng(1), 0.3)
+    ref = reinhard_reference([img])
+    out = reinhard_normalise(other, ref)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    mean, _ = lab_stats(out)
+    np.testing.assert_allclose(mean, ref["lab_mean"], atol=2.0)
+    np.testing.assert_array_equal(_nuclei_mask(out), _nuclei_mask(img))

@@ -1,0 +1,49 @@
+"""Cross-validation summaries, the fold ensemble and the CLI's fold flags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.crossval import markdown_header, markdown_row, summarise
+from training.ensemble import ProbabilityMean
+
+
+def test_summarise_mean_and_sd():
+    recs = [{"summary": {"macro_f1_6um": v, "f1_6um_other": v}} for v in (0.5, 0.7)]
+    recs[1]["summary"].pop("f1_6um_other")
+    s = summarise(recs)
+    assert s["macro_f1_6um"][:2] == pytest.approx((0.6, np.std([0.5, 0.7], ddof=1)))
+    assert s["f1_6um_other"][2] == 1
+    assert markdown_row("paper", s).startswith("| paper | 2 | ")
+    assert markdown_header().splitlines()[0].count("|") == markdown_row("paper", s).count("|")
+
+
+def test_probability_mean_averages_probabilities():
+    class Const(torch.nn.Module):
+        def __init__(self, logit):
+            super().__init__()
+            self.logit = logit
+
+        def forward(self, x):
+            return torch.full((x.shape[0], 2, *x.shape[2:]), self.logit)
+
+    ens = ProbabilityMean([Const(0.0), Const(np.log(3.0))])  # p = 0.5 and 0.75
+    p = torch.sigmoid(ens(torch.zeros(1, 3, 4, 4)))
+    assert torch.allclose(p, torch.full_like(p, 0.625), atol=1e-5)
+
+
+def test_cli_fold_flags_go_together():
+    import argparse
+
+    from napari_cellularity.cli.train import run_segmentation, segmentation
+
+    parser = argparse.ArgumentParser()
+    segmentation.add_arguments(parser)
+    args = parser.parse_args(["--train", "brca_m2c=x:train", "--fold", "0"])
+    with pytest.raises(SystemExit, match="go together"):
+        run_segmentation(args)
+    args = parser.parse_args(["--train", "brca_m2c=x:train"])
+    with pytest.raises(SystemExit, match="--val is required"):
+        run_segmentation(args)
