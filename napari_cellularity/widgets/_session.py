@@ -124,6 +124,20 @@ def image_source(layer: Any, mpp: float) -> tuple[Any, tuple[int, int]]:
     return rgb, (int(rgb.shape[0]), int(rgb.shape[1]))
 
 
+def layer_pixel_source(layer: Any, mpp: float) -> Any:
+    """The layer's Slide (reader metadata), the file reopened lazily, else its array as a Slide."""
+    from ..io.slide import Slide, open_slide
+
+    slide = layer.metadata.get("slide")
+    if isinstance(slide, Slide) and not slide.closed:
+        return slide
+    path = str(layer.metadata["path"]) if layer.metadata.get("path") else None
+    if layer.multiscale and path and Path(path).is_file():
+        return open_slide(path, mpp=mpp)
+    data = layer.data[0] if layer.multiscale else layer.data
+    return Slide.from_array(np.asarray(data), mpp, path=path or layer.name)
+
+
 def store_summary(viewer: Any, summary: AnalysisSummary) -> None:
     """Attach the run summary to the malignant-probability layer (read by the report widget)."""
     layer = L.find_layer(viewer, L.prob_layer_name("malignant"))

@@ -36,7 +36,7 @@ from ..progress import Progress
 from . import _confirm
 from ._layers import annotation_layer_name, find_layer
 from ._plots import LossPlot
-from ._session import find_widgets, layer_mpp
+from ._session import find_widgets, layer_mpp, layer_pixel_source
 from ._worker import format_eta, run_generator
 from .annotate import image_layers, layer_slide_path
 
@@ -365,22 +365,6 @@ class RetrainWidget(QWidget):
 
     def _on_refit_error(self, exc: BaseException) -> None:
         self.status.setText(f"Refit failed: {type(exc).__name__}: {exc}")
-
-
-def layer_pixel_source(layer: Any, mpp: float) -> Any:
-    """The layer's Slide (reader metadata), the file reopened lazily, else its array as a Slide."""
-    from pathlib import Path
-
-    from ..io.slide import Slide, open_slide
-
-    slide = layer.metadata.get("slide")
-    if isinstance(slide, Slide) and not slide.closed:
-        return slide
-    path = layer_slide_path(layer)
-    if layer.multiscale and path and Path(path).is_file():
-        return open_slide(path, mpp=mpp)
-    data = layer.data[0] if layer.multiscale else layer.data
-    return Slide.from_array(np.asarray(data), mpp, path=path or layer.name)
 
 
 def format_refit_metrics(result: Any) -> str:
