@@ -211,6 +211,7 @@ def iter_refit_from_rois(
     folds: int = 5,
     seed: int = 0,
     include_base_data: bool = False,
+    calibrate_only: bool = False,
     should_stop: Callable[[], bool] | None = None,
     name: str = DEFAULT_NAME,
     cache_dir: str | Path | None = None,
@@ -235,6 +236,12 @@ def iter_refit_from_rois(
         LightGBM / fold seed.
     include_base_data
         Also train on the rows stored with ``base_ref`` by an earlier refit.
+    calibrate_only
+        Keep the base model's trees and fit only a monotone (isotonic) calibration of its
+        predictions onto the pathologist's values (:mod:`napari_cellularity.features.calibration`);
+        the result reports the error before and after, measured out of fold. Saved as the next
+        version with the same booster. Preferable to a refit with few ROIs: it cannot change the
+        order of patches.
     should_stop
         Polled between ROIs and folds; True cancels (:class:`RefitCancelled`).
     name
@@ -270,6 +277,8 @@ def iter_refit_from_rois(
 
     samples = _check_inputs(samples, folds)
     seg_config, base = _resolve_models(seg_ref, base_ref)
+    if calibrate_only and base is None:
+        raise RefitError("there is no cellularity model to calibrate; refit one first")
     keep, boxes, skipped = usable_rois(samples, float(seg_config.mpp))
     if len(keep) < MIN_ROIS:
         raise RefitError(f"only {len(keep)} usable ROI(s), at least {MIN_ROIS} needed: " + "; ".join(skipped))
@@ -288,6 +297,9 @@ def iter_refit_from_rois(
     x_new, network_runs = yield from roi_features(used, boxes, seg_config, device,
                                                   Path(cache_dir or default_cache_dir()), should_stop, total)
     x = np.concatenate([x_new, bx]) if len(bx) else x_new
+    if calibrate_only:
+        return (yield from _calibrate(base, x, y, groups, split, split_desc, used, network_runs, skipped, models_dir,
+                                      total))
     config = _new_config(name, seg_config, base, used, len(by))
     oof = yield from _cross_validate(x, y, split, config, seed, should_stop, len(used), total)
     cv = cellularity_report(y, oof, seed=seed)
@@ -306,6 +318,37 @@ def iter_refit_from_rois(
                   for i, (g, r, t, p) in enumerate(zip(groups, all_rois, y, oof, strict=True))]
     return RefitResult(config.ref, path, json_safe(cv), len(y), per_sample,
                        base.ref if base is not None else None, skipped, network_runs, split_desc)
+
+
+def _calibrate(base: Any, x: np.ndarray, y: np.ndarray, groups: np.ndarray, split: list, split_desc: str,
+               used: list[RoiSample], network_runs: int, skipped: list[str], models_dir: Any,
+               total: int) -> Generator[Progress, None, RefitResult]:
+    """Isotonic calibration of ``base`` onto the ROI values, saved as the next version of ``base``."""
+    import dataclasses
+
+    from napari_cellularity.features.calibration import cross_validated_calibration, fit_isotonic
+    from napari_cellularity.features.regressors import (
+        LightGBMCellularity,
+        load_cellularity_model,
+        save_cellularity_model,
+    )
+    from napari_cellularity.models.registry import next_version, user_models_dir
+
+    model = load_cellularity_model(base.ref, "cellularity-lgbm")
+    raw = model.predict_features(x, calibrated=False)
+    cv = cross_validated_calibration(raw, y, split)
+    oof = np.asarray(cv.pop("oof_calibrated"))
+    yield Progress("stage", total - 1, total, f"calibration: MAE {cv['mae_before']:.3f} -> {cv['mae_after_cv']:.3f} "
+                   "(out of fold)", stage="fit")
+    cal = fit_isotonic(raw, y, source=f"{LABEL_SOURCE}: {len(y)} ROIs of {len(np.unique(groups))} slide(s)")
+    config = dataclasses.replace(model.config, version=next_version(model.config.name), parent=base.ref,
+                                 calibration=cal.to_dict(), hashes=dict(model.config.hashes),
+                                 metrics={**model.config.metrics, "calibration_cv": json_safe(cv), "cv_split": split_desc})
+    folder = Path(models_dir) if models_dir is not None else user_models_dir()
+    path = save_cellularity_model(LightGBMCellularity(model.booster, config), folder)
+    per_sample = [RoiPrediction(s.slide_id, tuple(float(v) for v in s.roi), float(t), float(p))
+                  for s, t, p in zip(used, y, oof, strict=True)]
+    return RefitResult(config.ref, path, json_safe(cv), len(y), per_sample, base.ref, skipped, network_runs, split_desc)
 
 
 def refit_from_rois(samples: list[RoiSample], progress: Callable[[Progress], None] | None = None,

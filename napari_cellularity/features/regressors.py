@@ -106,6 +106,8 @@ class CellularityConfig:
     hashes: dict[str, str] = field(default_factory=dict)
     #: ``name@version`` of the model this one was refitted from (None for a first model).
     parent: str | None = None
+    #: Isotonic map onto a pathologist's scale (``features.calibration.IsotonicCalibration.to_dict``), or None.
+    calibration: dict[str, Any] | None = None
     format_version: int = CELLULARITY_FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -136,7 +138,10 @@ class CellularityConfig:
         return f"{self.name}-v{self.version}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["calibration"] is None:  # configs without one stay readable by older versions
+            del d["calibration"]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CellularityConfig:
@@ -179,14 +184,25 @@ class LightGBMCellularity:
         self.booster = booster
         self.config = config
 
-    def predict_features(self, features: np.ndarray) -> np.ndarray:
+    def predict_features(self, features: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """Cellularity of (N, 81) features; with ``calibrated`` the stored isotonic calibration is applied."""
         x = np.asarray(features, dtype=np.float64).reshape(-1, len(FEATURE_NAMES))
-        return np.clip(self.booster.predict(x), 0.0, 1.0)
+        raw = np.clip(self.booster.predict(x), 0.0, 1.0)
+        return apply_calibration(self.config, raw) if calibrated else raw
 
     def predict_maps(self, probs_batch: list[np.ndarray] | np.ndarray, mpp: float) -> np.ndarray:
         _check_mpp(self.config, mpp)
         feats = extract_features_batch(probs_batch, mpp, tuple(self.config.class_names))
         return self.predict_features(feats) if len(feats) else np.zeros(0)
+
+
+def apply_calibration(config: CellularityConfig, values: np.ndarray) -> np.ndarray:
+    """``values`` through the config's isotonic calibration (unchanged when it has none)."""
+    if not config.calibration:
+        return values
+    from .calibration import IsotonicCalibration
+
+    return IsotonicCalibration.from_dict(config.calibration).apply(values)
 
 
 def _first_difference(a: list[str], b: list[str]) -> str:
@@ -239,7 +255,7 @@ class CNNCellularity:
                 x = maps_to_tensor(probs_batch[s : s + batch_size], self.config.input_size_px,
                                    tuple(self.config.class_names))
                 preds.append(torch.sigmoid(self.net(x).float())[:, 0].numpy())
-        return np.concatenate(preds).astype(np.float64) if preds else np.zeros(0)
+        return apply_calibration(self.config, np.concatenate(preds).astype(np.float64)) if preds else np.zeros(0)
 
 
 def save_cellularity_model(model: LightGBMCellularity | CNNCellularity, folder: str | Path | None = None) -> Path:

@@ -202,3 +202,23 @@ def test_refit_from_a_slide_file_keys_the_cache_by_file_and_roi(tiny_seg, monkey
     assert "single slide" in result.cv_split and [p.slide_id for p in result.per_sample] == ["sample-slide"] * 5
     again = refit_from_rois(samples, seg_ref=tiny_seg, device="cpu", folds=5)
     assert again.n_network_runs == 0 and len(calls) == 5
+
+
+def test_calibrate_only_keeps_the_trees_and_fits_a_monotone_map(tiny_seg, patches):
+    from napari_cellularity.features.regressors import load_cellularity_model
+
+    samples = _samples(patches)
+    with pytest.raises(RefitError, match="no cellularity model to calibrate"):
+        refit_from_rois(samples, seg_ref=tiny_seg, device="cpu", calibrate_only=True)
+    first = refit_from_rois(samples, seg_ref=tiny_seg, device="cpu")
+    cal = refit_from_rois(samples, seg_ref=tiny_seg, device="cpu", calibrate_only=True)
+    assert cal.new_ref == "cellularity-lgbm@2" and cal.parent == first.new_ref and cal.n_network_runs == 0
+    assert {"mae_before", "mae_after_cv", "bias_before", "bias_after_cv"} <= set(cal.cv_metrics)
+    base, calibrated = load_cellularity_model(first.new_ref), load_cellularity_model(cal.new_ref)
+    assert calibrated.config.calibration and calibrated.config.calibration["n"] == 6
+    assert calibrated.booster.model_to_string() == base.booster.model_to_string()
+    x = np.random.default_rng(0).uniform(0, 1, (50, len(calibrated.config.feature_names)))
+    raw = base.predict_features(x)
+    assert np.array_equal(calibrated.predict_features(x, calibrated=False), raw)
+    out = calibrated.predict_features(x)
+    assert np.all(np.diff(out[np.argsort(raw, kind="stable")]) >= -1e-12)  # monotone in the raw value
