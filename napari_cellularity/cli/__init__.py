@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from .. import __version__
 from .checks import join_negative_values
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line: ``warning: <message>`` (no source line)."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:  # argparse reports a bad argument in one line and exits 2: return that code
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    warnings.formatwarning = _one_line_warning
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

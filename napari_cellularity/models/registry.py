@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,24 +73,77 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def list_models(kind: str | None = None) -> list[ModelEntry]:
-    """All registered models (optionally of one ``kind``), sorted by name then version."""
+class ModelRegistryWarning(UserWarning):
+    """A file in a model folder is not a usable model config; it is skipped (and named)."""
+
+
+def _entry(data: dict, cfg: Path, source: str) -> ModelEntry:
+    """A :class:`ModelEntry` from a config's JSON; :class:`ModelConfigError` naming the file when malformed."""
+    missing = [k for k in ("name", "version", "kind") if k not in data]
+    if missing:
+        raise ModelConfigError(f"model config {cfg} lacks {missing}")
+    name, version, kind = data["name"], data["version"], data["kind"]
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name:
+        raise ModelConfigError(f"model config {cfg}: 'name' must be a plain text name, got {name!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelConfigError(f"model config {cfg}: 'version' must be an integer >= 1, got {version!r}")
+    if not isinstance(kind, str):
+        raise ModelConfigError(f"model config {cfg}: 'kind' must be text, got {kind!r}")
+    seg = data.get("segmentation_model")
+    if seg is not None and not isinstance(seg, str):
+        raise ModelConfigError(f"model config {cfg}: 'segmentation_model' must be text, got {seg!r}")
+    return ModelEntry(name, version, kind, cfg, source, seg)
+
+
+def scan_models() -> tuple[list[ModelEntry], list[tuple[Path, str]]]:
+    """Every model config in the shipped and user folders: (entries, [(path, problem)] of unusable files)."""
     entries: list[ModelEntry] = []
+    problems: list[tuple[Path, str]] = []
     for source, folder in (("shipped", shipped_models_dir()), ("user", user_models_dir())):
         if not folder.is_dir():
             continue
         for cfg in sorted(folder.glob("*.json")):
             try:
-                data = read_json(cfg)
-            except ModelConfigError:
-                continue
-            if not {"name", "version", "kind"} <= set(data):
-                continue
-            if kind is not None and data["kind"] != kind:
-                continue
-            entries.append(ModelEntry(data["name"], int(data["version"]), data["kind"], cfg, source,
-                                      data.get("segmentation_model")))
+                entries.append(_entry(read_json(cfg), cfg, source))
+            except (ModelConfigError, OSError) as exc:
+                problems.append((cfg, str(exc)))
+    return entries, problems
+
+
+def list_models(kind: str | None = None) -> list[ModelEntry]:
+    """All registered models (optionally of one ``kind``), sorted by name then version.
+
+    Unusable config files are skipped with a :class:`ModelRegistryWarning` that names them.
+    """
+    entries, problems = scan_models()
+    for _cfg, problem in problems:
+        warnings.warn(f"{problem}; this model is skipped", ModelRegistryWarning, stacklevel=2)
+    entries = [e for e in entries if kind is None or e.kind == kind]
     return sorted(entries, key=lambda e: (e.name, e.version, e.source))
+
+
+def _has_hash(data: dict) -> bool:
+    hashes = data.get("hashes")
+    return bool(data.get("weights_sha256") or (isinstance(hashes, dict) and hashes.get("weights_sha256")))
+
+
+def require_hash(entry: ModelEntry) -> None:
+    """Refuse a model of the user folder whose config records no weights hash.
+
+    Shipped models all carry one; a config passed by path is the caller's explicit choice
+    (its weights are still checked for NaN / infinity and structure when loaded).
+
+    Raises
+    ------
+    ModelFileError
+        The config has no ``weights_sha256``: its weights cannot be verified.
+    """
+    if entry.source != "user":
+        return
+    if not _has_hash(read_json(entry.config_path)):
+        raise ModelFileError(
+            f"model {entry.ref} ({entry.config_path}) records no weights hash (weights_sha256), so its weights "
+            "cannot be verified; save it again with napari-cellularity (training and fine-tuning record it)")
 
 
 def find_model(ref: str | None, kind: str) -> ModelEntry:
@@ -100,7 +154,7 @@ def find_model(ref: str | None, kind: str) -> ModelEntry:
     """
     if ref and (ref.endswith(".json") or os.sep in ref) and Path(ref).exists():
         data = read_json(ref)
-        return ModelEntry(data["name"], int(data["version"]), data.get("kind", kind), Path(ref), "file")
+        return _entry({"kind": kind, **data}, Path(ref), "file")
     entries = list_models(kind)
     if not entries:
         raise ModelNotFoundError(f"no {kind} model is installed (looked in {shipped_models_dir()} and {user_models_dir()})")
@@ -165,6 +219,7 @@ def load_segmentation_model(
     from .fpn import build_network
 
     entry = find_model(ref, "segmentation")
+    require_hash(entry)
     config = SegmentationConfig.load(entry.config_path)
     weights = entry.weights_path()
     if not weights.exists():
@@ -175,6 +230,7 @@ def load_segmentation_model(
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"cannot read weights {weights}: {exc}") from None
+    check_finite(state, weights)
     net = build_network(config)
     try:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -182,3 +238,58 @@ def load_segmentation_model(
         raise ModelFileError(f"weights {weights} do not fit the architecture in its config: {exc}") from None
     net = net.to(select_device(device)).eval()
     return net, config
+
+
+def check_finite(state: dict, weights: str | Path) -> None:
+    """Raise :class:`ModelFileError` naming the first tensor of ``state`` holding NaN or infinity."""
+    import torch
+
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelFileError(f"weights {weights}: tensor {key!r} holds NaN or infinite values (corrupt model)")
+
+
+#: Lines every LightGBM text model has before its trees.
+_LGBM_HEADER_KEYS = ("version=", "num_class=", "max_feature_idx=", "tree_sizes=")
+
+
+def check_lightgbm_text(text: str, path: str | Path) -> None:
+    """Check that a LightGBM text model is complete before LightGBM parses it.
+
+    LightGBM aborts the whole process (``terminate called``, or a segmentation fault) on many
+    truncated or corrupt model files, so the structure is verified here: the header keys,
+    every tree at the byte offset and of the size ``tree_sizes`` records, ``end of trees``,
+    the parameters block and the final ``pandas_categorical`` line.
+
+    Raises
+    ------
+    ModelFileError
+        The text is truncated or malformed (the message names the file and what is missing).
+    """
+    def bad(problem: str) -> ModelFileError:
+        return ModelFileError(f"LightGBM model {path} is truncated or corrupt: {problem}")
+
+    if not text.startswith("tree\n"):
+        raise bad("it does not start with 'tree'")
+    head, sep, rest = text.partition("\n\n")
+    lines = head.split("\n")
+    for key in _LGBM_HEADER_KEYS:
+        if not any(line.startswith(key) for line in lines):
+            raise bad(f"no '{key[:-1]}' line")
+    sizes_text = next(line for line in lines if line.startswith("tree_sizes="))[len("tree_sizes="):]
+    try:
+        sizes = [int(v) for v in sizes_text.split()]
+    except ValueError:
+        raise bad("'tree_sizes' is not a list of integers") from None
+    data, offset = rest.encode("utf-8"), 0
+    for i, size in enumerate(sizes):
+        block = data[offset:offset + size]
+        if size <= 0 or len(block) != size or not block.startswith(f"Tree={i}\n".encode()) \
+                or b"leaf_value=" not in block:
+            raise bad(f"tree {i} of {len(sizes)} is missing or cut")
+        offset += size
+    tail = data[offset:].decode("utf-8", errors="replace")
+    if "end of trees" not in tail[:200] or "end of parameters" not in tail:
+        raise bad("the end of the trees or of the parameters is missing")
+    if not tail.rstrip("\n").rsplit("\n", 1)[-1].startswith("pandas_categorical:"):
+        raise bad("the final 'pandas_categorical' line is missing")

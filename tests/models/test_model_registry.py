@@ -91,10 +91,11 @@ def test_no_model_installed(user_home):
         load_segmentation_model(None)
 
 
-def test_broken_json_is_ignored_by_listing(tiny_net, user_home):
+def test_broken_json_is_skipped_by_listing_with_a_warning(tiny_net, user_home):
     save_segmentation_model(tiny_net, _tiny())
     (user_home / "models" / "junk.json").write_text("[1, 2]")
-    assert [e.ref for e in list_models()] == ["tiny@1"]
+    with pytest.warns(UserWarning, match="junk.json"):
+        assert [e.ref for e in list_models()] == ["tiny@1"]
 
 
 def test_hash_mismatch_is_detected(tiny_net):
@@ -121,7 +122,7 @@ def test_truncated_weights(tiny_net):
         load_segmentation_model("tiny")
     _drop_hash(cfg_path)  # without a recorded hash, the reader itself must fail cleanly
     with pytest.raises(ModelFileError, match="cannot read weights"):
-        load_segmentation_model("tiny")
+        load_segmentation_model(str(cfg_path))
 
 
 def test_foreign_weights_do_not_fit(tiny_net):
@@ -131,7 +132,7 @@ def test_foreign_weights_do_not_fit(tiny_net):
     save_file({"conv.weight": torch.zeros(3, 3)}, str(cfg_path.with_suffix(".safetensors")))
     _drop_hash(cfg_path)
     with pytest.raises(ModelFileError, match="do not fit the architecture"):
-        load_segmentation_model("tiny")
+        load_segmentation_model(str(cfg_path))
 
 
 def test_missing_weights(tiny_net):
@@ -146,7 +147,7 @@ def test_pickle_checkpoint_is_not_accepted(tiny_net):
     torch.save(tiny_net.state_dict(), cfg_path.with_suffix(".safetensors"))
     _drop_hash(cfg_path)
     with pytest.raises(ModelFileError):
-        load_segmentation_model("tiny")
+        load_segmentation_model(str(cfg_path))
 
 
 # ----------------------------------------------------------------------------- device
