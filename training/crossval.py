@@ -77,10 +77,11 @@ class FoldRun:
 
 def fold_config(run: FoldRun) -> SegmentationConfig:
     """The config of a fold model: the project's classes plus the run's extra channels."""
-    from napari_cellularity.models.config import CLASS_NAMES
+    from napari_cellularity.models.config import CLASS_COLORS, CLASS_NAMES, EXTRA_COLORS
 
     kwargs = {"architecture": dict(run.architecture)} if run.architecture else {}
     return SegmentationConfig(name=run.name, version=1, mpp=run.mpp, class_names=CLASS_NAMES + tuple(run.extra_channels),
+                              class_colors={**CLASS_COLORS, **{c: EXTRA_COLORS[c] for c in run.extra_channels}},
                               detection={"threshold": 0.3, "min_distance_um": 2.0, "class_gain": {}}, **kwargs)
 
 

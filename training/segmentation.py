@@ -20,7 +20,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from napari_cellularity.annotations.point_images import PointImage
-from napari_cellularity.models.config import CLASS_NAMES, SegmentationConfig
+from napari_cellularity.models.config import (
+    CLASS_COLORS,
+    CLASS_NAMES,
+    EXTRA_COLORS,
+    SegmentationConfig,
+)
 from napari_cellularity.progress import Progress
 
 from .settings import TrainSettings
@@ -130,7 +135,8 @@ def train_and_save(run: SegmentationRun, settings: TrainSettings,
     log.info("train %d images, val %d images; dropped %d train images of val patients: %s",
              len(train), len(val), len(dropped), dropped)
     config = SegmentationConfig(name=run.name, version=run.version or next_version(run.name), mpp=run.mpp or 1.0,
-                                class_names=CLASS_NAMES + tuple(run.extra_channels))
+                                class_names=CLASS_NAMES + tuple(run.extra_channels),
+                                class_colors={**CLASS_COLORS, **{c: EXTRA_COLORS[c] for c in run.extra_channels}})
     init_state = None
     if run.init_model:
         init_state, config = init_from_model(run.init_model, config, explicit_mpp=run.mpp is not None)

@@ -26,6 +26,8 @@ CELL_CLASSES: tuple[str, ...] = ("malignant", "normal", "lymphocyte")
 OTHER_CLASS = "other"
 CENTRE_CHANNEL = "centre"
 EXTRA_CHANNELS: tuple[str, ...] = (OTHER_CLASS, CENTRE_CHANNEL)
+#: Colours of the extra channels (added to a model's ``class_colors`` only when it has them).
+EXTRA_COLORS: dict[str, str] = {OTHER_CLASS: "#ffa500", CENTRE_CHANNEL: "#ffffff"}
 #: Display colours (RGB hex). Malignant red, normal epithelial green, lymphocyte blue.
 CLASS_COLORS: dict[str, str] = {
     "malignant": "#ff0000",

@@ -93,6 +93,17 @@ def test_other_class_through_tiled_inference_and_cells_csv(tmp_path):
     assert sorted(r["class"] for r in rows) == ["malignant", "malignant", "other"]
 
 
+def test_fold_config_colours_every_channel_for_the_overlay():
+    from napari_cellularity.inference.outputs import render_overlay
+    from training.crossval import FoldRun, fold_config
+
+    config = fold_config(FoldRun(data=(), fold=0, extra_channels=("other", "centre")))
+    labels = np.arange(6).repeat(8).reshape(6, 8) % 6
+    out = render_overlay(np.full((6, 8, 3), 200, np.uint8), labels, config.class_names, config.class_colors,
+                         np.zeros((1, 2)), np.array(["other"], object), 1.0)
+    assert out.shape == (6, 8, 3)
+
+
 def test_training_with_extra_channels_runs(draw_item, tiny_config, tmp_path):
     import dataclasses
 
