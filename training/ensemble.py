@@ -3,8 +3,10 @@
 :class:`ProbabilityMean` returns the logit of the mean of its members' sigmoid probabilities, so
 it drops into everything that runs one network (tiled inference, :mod:`training.evaluate`) and
 costs k forward passes. Fold models scored on the folds cannot be scored as an ensemble on the same
-folds (each fold's images trained the other members): score it on external data only
-(``python -m training.ensemble --runs runs/ablation/<recipe>/fold* --breastpathq ...``).
+folds (each fold's images trained the other members): score it on external data only, e.g.::
+
+    net, config = load_fold_ensemble(sorted(Path("runs/ablation/paper").glob("fold*")))
+    evaluate_segmentation(net, load_breastpathq_cells(...), config, torch.device("cpu"), (config.detection["threshold"],))
 """
 
 from __future__ import annotations
