@@ -12,7 +12,9 @@ Label sources (any combination):
   ``{slide}_{rid}.tif`` images; pathologist scores (``label_source = "pathologist"``); rows
   without an image are skipped and counted.
 * ``--points-data brca_m2c=PATH:train ...``: point-annotated images with labels derived from the
-  points (``"derived-from-points"``, see :mod:`training.cellularity_labels`).
+  points (``"derived-from-points"``, see :mod:`training.cellularity_labels`): by default the capped
+  Voronoi cell-area recipe (``--label-method voronoi``, cap 10 µm), ``disk`` for the v1/v2 recipe;
+  ``--windows-um 64 128 256`` gives one sample per window of each size instead of per image.
 * ``--synthetic N``: generated patches with exact cellularity (``"synthetic"``).
 
 CPU budget: the CNN works on maps resized to ``--cnn-size`` (64) px, batches of 8, for
@@ -62,7 +64,9 @@ class CellularityTrainSettings:
     images: str | None = None
     breastpathq_mpp: float = BREASTPATHQ_MPP
     points_data: tuple[str, ...] = field(default_factory=tuple)
-    cell_radius_um: float = 7.5
+    cell_radius_um: float | None = None
+    label_method: str = "voronoi"
+    windows_um: tuple[float, ...] = field(default_factory=tuple)
     quadrants: bool = False
     synthetic: int = 0
     synthetic_size: int = 512
@@ -121,18 +125,21 @@ def load_breastpathq(labels_csv: str | Path, images_dir: str | Path, mpp: float 
     return samples
 
 
-def load_point_samples(specs: list[str], cell_radius_um: float, quadrants: bool) -> list[Sample]:
-    """Point-annotated datasets with derived labels (optionally one sample per quadrant)."""
-    from .cellularity_labels import LABEL_SOURCE, derive_labels
+def load_point_samples(specs: list[str], cell_radius_um: float | None, quadrants: bool, method: str = "voronoi",
+                       windows_um: tuple[float, ...] = ()) -> list[Sample]:
+    """Point-annotated datasets with derived labels: per image, per quadrant or per window of each size."""
+    from .cellularity_labels import LABEL_SOURCE, derive_labels, windowed_labels
     from .segmentation import load_datasets
 
     items = load_datasets(specs)
     by_id = {it.image_id: it for it in items}
     samples = []
-    for lab in derive_labels(items, cell_radius_um=cell_radius_um, quadrants=quadrants):
+    labels = windowed_labels(items, tuple(windows_um), method, cell_radius_um) if windows_um else \
+        derive_labels(items, cell_radius_um=cell_radius_um, quadrants=quadrants, method=method)
+    for lab in labels:
         r0, c0, r1, c1 = lab.box_rc
         it = by_id[lab.image_id]
-        sid = lab.image_id if not quadrants else f"{lab.image_id}#{r0}_{c0}"
+        sid = lab.image_id if not (quadrants or windows_um) else f"{lab.image_id}#{r0}_{c0}_{r1 - r0}"
         samples.append(Sample(sid, it.image[r0:r1, c0:c1], it.mpp, lab.cellularity, lab.patient_id, LABEL_SOURCE))
     log.info("points data: %d images -> %d samples with derived labels", len(items), len(samples))
     return samples
@@ -213,7 +220,8 @@ def gather_samples(settings: CellularityTrainSettings) -> list[Sample]:
             raise ValueError("--labels and --images go together (BreastPathQ layout)")
         samples += load_breastpathq(settings.labels, settings.images, settings.breastpathq_mpp)
     if settings.points_data:
-        samples += load_point_samples(settings.points_data, settings.cell_radius_um, settings.quadrants)
+        samples += load_point_samples(settings.points_data, settings.cell_radius_um, settings.quadrants,
+                                      settings.label_method, tuple(settings.windows_um))
     if settings.synthetic:
         samples += load_synthetic(settings.synthetic, size_px=settings.synthetic_size, seed=settings.seed)
     if len(samples) < 4:
@@ -230,7 +238,8 @@ def _configs(settings: CellularityTrainSettings, samples: list[Sample], seg_conf
     sources = "+".join(sorted({s.label_source for s in samples}))
     training = {
         "data": {"labels": settings.labels, "images": settings.images, "points_data": list(settings.points_data),
-                 "synthetic": settings.synthetic, "quadrants": settings.quadrants, "cell_radius_um": settings.cell_radius_um},
+                 "synthetic": settings.synthetic, "quadrants": settings.quadrants, "cell_radius_um": settings.cell_radius_um,
+                 "label_method": settings.label_method, "windows_um": list(settings.windows_um)},
         "n_samples": len(samples), "n_groups": len({s.group for s in samples}),
         "label_counts": {src: sum(s.label_source == src for s in samples) for src in sources.split("+")},
         "recipe": "Rakhlin et al. 2019, sections 3.2-3.3 / 4.3",
@@ -281,6 +290,12 @@ def train_cellularity(settings: CellularityTrainSettings) -> dict:
               "segmentation_model": seg_config.ref,
               "samples": [{"id": s.sample_id, "group": s.group, "y": s.y, "source": s.label_source,
                            **{f"oof_{k}": round(float(v[i]), 4) for k, v in oof.items()}} for i, s in enumerate(samples)]}
+    from .cellularity_fit import write_calibration_plot
+
+    report["calibration_plots"] = {
+        name: str(write_calibration_plot(run_dir / f"calibration-{name}.png", y, np.asarray(pred),
+                                         f"{name} out-of-fold vs {'+'.join(sorted({s.label_source for s in samples}))}"))
+        for name, pred in oof.items()}
     report_path = run_dir / "report.json"
     write_json_atomic(report_path, report)
     for name in ("lgbm", "cnn"):

@@ -163,3 +163,52 @@ def cross_validate(
         **{name: cellularity_report(y, pred) for name, pred in oof.items()},
         "_oof": {name: pred.tolist() for name, pred in oof.items()},
     }
+
+
+def write_calibration_plot(path, y_true, y_pred, title: str = "", size_px: int = 480):
+    """PNG of predicted vs reference cellularity (out-of-fold), the identity line and the LS fit.
+
+    Drawn with Pillow (no plotting library): axes 0-1 with the 25 / 50 / 75 % category edges as a
+    grid, one dot per sample, the identity in grey and the least-squares line in red, and the
+    MAE / slope / Bland-Altman bias in the title. Written atomically; returns the path.
+    """
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    from napari_cellularity.files import atomic_path
+    from napari_cellularity.metrics.cellularity import bland_altman, calibration_line
+
+    t = np.clip(np.asarray(y_true, float).reshape(-1), 0, 1)
+    p = np.clip(np.asarray(y_pred, float).reshape(-1), 0, 1)
+    m, s = 50, size_px - 80  # left/top margin, plot side
+
+    def xy(a: float, b: float) -> tuple[float, float]:
+        return m + a * s, m + (1 - b) * s
+
+    img = Image.new("RGB", (size_px, size_px), "white")
+    d = ImageDraw.Draw(img)
+    for q in (0.25, 0.5, 0.75):
+        d.line([xy(q, 0), xy(q, 1)], fill=(225, 225, 225))
+        d.line([xy(0, q), xy(1, q)], fill=(225, 225, 225))
+    d.rectangle([xy(0, 1), xy(1, 0)], outline="black")
+    d.line([xy(0, 0), xy(1, 1)], fill=(150, 150, 150), width=2)
+    slope, icpt = calibration_line(t, p) if len(t) >= 2 else (float("nan"), float("nan"))
+    if np.isfinite(slope):
+        d.line([xy(0, icpt), xy(1, icpt + slope)], fill=(220, 30, 30), width=2)
+    for a, b in zip(t, p, strict=True):
+        x, y = xy(a, b)
+        d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(30, 80, 200))
+    for q in (0.0, 0.5, 1.0):
+        d.text((xy(q, 0)[0] - 8, m + s + 6), f"{q:g}", fill="black")
+        d.text((m - 24, xy(0, q)[1] - 6), f"{q:g}", fill="black")
+    d.text((m + s // 2 - 30, m + s + 22), "reference", fill="black")
+    d.text((4, m - 18), "predicted", fill="black")
+    bias = bland_altman(t, p)["bias"] if len(t) >= 2 else float("nan")
+    d.text((m, 8), f"{title}  n={len(t)}  MAE {np.mean(np.abs(p - t)):.3f}  slope {slope:.2f}  bias {bias:+.3f}",
+           fill="black")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".png") as tmp:
+        img.save(tmp, format="PNG")
+    return path

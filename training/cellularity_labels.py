@@ -114,21 +114,20 @@ def _boxes(h: int, w: int, quadrants: bool) -> list[tuple[int, int, int, int]]:
 
 
 def derive_labels(
-    items: list, cell_radius_um: float = DEFAULT_CELL_RADIUS_UM, quadrants: bool = False,
-    min_tissue_fraction: float = 0.5,
+    items: list, cell_radius_um: float | None = DEFAULT_CELL_RADIUS_UM, quadrants: bool = False,
+    min_tissue_fraction: float = 0.5, method: str = "disk",
 ) -> list[DerivedLabel]:
     """Derived labels for point-annotated images (:class:`napari_cellularity.annotations.point_images.PointImage`).
 
-    With ``quadrants`` each image gives four labels (its quarters, same patient group). Disks are
+    ``method`` is the cell-area recipe (see :func:`malignant_cell_mask`). With ``quadrants`` each image gives four labels (its quarters, same patient group). Disks are
     drawn on the whole image, so a cell near a quadrant border is split between quadrants by area.
     Regions with less tissue than ``min_tissue_fraction`` are skipped.
     """
     labels = []
     for it in items:
         h, w = it.image.shape[:2]
-        tissue = tissue_mask(it.image, it.mpp)
+        cells, tissue = malignant_cell_mask(it, method, cell_radius_um)
         mal = it.points_rc[it.classes == "malignant"]
-        cells = disk_union_mask((h, w), mal, cell_radius_um / it.mpp)
         for r0, c0, r1, c1 in _boxes(h, w, quadrants):
             t = tissue[r0:r1, c0:c1]
             frac = float(t.mean())
@@ -136,7 +135,8 @@ def derive_labels(
                 continue
             value = float((cells[r0:r1, c0:c1] & t).sum()) / int(t.sum())
             inside = ((mal[:, 0] >= r0) & (mal[:, 0] < r1) & (mal[:, 1] >= c0) & (mal[:, 1] < c1)).sum()
-            labels.append(DerivedLabel(it.image_id, it.patient_id, (r0, c0, r1, c1), value, frac, int(inside)))
+            labels.append(DerivedLabel(it.image_id, it.patient_id, (r0, c0, r1, c1), value, frac, int(inside),
+                                       method=method))
     return labels
 
 

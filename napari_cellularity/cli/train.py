@@ -153,7 +153,12 @@ def add_cellularity_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--breastpathq-mpp", type=float, default=defaults.breastpathq_mpp, help="µm/px of those patches")
     g.add_argument("--points-data", nargs="+", default=[], metavar="KIND=PATH[:SPLIT]",
                    help="point datasets, e.g. brca_m2c=../shared/data/brca_m2c:train (labels derived from points)")
-    g.add_argument("--cell-radius-um", type=float, default=defaults.cell_radius_um, help="cell radius for derived labels")
+    g.add_argument("--cell-radius-um", type=float, default=defaults.cell_radius_um,
+                   help="cell radius (disk) or cap (voronoi) for derived labels; default the recipe's")
+    g.add_argument("--label-method", choices=("voronoi", "disk"), default=defaults.label_method,
+                   help="derived-label recipe: capped Voronoi cell areas (default) or disks (v1/v2)")
+    g.add_argument("--windows-um", type=float, nargs="+", default=[], metavar="UM",
+                   help="one derived label per window of each side (e.g. 64 128 256) instead of per image")
     g.add_argument("--quadrants", action="store_true", help="one sample per image quadrant (points data)")
     g.add_argument("--synthetic", type=int, default=0, metavar="N", help="add N synthetic patches")
     g.add_argument("--synthetic-size", type=int, default=defaults.synthetic_size,
@@ -183,6 +188,7 @@ def run_cellularity(args: argparse.Namespace) -> int:
     settings = cellularity_lib.CellularityTrainSettings(
         labels=args.labels, images=args.images, breastpathq_mpp=args.breastpathq_mpp,
         points_data=tuple(args.points_data), cell_radius_um=args.cell_radius_um, quadrants=args.quadrants,
+        label_method=args.label_method, windows_um=tuple(args.windows_um),
         synthetic=args.synthetic, synthetic_size=args.synthetic_size, seg_model=args.seg_model, name=args.name,
         folds=args.folds, lgbm_rounds=args.lgbm_rounds, lgbm_lr=args.lgbm_lr, cnn=not args.no_cnn,
         cnn_steps=args.cnn_steps, cnn_size=args.cnn_size, cnn_batch=args.cnn_batch, run_dir=args.run_dir,

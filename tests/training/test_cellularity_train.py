@@ -59,6 +59,26 @@ def test_train_cellularity_from_points_and_synthetic(tmp_path, tiny_model, user_
     assert main(argv + ["--no-cnn"]) == 0
     assert load_cellularity_model("cellularity-lgbm").config.version == 2
     assert len(list(run_dir.glob("maps-*.npz"))) == 1
+    # the report writes a calibration plot (PNG) per model; the labels say their recipe
+    from PIL import Image
+
+    report = json.loads((run_dir / "report.json").read_text())
+    assert set(report["calibration_plots"]) == {"lgbm"}
+    assert Image.open(report["calibration_plots"]["lgbm"]).size == (480, 480)
+    assert load_cellularity_model("cellularity-lgbm").config.training["data"]["label_method"] == "voronoi"
+
+
+def test_train_cellularity_windowed_labels(tmp_path, tiny_model, user_home):
+    _fake_brca_m2c(tmp_path / "brca")
+    run_dir = tmp_path / "run"
+    argv = ["train", "cellularity", "--seg-model", tiny_model, "--points-data", f"brca_m2c={tmp_path / 'brca'}:train",
+            "--windows-um", "16", "32", "--folds", "3", "--lgbm-rounds", "10", "--no-cnn", "--threads", "1",
+            "--run-dir", str(run_dir)]
+    assert main(argv) == 0
+    report = json.loads((run_dir / "report.json").read_text())
+    # 64-px images at 0.5 µm/px = 32 µm: 4 windows of 16 µm + 1 of 32 µm each, 6 images
+    assert report["cv"]["n_samples"] == 30 and report["cv"]["n_groups"] == 3
+    assert {s["id"].split("#")[1].split("_")[-1] for s in report["samples"]} == {"32", "64"}
 
 
 def test_train_cellularity_breastpathq_layout(tmp_path, tiny_model, shared_data):
