@@ -59,6 +59,8 @@ class SegmentationAreaEstimate:
     against pathologist scores; install a trained regressor for that.
     """
 
+    uses_tissue = True
+
     def __init__(self, mpp: float, threshold: float = ESTIMATE_THRESHOLD,
                  patch_size_um: float | None = None, segmentation_model: str = "") -> None:
         self.threshold = float(threshold)
@@ -239,7 +241,7 @@ def iter_cellularity_grid(
     for s in range(0, len(scored), batch_size):
         chunk = scored[s : s + batch_size]
         maps = [np.asarray(probs[:, y0:y1, x0:x1]) for _, _, y0, y1, x0, x1 in chunk]
-        if isinstance(regressor, SegmentationAreaEstimate):
+        if getattr(regressor, "uses_tissue", False):  # the model-free estimates divide by the patch's tissue
             values = regressor.predict_maps(maps, config.mpp, [tissue.patch(*b[2:]) for b in chunk])
         else:
             values = regressor.predict_maps(maps, config.mpp)

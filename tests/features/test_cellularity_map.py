@@ -119,3 +119,22 @@ def test_csv_in_level0_pixels(seg_config, tmp_path):
     assert list(rows[0]) == ["x", "y", "width", "height", "cellularity"]
     assert rows[1] == {"x": "2128", "y": "1000", "width": "128", "height": "128", "cellularity": "0.8000"}
     assert len(rows) == 3
+
+
+def test_direct_cell_area_estimate_on_the_grid():
+    from napari_cellularity.features.cell_area import CellAreaEstimate
+
+    config = SegmentationConfig(name="fpn-resnet34", version=1, mpp=0.5,
+                                detection={"threshold": 0.5, "min_distance_um": 2.0, "class_gain": {}})
+    g = np.arange(8) * 16 + 8  # 8 µm lattice over 128 x 256 px: left half malignant, right half lymphocytes
+    pts = np.stack(np.meshgrid(g, np.arange(16) * 16 + 8, indexing="ij"), -1).reshape(-1, 2)
+    rr, cc = np.mgrid[:128, :256]
+    probs = np.zeros((4, 128, 256), np.float32)
+    probs[3] = 1.0
+    for r, c in pts:
+        ch = config.class_names.index("malignant" if c < 128 else "lymphocyte")
+        probs[ch] = np.maximum(probs[ch], np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * 3.5**2)))
+    est = CellAreaEstimate(config, max_radius_um=10.0, patch_size_um=64.0)
+    grid = cellularity_grid(probs, config, regressor=est, tissue_mask=np.ones((128, 256), bool))
+    assert grid.method == "cell-area-estimate" and grid.heatmap.shape == (1, 2)
+    assert grid.heatmap[0] == pytest.approx([1.0, 0.0], abs=0.02) and grid.image_cellularity == pytest.approx(0.5, abs=0.02)
