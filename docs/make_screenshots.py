@@ -1,15 +1,19 @@
-"""Render documentation screenshots of the Analyze and Cellularity-report widgets.
+"""Render the README screenshots on real H&E, in a 1366 x 768 window with the one-panel workflow.
 
-Run under a virtual display::
+Run under a virtual display the size of a small laptop screen::
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py
+    xvfb-run -a -s "-screen 0 1366x768x24" python docs/make_screenshots.py
 
-It opens the synthetic sample slide (or ``--image PATH`` with ``--mpp``), docks the Analyze
-and Cellularity report widgets, analyses the current view with the newest installed
-segmentation model and saves ``docs/screenshot_analyze.png`` and
-``docs/screenshot_report.png``. With ``--random-model`` (or when no model is installed) a
-random-init network is registered in a temporary folder: the overlays are then noise, which
-is fine for checking the layout only.
+Inputs (``../shared/data``; nothing is copied into the repository):
+
+* the Aperio sample ``wsi/CMU-1-Small-Region.svs`` (0.499 µm/px recorded in the file);
+* a BRCA-M2C validation PNG (``brca_m2c/val/images``, ≈0.5 µm/px, *not* recorded in the PNG:
+  the widget refuses to analyse it until the resolution is stated).
+
+Writes ``docs/screenshot_aperio_analyze.png``, ``docs/screenshot_aperio_report.png``,
+``docs/screenshot_brca_resolution.png`` (the prompt), ``docs/screenshot_brca_analyze.png`` and
+``docs/screenshot_retrain.png``, and prints the window geometry (it must fit 1366 x 768). Uses the
+installed default segmentation model (``--random-model``: a random network, layout only).
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ import tempfile
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
+DATA = DOCS.parent.parent / "shared" / "data"
+APERIO = DATA / "wsi" / "CMU-1-Small-Region.svs"
+BRCA_DIR = DATA / "brca_m2c" / "val" / "images"
+BRCA_MPP = 0.5
+SCREEN = (1366, 768)
 
 
 def _register_random_model(home: Path) -> None:
@@ -35,57 +44,85 @@ def _register_random_model(home: Path) -> None:
     save_segmentation_model(build_network(config), config, home / "models")
 
 
-def _settle(app, viewer, rounds: int = 20) -> None:
+def _settle(app, rounds: int = 30) -> None:
     for _ in range(rounds):
         app.processEvents()
 
 
+def _show_region(viewer, layer, center_px: tuple[float, float], height_um: float) -> None:
+    """Centre the camera on level-0 pixel ``center_px`` showing ``height_um`` µm vertically."""
+    scale = float(layer.scale[-1])
+    viewer.camera.center = (center_px[0] * scale, center_px[1] * scale)
+    viewer.camera.zoom = viewer.canvas.size[0] / height_um
+
+
+def _analyse_view(app, panel) -> str:
+    analyze = panel.analyze
+    analyze.refresh_layers()
+    analyze.region_combo.setCurrentText("Current view")
+    analyze.device_combo.setCurrentIndex(analyze.device_combo.findData("cpu"))
+    analyze.run()
+    _settle(app)
+    return analyze.status.text()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", help="image or slide to show (default: the synthetic sample slide)")
-    parser.add_argument("--mpp", type=float, help="µm per pixel of --image when it does not say")
+    parser.add_argument("--brca", default=None, help="BRCA-M2C PNG (default: the first validation image)")
     parser.add_argument("--random-model", action="store_true", help="use a random-init model (layout only)")
     parser.add_argument("--out", default=str(DOCS), help="output folder")
     args = parser.parse_args(argv)
-    os.environ["NAPARI_CELLULARITY_SYNC"] = "1"  # run the analysis before the screenshot
-    import torch
-
-    torch.set_num_threads(1)
-    from napari_cellularity.models.registry import list_models
-
-    if args.random_model or not list_models("segmentation"):
-        home = Path(tempfile.mkdtemp(prefix="nc_screens_"))
-        os.environ["NAPARI_CELLULARITY_HOME"] = str(home)
-        _register_random_model(home)
+    os.environ["NAPARI_CELLULARITY_SYNC"] = "1"  # run each analysis before its screenshot
+    os.environ.setdefault("NAPARI_CELLULARITY_HOME", tempfile.mkdtemp(prefix="nc_screens_"))  # no stale state
+    brca = Path(args.brca) if args.brca else sorted(BRCA_DIR.glob("*.png"))[0]
+    if not APERIO.is_file() or not brca.is_file():
+        print(f"missing data: {APERIO} / {brca}", file=sys.stderr)
+        return 2
+    if args.random_model:
+        _register_random_model(Path(os.environ["NAPARI_CELLULARITY_HOME"]))
     import napari
     from qtpy.QtWidgets import QApplication
 
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1600, 1000)
-    if args.image:
-        viewer.open(args.image, plugin="napari-cellularity")
-        if args.mpp:
-            viewer.layers[-1].scale = (args.mpp, args.mpp)
-    else:
-        viewer.open_sample("napari-cellularity", "slide")
-    _, analyze = viewer.window.add_plugin_dock_widget("napari-cellularity", "Analyze")
-    _, report = viewer.window.add_plugin_dock_widget("napari-cellularity", "Cellularity report")
-    app = QApplication.instance()
-    viewer.reset_view()
-    _settle(app, viewer)
-    analyze.refresh_layers()
-    analyze.device_combo.setCurrentIndex(analyze.device_combo.findData("cpu"))
-    analyze.run()
-    _settle(app, viewer)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(out / "screenshot_analyze.png"), canvas_only=False)
-    for cls in ("normal", "lymphocyte"):
-        analyze.class_checks[cls].setChecked(False)
-    viewer.window._qt_window.raise_()
-    _settle(app, viewer)
-    viewer.screenshot(str(out / "screenshot_report.png"), canvas_only=False)
-    print(analyze.status.text())
+    viewer = napari.Viewer(show=True)
+    viewer.window.set_geometry(0, 0, *SCREEN)
+    app = QApplication.instance()
+    _, panel = viewer.window.add_plugin_dock_widget("napari-cellularity", "Cellularity workflow")
+    viewer.scale_bar.visible = True
+    # 1. Aperio slide: mpp from the file; analyse a 1024 x 1024 px view
+    (aperio,) = viewer.open(str(APERIO), plugin="napari-cellularity")
+    _settle(app)
+    _show_region(viewer, aperio, (1400, 1900), 1024 * float(aperio.scale[-1]))
+    _settle(app)
+    print("aperio:", _analyse_view(app, panel))
+    viewer.screenshot(str(out / "screenshot_aperio_analyze.png"), canvas_only=False)
+    panel.show_step(panel.report)
+    _settle(app)
+    viewer.screenshot(str(out / "screenshot_aperio_report.png"), canvas_only=False)
+    print("window geometry (left, top, width, height):", viewer.window.geometry())
+    # 2. BRCA-M2C PNG: no resolution in the file -> prompt; state 0.5 µm/px -> analyse
+    viewer.layers.clear()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (patch,) = viewer.open(str(brca), plugin="napari-cellularity")
+    panel.show_step(panel.analyze)
+    viewer.reset_view()
+    _settle(app)
+    print("brca before stating:", panel.analyze.status.text())
+    viewer.screenshot(str(out / "screenshot_brca_resolution.png"), canvas_only=False)
+    panel.analyze.mpp_spin.setValue(BRCA_MPP)
+    panel.analyze.state_resolution()
+    viewer.reset_view()
+    _settle(app)
+    print("brca:", _analyse_view(app, panel))
+    viewer.screenshot(str(out / "screenshot_brca_analyze.png"), canvas_only=False)
+    panel.show_step(panel.retrain)
+    _settle(app)
+    viewer.screenshot(str(out / "screenshot_retrain.png"), canvas_only=False)
+    print("window geometry (left, top, width, height):", viewer.window.geometry())
     viewer.close()
     return 0
 

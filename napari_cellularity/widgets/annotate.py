@@ -129,8 +129,11 @@ class AnnotateWidget(QWidget):
         box = QGroupBox("Pathologist's cellularity estimate")
         lay = QGridLayout(box)
         self.estimate_spin = QDoubleSpinBox()
-        self.estimate_spin.setRange(0.0, 100.0)
+        self.estimate_spin.setRange(-1.0, 100.0)  # -1: nothing entered yet (shown as the prompt below)
+        self.estimate_spin.setDecimals(0)
         self.estimate_spin.setSuffix(" %")
+        self.estimate_spin.setSpecialValueText("your estimate, %")
+        self.estimate_spin.setValue(-1.0)
         self.note_edit = QLineEdit()
         self.note_edit.setPlaceholderText("note (optional)")
         self.record_button = QPushButton("Record for ROI / current view")
@@ -196,9 +199,12 @@ class AnnotateWidget(QWidget):
                     np.zeros((0, 2)), name=name, scale=tuple(img.scale[-2:]), translate=tuple(img.translate[-2:]),
                     size=NUCLEUS_SIZE_UM / self.mpp, face_color=CLASS_COLORS[cls], border_color="white",
                     border_width=0.1, metadata={META_KEY: {"kind": "annotations", "cls": cls}},
+                    units=tuple(img.units[-2:]),  # the image's (µm): the scale bar keeps its unit
                 )
                 layer.events.data.connect(self._on_data_changed)
                 self._bind_class_keys(layer)
+            elif tuple(layer.scale[-2:]) == tuple(img.scale[-2:]):
+                layer.units = tuple(img.units[-2:])
             self._layers[cls] = layer
         self._bind_class_keys(self.viewer)
         self._update_counts()
@@ -366,6 +372,9 @@ class AnnotateWidget(QWidget):
         return est
 
     def _record_clicked(self) -> None:
+        if self.estimate_spin.value() < 0:
+            self._notify("Enter your cellularity estimate (0-100 %) first.", error=True)
+            return
         try:
             est = self.record_estimate(self.estimate_spin.value(), self.note_edit.text())
         except (AnnotationError, RegionError, AutosaveError) as exc:

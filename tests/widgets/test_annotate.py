@@ -122,3 +122,17 @@ def test_image_without_path_disables_autosave(make_napari_viewer):
     assert widget.autosaver is None and "autosave is off" in widget.status.text()
     with pytest.raises(AnnotationError, match="no file path"):
         widget.record_estimate(10.0, roi=(0, 0, 5, 5))
+
+
+def test_annotation_layers_carry_the_image_units(make_napari_viewer, slide_file):
+    """Opening Annotate keeps the scale bar in µm (no 'Inconsistent units across layers')."""
+    viewer = make_napari_viewer()
+    image = _open(viewer, slide_file)
+    image.units = ("um", "um")
+    widget = _widget(viewer)
+    for cls in ("malignant", "normal", "lymphocyte"):
+        assert tuple(viewer.layers[annotation_layer_name(cls)].units) == tuple(image.units)
+    assert len({tuple(layer.units) for layer in viewer.layers}) == 1
+    assert widget.estimate_spin.text() == "your estimate, %"  # not "0.00 %"
+    widget._record_clicked()
+    assert "Enter your cellularity estimate" in widget.status.text()
