@@ -47,3 +47,24 @@ def test_cli_fold_flags_go_together():
     args = parser.parse_args(["--train", "brca_m2c=x:train"])
     with pytest.raises(SystemExit, match="--val is required"):
         run_segmentation(args)
+
+
+def test_train_fold_with_stain_norm_scores_the_held_out_fold(draw_item, tmp_path):
+    import json
+
+    from training.crossval import FoldRun, train_fold
+    from training.folds import folds_for, write_folds
+    from training.settings import TrainSettings
+
+    from .conftest import TINY_ARCH
+
+    items = [draw_item(image_id=f"im{i}", patient_id=f"P{i}") for i in range(6)]
+    write_folds(folds_for(items, 3), tmp_path / "folds.json")
+    run = FoldRun(data=(), fold=1, k=3, folds_file=tmp_path / "folds.json", run_dir=tmp_path / "f1",
+                  architecture=TINY_ARCH, device="cpu", stain_norm=True,
+                  detection_grid={"thresholds": (0.3,), "min_distances_um": (2.0,)})
+    settings = TrainSettings(steps=1, batch_size=2, crop_px=64, val_every=1, threads=1, detection_thresholds=(0.3,))
+    rec = train_fold(run, settings, items=items)
+    assert rec["stain_norm"] and rec["n_test"] == 2 and rec["n_train"] + rec["n_inner_val"] == 4
+    assert {"macro_f1_6um", "all_r_6um", "f1_3um_malignant"} <= set(rec["summary"])
+    assert json.loads((tmp_path / "f1" / "fold_result.json").read_text())["detection"]["threshold"] == 0.3
