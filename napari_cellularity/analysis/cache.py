@@ -82,6 +82,10 @@ def load_regressor(ref: str | None) -> Any:
     """
     if not ref:
         return None
+    from ..features.cell_area import DIRECT_NAME, CellAreaEstimate
+
+    if ref == DIRECT_NAME:  # the model-free direct estimate; the grid binds it to the segmentation model
+        return CellAreaEstimate()
     from ..features.regressors import KINDS, load_cellularity_model
     from ..models.registry import ModelNotFoundError, list_models
 

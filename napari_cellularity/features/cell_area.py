@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_cellularity.models.config import CLASS_NAMES
+
 #: Largest distance (µm) from a nucleus centre that still belongs to its cell. Chosen on procedural
 #: patches with exact cell areas (``benchmarks/cellularity_labels_synthetic.py``, seeds 1000+; 64-256 µm
 #: windows: MAE 0.008-0.018, slope 1.01-1.02 at 10 µm; 8 µm under-covers, slope 0.82; model card).
@@ -28,8 +30,21 @@ WHITE_MAX_SATURATION = 0.08
 WHITE_MIN_AREA_UM2 = 40.0
 
 
+#: Name that selects :class:`CellAreaEstimate` as the cellularity method (``--cellularity-model``).
+DIRECT_NAME = "cell-area-estimate"
+
+
 class CellAreaInputError(ValueError):
     """Shapes, points, classes or radii do not fit together."""
+
+
+class _UnboundSegmentation:
+    """Placeholder until :meth:`CellAreaEstimate.bind` gives the real segmentation config."""
+
+    mpp, ref, class_names = 0.5, "", CLASS_NAMES
+
+    def detection_kwargs(self) -> dict:
+        return {"class_names": self.class_names}
 
 
 def whitespace_mask(image: np.ndarray, mpp: float) -> np.ndarray:
@@ -118,18 +133,27 @@ class CellAreaEstimate:
     #: The grid passes each patch's tissue mask to :meth:`predict_maps`.
     uses_tissue = True
 
-    def __init__(self, seg_config, max_radius_um: float = DEFAULT_MAX_CELL_RADIUS_UM,
+    def __init__(self, seg_config=None, max_radius_um: float = DEFAULT_MAX_CELL_RADIUS_UM,
                  patch_size_um: float = 256.0) -> None:
         from .regressors import DIRECT_KIND, CellularityConfig
 
         self.max_radius_um = float(max_radius_um)
+        self.patch_size_um = float(patch_size_um)
+        #: Without a segmentation config (chosen by name before the model is loaded) the grid binds it.
+        self.bound = seg_config is not None
+        if seg_config is None:
+            seg_config = _UnboundSegmentation()
         self.detection = dict(seg_config.detection_kwargs())
         self.config = CellularityConfig(
-            kind=DIRECT_KIND, name="cell-area-estimate", mpp=float(seg_config.mpp), patch_size_um=float(patch_size_um),
+            kind=DIRECT_KIND, name=DIRECT_NAME, mpp=float(seg_config.mpp), patch_size_um=float(patch_size_um),
             segmentation_model=seg_config.ref, class_names=list(seg_config.class_names), feature_names=[],
             label_source="none (model-free: detected nuclei, capped Voronoi cell areas)",
             params={"max_cell_radius_um": self.max_radius_um,
                     "detection": {k: v for k, v in self.detection.items() if k != "class_names"}})
+
+    def bind(self, seg_config) -> CellAreaEstimate:
+        """The same estimate for ``seg_config``'s maps (its mpp and tuned detection settings)."""
+        return CellAreaEstimate(seg_config, self.max_radius_um, self.patch_size_um)
 
     def predict_one(self, probs: np.ndarray, mpp: float, tissue: np.ndarray | None = None,
                     domain: np.ndarray | None = None) -> float:

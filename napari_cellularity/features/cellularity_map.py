@@ -128,7 +128,7 @@ def resolve_regressor(regressor: CellularityRegressor | None, config: Segmentati
     """The given regressor, else the newest LightGBM one trained on this segmentation model's maps, else the
     newest LightGBM one (with a mismatch warning later), else the fallback estimate."""
     if regressor is not None:
-        return regressor
+        return regressor.bind(config) if getattr(regressor, "bound", True) is False else regressor
     from napari_cellularity.models.registry import ModelNotFoundError
 
     from .regressors import load_cellularity_model, regressor_ref_for

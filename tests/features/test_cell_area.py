@@ -85,3 +85,18 @@ def test_direct_estimate_reaches_one_and_zero():
     tissue[:, :64] = True  # only the malignant half is tissue
     assert est.predict_maps([half], 0.5, [tissue])[0] == pytest.approx(1.0, abs=0.02)
     assert est.config.kind == "cell-area-estimate" and est.config.params["max_cell_radius_um"] == 10.0
+
+
+def test_chosen_by_name_and_bound_to_the_segmentation_model():
+    from napari_cellularity.analysis.cache import load_regressor
+    from napari_cellularity.features.cell_area import DIRECT_NAME
+    from napari_cellularity.features.cellularity_map import resolve_regressor
+    from napari_cellularity.models.config import SegmentationConfig
+
+    est = load_regressor(DIRECT_NAME)
+    assert isinstance(est, CellAreaEstimate) and not est.bound
+    config = SegmentationConfig(name="seg", version=3, mpp=0.5,
+                                detection={"threshold": 0.4, "min_distance_um": 2.0, "class_gain": {}})
+    bound = resolve_regressor(est, config)
+    assert bound.bound and bound.config.segmentation_model == "seg@3" and bound.detection["threshold"] == 0.4
+    assert resolve_regressor(bound, config) is bound
