@@ -63,22 +63,34 @@ def png_header(folder: Path, rows: int, cols: int, name: str = "huge.png", bit_d
     return path
 
 
-def tiled_tiff_header(folder: Path, rows: int, cols: int, name: str = "huge.tif", tile: int = 256) -> Path:
-    """A little-endian tiled RGB TIFF whose header claims ``rows x cols`` pixels, with one real tile."""
+def tiled_tiff_header(folder: Path, rows: int, cols: int, name: str = "huge.tif", tile: int = 256,
+                      every_tile: bool = False) -> Path:
+    """A little-endian tiled RGB TIFF whose header claims ``rows x cols`` pixels.
+
+    One real (pink) tile; ``every_tile`` lists an offset for every tile of the claimed size (all
+    pointing at that tile: a consistent header for a huge slide), else only one offset.
+    """
     tile_bytes = tile * tile * 3
+    n_tiles = -(-rows // tile) * -(-cols // tile) if every_tile else 1
+    ifd_offset, n_entries = 8, 12
+    arrays_offset = ifd_offset + 2 + 12 * n_entries + 4
+    data_offset = arrays_offset + (8 * n_tiles if n_tiles > 1 else 0)
+    offsets_value = arrays_offset if n_tiles > 1 else data_offset
+    counts_value = arrays_offset + 4 * n_tiles if n_tiles > 1 else tile_bytes
     entries = [(256, 4, 1, cols), (257, 4, 1, rows), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 2),
-               (277, 3, 1, 3), (284, 3, 1, 1), (322, 3, 1, tile), (323, 3, 1, tile), (324, 4, 1, 0),
-               (325, 4, 1, tile_bytes)]
-    ifd_offset = 8
-    data_offset = ifd_offset + 2 + 12 * len(entries) + 4
-    entries = [(t, k, n, data_offset if t == 324 else v) for t, k, n, v in entries]
+               (270, 2, 1, 0), (277, 3, 1, 3), (284, 3, 1, 1), (322, 3, 1, tile), (323, 3, 1, tile),
+               (324, 4, n_tiles, offsets_value), (325, 4, n_tiles, counts_value)]
     ifd = struct.pack("<H", len(entries))
     for tag, kind, count, value in entries:
         packed = struct.pack("<H", value) + b"\0\0" if kind == 3 else struct.pack("<I", value)
         ifd += struct.pack("<HHI", tag, kind, count) + packed
     ifd += struct.pack("<I", 0)
+    arrays = b""
+    if n_tiles > 1:
+        arrays = np.full(n_tiles, data_offset, "<u4").tobytes() + np.full(n_tiles, tile_bytes, "<u4").tobytes()
+    pixel = np.tile(np.array([230, 200, 220], np.uint8), tile * tile).tobytes()
     path = folder / name
-    path.write_bytes(b"II*\0" + struct.pack("<I", ifd_offset) + ifd + b"\xee" * tile_bytes)
+    path.write_bytes(b"II*\0" + struct.pack("<I", ifd_offset) + ifd + arrays + pixel)
     return path
 
 

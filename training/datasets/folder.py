@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,10 @@ def read_dataset_json(folder: Path) -> dict[str, Any]:
     unknown = set(data) - {"mpp", "class_map", "patients", "description", "licence", "license"}
     if unknown:
         raise DatasetError(f"{path}: unknown keys {sorted(unknown)}; allowed: mpp, class_map, patients, description")
+    for key, types in (("class_map", (str,)), ("patients", (str, int))):
+        value = data.get(key)
+        if value is not None and not (isinstance(value, dict) and all(isinstance(v, types) for v in value.values())):
+            raise DatasetError(f"{path}: '{key}' must be an object of names, like {{\"img1\": \"P01\"}}")
     return data
 
 
@@ -68,7 +73,10 @@ def read_csv_points(path: Path) -> tuple[np.ndarray, list[str]]:
     except UnicodeDecodeError as exc:
         raise DatasetError(f"{path} is not a UTF-8 text CSV: {exc}") from None
     first = text.split("\n", 1)[0]
-    rows = list(csv.reader(text.splitlines(), delimiter="\t" if "\t" in first else ","))
+    try:
+        rows = list(csv.reader(text.splitlines(), delimiter="\t" if "\t" in first else ","))
+    except csv.Error as exc:
+        raise DatasetError(f"{path}: not a readable CSV ({exc})") from None
     if not rows:
         return np.zeros((0, 2)), []
     header = rows[0]
@@ -80,9 +88,12 @@ def read_csv_points(path: Path) -> tuple[np.ndarray, list[str]]:
         if not any(cell.strip() for cell in row):
             continue
         try:
-            pts.append((float(row[iy]), float(row[ix])))
+            rc = (float(row[iy]), float(row[ix]))
         except (ValueError, IndexError):
             raise DatasetError(f"{path}, line {line}: x / y must be numbers, got {row}") from None
+        if not all(math.isfinite(v) for v in rc):
+            raise DatasetError(f"{path}, line {line}: x / y must be finite numbers, got {row}")
+        pts.append(rc)
         names.append(row[ic] if ic < len(row) else "")
     return np.asarray(pts, float).reshape(-1, 2), names
 
@@ -103,26 +114,47 @@ def read_geojson_points(path: Path) -> tuple[np.ndarray, list[str]]:
     """
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path} is not valid GeoJSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise DatasetError(f"{path} is not valid GeoJSON: {type(exc).__name__}: {exc}") from None
     feats = doc.get("features", []) if isinstance(doc, dict) else doc
     if isinstance(doc, dict) and doc.get("type") == "Feature":
         feats = [doc]
     if not isinstance(feats, list):
         raise DatasetError(f"{path}: expected a FeatureCollection or a list of features")
     pts, names = [], []
-    for feat in feats:
-        geom = (feat or {}).get("geometry") or {}
-        coords = geom.get("coordinates")
-        if geom.get("type") == "Point":
-            coords = [coords]
-        elif geom.get("type") != "MultiPoint":
-            continue
-        name = _feature_class((feat or {}).get("properties") or {})
-        for xy in coords:
-            pts.append((float(xy[1]), float(xy[0])))
+    for i, feat in enumerate(feats):
+        for xy, name in _feature_points(feat, f"{path}: feature {i}"):
+            pts.append((xy[1], xy[0]))
             names.append(name)
     return np.asarray(pts, float).reshape(-1, 2), names
+
+
+def _feature_points(feat: Any, where: str) -> list[tuple[tuple[float, float], str]]:
+    """``[((x, y), class name)]`` of a Point / MultiPoint feature; ``[]`` for other geometries."""
+    if not isinstance(feat, dict):
+        raise DatasetError(f"{where}: a feature must be an object, got {type(feat).__name__}")
+    geom = feat.get("geometry") or {}
+    props = feat.get("properties") or {}
+    if not isinstance(geom, dict) or not isinstance(props, dict):
+        raise DatasetError(f"{where}: 'geometry' and 'properties' must be objects")
+    coords = geom.get("coordinates")
+    if geom.get("type") == "Point":
+        coords = [coords]
+    elif geom.get("type") != "MultiPoint":
+        return []
+    if not isinstance(coords, list):
+        raise DatasetError(f"{where}: coordinates must be a list of [x, y] positions")
+    name = _feature_class(props)
+    return [(_xy(xy, where), name) for xy in coords]
+
+
+def _xy(value: Any, where: str) -> tuple[float, float]:
+    ok = isinstance(value, list) and len(value) >= 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[:2])
+    xy = (float(value[0]), float(value[1])) if ok else (math.nan, math.nan)
+    if not all(math.isfinite(v) for v in xy):
+        raise DatasetError(f"{where}: a position must be [x, y] with finite numbers, got {str(value)[:60]}")
+    return xy
 
 
 def _sidecar(image: Path) -> Path | None:
