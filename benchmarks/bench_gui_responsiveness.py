@@ -2,9 +2,13 @@
 
 Run by hand under Xvfb; numbers go in issue notes, not in tests::
 
-    export NAPARI_CELLULARITY_HOME=/tmp/nc_pilot     # holds the segmentation model
-    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/bench_gui_responsiveness.py \
-        --model pilot --size 2048 --mpp 0.5 --threads 1 --json /tmp/gui_bench.json
+    xvfb-run -a -s "-screen 0 1366x768x24" python benchmarks/bench_gui_responsiveness.py \
+        --size 1024 --mpp 0.5 --threads 1 --json /tmp/gui_bench.json
+
+(``--model NAME`` picks a registered model; by default the default segmentation model, e.g. the
+shipped ``fpn-resnet34-brca@2``.) The issue's target: no event-loop gap over
+:data:`MAX_GAP_MS` (250 ms) while a CPU analysis of a 1024² region runs; ``gaps_over_250ms``
+and ``verdict`` say whether it held.
 
 What it does, in one ``napari.Viewer(show=True)`` with the Analyze dock (threaded worker,
 ``NAPARI_CELLULARITY_SYNC`` is forced off):
@@ -37,6 +41,9 @@ from typing import Any
 
 import numpy as np
 
+#: Longest tolerated GUI stall (event-loop gap) while a job runs.
+MAX_GAP_MS = 250.0
+
 
 def _stats_ms(values_s: list[float]) -> dict[str, float]:
     if not values_s:
@@ -44,7 +51,7 @@ def _stats_ms(values_s: list[float]) -> dict[str, float]:
     a = np.asarray(values_s) * 1e3
     return {"n": int(a.size), "p50_ms": round(float(np.percentile(a, 50)), 1),
             "p95_ms": round(float(np.percentile(a, 95)), 1), "max_ms": round(float(a.max()), 1),
-            "over_100ms": int((a > 100).sum())}
+            "over_100ms": int((a > 100).sum()), "over_250ms": int((a > MAX_GAP_MS).sum())}
 
 
 @dataclass
@@ -184,15 +191,16 @@ def build(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Analyze")
     widget.refresh_models()
     refs = [widget.model_combo.itemData(i).ref for i in range(widget.model_combo.count())]
-    match = [i for i, r in enumerate(refs) if r.split("@")[0] == args.model]
-    if not match:
+    match = [i for i, r in enumerate(refs) if args.model in (r, r.split("@")[0])]
+    if args.model and not match:
         raise SystemExit(f"model {args.model!r} not in the registry ({refs}); set NAPARI_CELLULARITY_HOME")
-    widget.model_combo.setCurrentIndex(match[0])
+    if match:
+        widget.model_combo.setCurrentIndex(match[0])
     widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
     widget.region_combo.setCurrentText(REGION_VIEW)
     widget.batch_spin.setValue(args.batch_size)
     app = QApplication.instance()
-    viewer.window._qt_window.resize(1600, 1000)  # fill the Xvfb screen: a square-ish canvas
+    viewer.window.resize(*args.window)  # public API; the Xvfb screen size
     for _ in range(20):
         app.processEvents()
     viewer.reset_view()  # the whole image in view: the view box is the whole image
@@ -220,9 +228,10 @@ def error_phase(app, probe, widget, timeout_s: float) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="pilot", help="segmentation model name in the registry")
+    p.add_argument("--model", default=None, help="segmentation model (name or name@version; default: the default)")
+    p.add_argument("--window", type=int, nargs=2, default=(1366, 768), help="window width height")
     p.add_argument("--image", default=None, help="slide/image file (default: synthetic H&E patch)")
-    p.add_argument("--size", type=int, default=2048, help="synthetic image side in px")
+    p.add_argument("--size", type=int, default=1024, help="synthetic image side in px")
     p.add_argument("--mpp", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=4)
@@ -243,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     timer.setInterval(10)
     timer.timeout.connect(probe.tick)
     timer.start()
-    results: dict[str, Any] = {"args": vars(args), "canvas_px": list(viewer.window._qt_viewer.canvas.size)}
+    results: dict[str, Any] = {"args": vars(args), "canvas_px": list(viewer.canvas.size)}
     t_idle = time.perf_counter()
     pump(app, probe, lambda: time.perf_counter() - t_idle > 3.0, 10.0)
     results["idle"] = probe.summary()
@@ -258,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     if "error" not in args.skip:
         results["error"] = error_phase(app, probe, widget, args.timeout)
     timer.stop()
+    runs = [results[k] for k in ("run_cold", "run_warm") if k in results]
+    results["max_gap_ms_during_runs"] = max(r["tick_gap"].get("max_ms", 0.0) for r in runs)
+    results["verdict"] = ("ok" if results["max_gap_ms_during_runs"] <= MAX_GAP_MS
+                          else f"GUI stalled > {MAX_GAP_MS:.0f} ms")
     text = json.dumps(results, indent=1, default=str)
     print(text)
     if args.json:

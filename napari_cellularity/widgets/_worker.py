@@ -180,6 +180,46 @@ class _InOrder:
         return call
 
 
+class GuiQueue:
+    """Runs queued GUI-thread calls one per event-loop turn, in order, so no single turn stalls.
+
+    Painting a result (adding or refreshing several layers) in one callback blocks the event loop
+    for the sum of its parts; queued here, pan / zoom / clicks are served between the parts.
+    In the synchronous mode (``NAPARI_CELLULARITY_SYNC=1``) calls run at once.
+    """
+
+    def __init__(self) -> None:
+        self.pending: deque = deque()
+        self.timer: Any = None
+
+    def add(self, fn: Callable[..., None], *args: Any) -> None:
+        if is_sync():
+            fn(*args)
+            return
+        self.pending.append((fn, args))
+        if self.timer is None:
+            from qtpy.QtCore import QTimer
+
+            self.timer = QTimer()
+            self.timer.setSingleShot(True)
+            self.timer.setInterval(0)
+            self.timer.timeout.connect(self._run_one)
+        if not self.timer.isActive():
+            self.timer.start()
+
+    def _run_one(self) -> None:
+        if self.pending:
+            fn, args = self.pending.popleft()
+            try:
+                fn(*args)
+            finally:
+                if self.pending:
+                    self.timer.start()
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+
 class _Progress:
     """A napari progress bar fed by progress records, with ETA in its description."""
 

@@ -33,9 +33,10 @@ from ..analysis import AnalysisSettings, display, regions
 from ..models.config import CELL_CLASSES
 from . import _layers as L
 from ._model_picker import ModelPicker
+from ._results import done_text, result_steps
 from ._session import image_source, layer_mpp, recall_mpp, state_mpp, store_summary
 from ._toggles import ShowToggles
-from ._worker import format_eta, run_generator
+from ._worker import GuiQueue, format_eta, run_generator
 
 REGION_VIEW, REGION_ROI, REGION_WHOLE = "Current view", "Shapes ROI", "Whole image/slide"
 MPP_PROMPT = ("This image has no recorded resolution, so it cannot be analysed yet. Enter its µm per pixel "
@@ -51,6 +52,7 @@ class AnalyzeWidget(QWidget):
         self.worker: Any = None
         self.model_cache: dict = {}
         self.first_tile_s: float | None = None
+        self.gui = GuiQueue()  # result layers, one per event-loop turn
         self._build()
         self.refresh_models()
         self.refresh_layers()
@@ -262,8 +264,8 @@ class AnalyzeWidget(QWidget):
         self.status.setText(f"Analysing {inputs['box'].rows}x{inputs['box'].cols} px ...")
         self.worker = run_generator(
             functools.partial(analyze_region, **inputs), on_yield=self._on_yield,
-            on_return=self._on_return, on_error=self._on_error, on_abort=self._on_abort,
-            on_finish=self._on_finish, progress_desc="Analyze", start=False,
+            on_return=self._on_return, on_error=self._on_error, on_abort=lambda: self.gui.add(self._on_abort),
+            on_finish=lambda: self.gui.add(self._on_finish), progress_desc="Analyze", start=False,
         )
         self.worker.start()
 
@@ -294,7 +296,8 @@ class AnalyzeWidget(QWidget):
                 redraw = now - self.last_refresh_s >= 0.5 or record.done == record.total
                 if redraw:
                     self.last_refresh_s = now
-                self._paint(record.tile_probs, record.bounds_level0[:2], refresh=redraw)
+                for cls in CELL_CLASSES:  # one layer per event-loop turn
+                    self.gui.add(self._paint, record.tile_probs, record.bounds_level0[:2], redraw, (cls,))
             else:
                 self._paint_downsampled(record)
 
@@ -305,21 +308,25 @@ class AnalyzeWidget(QWidget):
         now = time.perf_counter()
         if now - self.last_refresh_s >= 0.5 or record.done == record.total:
             self.last_refresh_s = now
-            self._show_canvas(self.canvas, box.origin_rc, float(self.config.mpp))
+            for cls in CELL_CLASSES:  # one layer per event-loop turn
+                self.gui.add(self._show_canvas, self.canvas, box.origin_rc, float(self.config.mpp), (cls,))
 
-    def _show_canvas(self, canvas: Any, origin_rc: tuple[int, int], model_mpp: float) -> None:
+    def _show_canvas(self, canvas: Any, origin_rc: tuple[int, int], model_mpp: float,
+                     classes: tuple[str, ...] = CELL_CLASSES) -> None:
         pixel_um = canvas.pixel_um(model_mpp)
         translate = display.overlay_translate_um(origin_rc, self.run_inputs["slide_mpp"], pixel_um,
                                                  self.image_translate)
-        L.show_downsampled_maps(self.viewer, canvas.probs, tuple(self.config.class_names), translate, pixel_um,
+        names = tuple(c if c in classes else "" for c in self.config.class_names)
+        L.show_downsampled_maps(self.viewer, canvas.probs, names, translate, pixel_um,
                                 visible={c: k.isChecked() for c, k in self.class_checks.items()},
                                 units=self.image_units)
 
-    def _paint(self, probs_u8: np.ndarray, origin_rc: tuple[int, int], refresh: bool = True) -> None:
+    def _paint(self, probs_u8: np.ndarray, origin_rc: tuple[int, int], refresh: bool = True,
+               classes: tuple[str, ...] = CELL_CLASSES) -> None:
         mpp, model_mpp = self.run_inputs["slide_mpp"], float(self.config.mpp)
         translate = display.overlay_translate_um(origin_rc, mpp, model_mpp, self.image_translate)
         names = tuple(self.config.class_names)
-        for cls in CELL_CLASSES:
+        for cls in classes:
             if cls in names:
                 L.paste_map_layer(self.viewer, L.prob_layer_name(cls), probs_u8[names.index(cls)],
                                   translate, model_mpp, visible=self.class_checks[cls].isChecked(),
@@ -327,39 +334,24 @@ class AnalyzeWidget(QWidget):
                                   **L.prob_layer_kwargs(cls))
 
     def _on_return(self, result: Any) -> None:
-        pred, summary = result.prediction, result.summary
-        mpp, box = summary.slide_mpp, summary.region
-        lut = np.array([L.CLASS_LABEL_VALUES.get(c, 0) for c in pred.class_names], np.uint8)
+        """Queue the result's layers one per event-loop turn (no long GUI stall), then the summary."""
+        pred, box = result.prediction, result.summary.region
         if result.display is None:  # small region: full resolution
-            self._paint(np.asarray(pred.probs), box.origin_rc)
-            labels, label_um = lut[np.asarray(pred.labels)], summary.model_mpp
+            probs = np.asarray(pred.probs)
+            paint = lambda cls: self._paint(probs, box.origin_rc, classes=(cls,))  # noqa: E731
         else:  # big region: the blended maps, downsampled (the full maps stay in the zarr cache)
-            self._show_canvas(result.display, box.origin_rc, summary.model_mpp)
-            labels, label_um = lut[result.display.labels()], result.display.pixel_um(summary.model_mpp)
-        L.paste_map_layer(self.viewer, L.CLASS_MAP_LAYER, labels,
-                          display.overlay_translate_um(box.origin_rc, mpp, label_um, self.image_translate),
-                          label_um, labels=True, colormap=L.class_map_colormap(), opacity=0.4,
-                          visible=False, units=self.image_units)
-        for cls in CELL_CLASSES:
-            L.upsert_points_layer(self.viewer, L.points_layer_name(cls), result.nuclei_level0[cls],
-                                  replace_box=box, slide_mpp=mpp, color=L.CLASS_COLORS[cls],
-                                  image_translate_um=self.image_translate, scores=result.nuclei_scores[cls],
-                                  units=self.image_units)
-            self._set_class_visible(cls, self.class_checks[cls].isChecked())
-        if result.heatmap is not None:
-            L.paste_map_layer(self.viewer, L.HEATMAP_LAYER, result.heatmap,
-                              display.overlay_translate_um(box.origin_rc, mpp, result.heatmap_pixel_um,
-                                                           self.image_translate),
-                              result.heatmap_pixel_um, fill_value=np.nan,
-                              visible=self.heatmap_check.isChecked(), units=self.image_units,
-                              **L.heatmap_layer_kwargs())
-        store_summary(self.viewer, summary)
+            paint = lambda cls: self._show_canvas(result.display, box.origin_rc,  # noqa: E731
+                                                  result.summary.model_mpp, classes=(cls,))
+        for step in result_steps(self.viewer, result, paint_maps=paint, translate_um=self.image_translate,
+                                 units=self.image_units, heatmap_visible=self.heatmap_check.isChecked(),
+                                 visible={c: k.isChecked() for c, k in self.class_checks.items()}):
+            self.gui.add(step)
+        self.gui.add(self._finish_result, result)
+
+    def _finish_result(self, result: Any) -> None:
+        store_summary(self.viewer, result.summary)
         self.last_result = result
-        pct = "n/a" if summary.cellularity is None else f"{100 * summary.cellularity:.0f} %"
-        counts = ", ".join(f"{n} {c}" + (" (not learned)" if c in self.toggles.untrained else "")
-                           for c, n in summary.counts.items())
-        self.status.setText(f"Done in {summary.duration_s:.1f} s: cellularity {pct}; {counts}."
-                            + "".join(f"\nNote: {n}" for n in summary.notices))
+        self.status.setText(done_text(result.summary, self.toggles.untrained))
 
     def _on_error(self, exc: BaseException) -> None:
         self.status.setText(f"Failed: {exc}")

@@ -1,0 +1,74 @@
+"""A finished region analysis as napari layers, in small steps (one layer per event-loop turn).
+
+:func:`result_steps` returns the steps; the Analyze widget queues them on a
+:class:`._worker.GuiQueue`, so adding the class map, three points layers and the heatmap never
+blocks the GUI for the sum of their costs (measured by ``benchmarks/bench_gui_responsiveness.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..analysis import display
+from ..models.config import CELL_CLASSES
+from . import _layers as L
+
+
+def show_class_map(viewer: Any, result: Any, translate_um: Sequence[float], units: Any) -> None:
+    """The hidden "Cell classes" labels layer (full resolution, or the big region's display map)."""
+    pred, summary = result.prediction, result.summary
+    lut = np.array([L.CLASS_LABEL_VALUES.get(c, 0) for c in pred.class_names], np.uint8)
+    if result.display is None:
+        labels, label_um = lut[np.asarray(pred.labels)], summary.model_mpp
+    else:
+        labels, label_um = lut[result.display.labels()], result.display.pixel_um(summary.model_mpp)
+    L.paste_map_layer(viewer, L.CLASS_MAP_LAYER, labels,
+                      display.overlay_translate_um(summary.region.origin_rc, summary.slide_mpp, label_um, translate_um),
+                      label_um, labels=True, colormap=L.class_map_colormap(), opacity=0.4, visible=False, units=units)
+
+
+def show_points(viewer: Any, result: Any, cls: str, translate_um: Sequence[float], units: Any, visible: bool) -> None:
+    """Detections of ``cls`` (rings) on the slide, replacing earlier ones inside the analysed box."""
+    summary = result.summary
+    layer = L.upsert_points_layer(viewer, L.points_layer_name(cls), result.nuclei_level0[cls],
+                                  replace_box=summary.region, slide_mpp=summary.slide_mpp, color=L.CLASS_COLORS[cls],
+                                  image_translate_um=translate_um, scores=result.nuclei_scores[cls], units=units)
+    layer.visible = visible
+
+
+def show_heatmap(viewer: Any, result: Any, translate_um: Sequence[float], units: Any, visible: bool) -> None:
+    """The cellularity heatmap (NaN off tissue), if the run made one."""
+    if result.heatmap is None:
+        return
+    summary = result.summary
+    L.paste_map_layer(viewer, L.HEATMAP_LAYER, result.heatmap,
+                      display.overlay_translate_um(summary.region.origin_rc, summary.slide_mpp,
+                                                   result.heatmap_pixel_um, translate_um),
+                      result.heatmap_pixel_um, fill_value=np.nan, visible=visible, units=units,
+                      **L.heatmap_layer_kwargs())
+
+
+def done_text(summary: Any, untrained: Sequence[str]) -> str:
+    """The status line after a run: time, cellularity, counts (untrained classes marked), notes."""
+    pct = "n/a" if summary.cellularity is None else f"{100 * summary.cellularity:.0f} %"
+    counts = ", ".join(f"{n} {c}" + (" (not learned)" if c in untrained else "") for c, n in summary.counts.items())
+    return (f"Done in {summary.duration_s:.1f} s: cellularity {pct}; {counts}."
+            + "".join(f"\nNote: {n}" for n in summary.notices))
+
+
+def result_steps(viewer: Any, result: Any, *, paint_maps: Callable[..., None], translate_um: Sequence[float],
+                 units: Any, visible: dict[str, bool], heatmap_visible: bool) -> list[Callable[[], None]]:
+    """The layer updates of a finished run, in order, each small enough for one event-loop turn.
+
+    ``paint_maps(cls)`` shows the probability map of one class (the widget knows its canvas).
+    """
+    steps: list[Callable[[], None]] = [functools.partial(paint_maps, cls) for cls in CELL_CLASSES]
+    steps.append(functools.partial(show_class_map, viewer, result, translate_um, units))
+    steps += [functools.partial(show_points, viewer, result, cls, translate_um, units, visible.get(cls, True))
+              for cls in CELL_CLASSES]
+    steps.append(functools.partial(show_heatmap, viewer, result, translate_um, units, heatmap_visible))
+    return steps
