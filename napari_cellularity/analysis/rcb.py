@@ -261,7 +261,8 @@ def inputs_from_report(report: dict[str, Any] | None, *, d1_mm: float, d2_mm: fl
         sources["cellularity_pct"] = (f"analysis of {report.get('image')} ({report.get('region_kind')}"
                                       + (f", {bed:.2f} mm² tissue" if bed is not None else "")
                                       + f"): heatmap averaged over the tissue, weighted by area; model "
-                                      f"{report.get('cellularity_model') or 'none'}")
+                                      f"{report.get('cellularity_model') or 'none'}"
+                                      + (f"; {report['cellularity_scale']}" if report.get("cellularity_scale") else ""))
     elif analysed is not None and abs(float(cellularity_pct) - float(analysed)) > 0.05:
         sources["cellularity_pct"] = f"typed by the user (overrides the analysis value {float(analysed):.1f} %)"
     if bed_source:

@@ -75,6 +75,10 @@ class CellularityReportWidget(QWidget):
         """Re-read the latest analysis summary from the viewer's layers."""
         summary = latest_summary(self.viewer)
         self.report = None if summary is None else R.build_report(summary)
+        if self.report is not None:  # what the scale rests on travels with the copy / export
+            from ..features.regressors import cellularity_scale_note
+
+            self.report["cellularity_scale"] = cellularity_scale_note(self.report["cellularity_model"])
         self.summary_label.setText(self._html() if self.report else
                                    "No analysis yet: run <b>Analyze</b> on a region first.")
         if self.report and self.report.get("cellularity_pct") is not None:
@@ -101,9 +105,7 @@ class CellularityReportWidget(QWidget):
                     f"in {r['duration_s']:.1f} s")
         if r["notices"]:
             rows.append(f"<i>Notes: {r['notices']}</i>")
-        from ..features.regressors import cellularity_scale_note
-
-        rows.append(f"<i>Scale: {cellularity_scale_note(r['cellularity_model'])}.</i>")
+        rows.append(f"<i>Scale: {r['cellularity_scale']}.</i>")
         return "<br>".join(rows)
 
     def copy_to_clipboard(self) -> None:

@@ -43,6 +43,7 @@ def test_report_widget_rcb_section_shows_inputs_and_sources(make_napari_viewer, 
     viewer.add_image(np.zeros((4, 4), np.uint8), name=L.prob_layer_name("malignant"))
     store_summary(viewer, make_summary(cellularity=0.2, created_at="2026-01-01T00:00:00.000+00:00"))
     assert "derived from point annotations" in widget.summary_label.text()  # the scale note
+    assert "derived from point annotations" in widget.report["cellularity_scale"]  # exported with the report
     assert widget.rcb_cellularity.value() == 20.0  # prefilled from the analysis
     assert widget.rcb_result is None and "tumour-bed dimensions" in widget.rcb_label.text()
     widget.rcb_d1.setValue(15)
@@ -57,6 +58,8 @@ def test_report_widget_rcb_section_shows_inputs_and_sources(make_napari_viewer, 
     assert "overrides the analysis value 20.0 %" in widget.rcb_label.text()
     assert widget.export_rcb(str(tmp_path / "rcb.json"))
     data = json.loads((tmp_path / "rcb.json").read_text())
+    widget.rcb_cellularity.setValue(20)  # back to the analysis value: its source names the scale
+    assert "derived from point annotations" in widget.rcb_inputs().sources["cellularity_pct"]
     assert data["inputs"]["cellularity_pct"] == 30 and "overrides" in data["inputs"]["sources"]["cellularity_pct"]
     # bed dimensions from a drawn outline: a 300 x 200 px rectangle at the summary's mpp
     mpp = widget.report["slide_mpp"]
