@@ -7,6 +7,7 @@ code path) with the installed models and compares, per patch:
 * the image cellularity vs the exact synthetic cellularity: MSE, MAE, PK (and kappa on 4 bins).
 
     python benchmarks/eval_synthetic.py --n 12 --threads 2 --out runs/eval_synthetic.json
+    python benchmarks/eval_synthetic.py --n 12 --cellularity-model cell-area-estimate   # the direct estimate
 
 The synthetic images are not like the training data (BRCA-M2C); this measures the pipeline and
 the models' transfer to a different stain look, not their accuracy on real slides.

@@ -336,8 +336,11 @@ def _calibrate(base: Any, x: np.ndarray, y: np.ndarray, groups: np.ndarray, spli
 
     model = load_cellularity_model(base.ref, "cellularity-lgbm")
     raw = model.predict_features(x, calibrated=False)
+    from napari_cellularity.metrics.cellularity import cellularity_report
+
     cv = cross_validated_calibration(raw, y, split)
     oof = np.asarray(cv.pop("oof_calibrated"))
+    cv = {**cellularity_report(y, oof), **cv}  # the usual agreement metrics of the calibrated values, out of fold
     yield Progress("stage", total - 1, total, f"calibration: MAE {cv['mae_before']:.3f} -> {cv['mae_after_cv']:.3f} "
                    "(out of fold)", stage="fit")
     cal = fit_isotonic(raw, y, source=f"{LABEL_SOURCE}: {len(y)} ROIs of {len(np.unique(groups))} slide(s)")

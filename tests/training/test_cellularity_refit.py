@@ -213,7 +213,9 @@ def test_calibrate_only_keeps_the_trees_and_fits_a_monotone_map(tiny_seg, patche
     first = refit_from_rois(samples, seg_ref=tiny_seg, device="cpu")
     cal = refit_from_rois(samples, seg_ref=tiny_seg, device="cpu", calibrate_only=True)
     assert cal.new_ref == "cellularity-lgbm@2" and cal.parent == first.new_ref and cal.n_network_runs == 0
-    assert {"mae_before", "mae_after_cv", "bias_before", "bias_after_cv"} <= set(cal.cv_metrics)
+    assert {"mae_before", "mae_after_cv", "bias_before", "bias_after_cv", "mse", "kappa_4bins", "icc_2_1", "pk",
+            "ba_bias"} <= set(cal.cv_metrics)
+    assert cal.cv_metrics["mae"] == pytest.approx(cal.cv_metrics["mae_after_cv"])
     base, calibrated = load_cellularity_model(first.new_ref), load_cellularity_model(cal.new_ref)
     assert calibrated.config.calibration and calibrated.config.calibration["n"] == 6
     assert calibrated.booster.model_to_string() == base.booster.model_to_string()
