@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -80,8 +81,12 @@ def run(args: argparse.Namespace) -> int:
     settings = AnalysisSettings(model_ref=args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
                                 precision=args.precision, cellularity_model=args.cellularity_model)
     roi = parse_roi(args.roi)
-    model = load_model(args.model, args.device)
-    load_regressor(args.cellularity_model)  # an unknown regressor fails before any input is read
+    with warnings.catch_warnings(record=True) as caught:  # broken model configs: one line each
+        warnings.simplefilter("always")
+        model = load_model(args.model, args.device)
+        load_regressor(args.cellularity_model)  # an unknown regressor fails before any input is read
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        print(f"warning: {message}", file=sys.stderr)
     failures: list[tuple[str, str]] = []
     for item, name in zip(args.inputs, output_names(args.inputs), strict=True):
         if name != Path(item).stem:

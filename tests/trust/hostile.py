@@ -16,7 +16,7 @@ def good_png(folder: Path, name: str = "good.png", shape=(96, 112)) -> Path:
     from PIL import Image
 
     path = folder / name
-    Image.fromarray(he_like_image(shape)).save(path)
+    Image.fromarray(he_like_image(shape)).save(path, format="PNG")
     return path
 
 
