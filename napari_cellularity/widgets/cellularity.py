@@ -165,7 +165,7 @@ class CellularityReportWidget(QWidget):
         self.rcb_nodes = QSpinBox()
         self.rcb_nodes.setRange(0, 200)
         self.rcb_nodes.valueChanged.connect(self.update_rcb)
-        self.rcb_bed_source: str | None = None
+        self.rcb_bed_source: tuple[str, float, float] | None = None  # (source, d1, d2) of the last measurement
         for label, w in (("Bed d1", self.rcb_d1), ("Bed d2", self.rcb_d2),
                          ("Overall cancer cellularity", self.rcb_cellularity), ("In situ share", self.rcb_in_situ),
                          ("Positive nodes", self.rcb_nodes), ("Largest nodal metastasis", self.rcb_met)):
@@ -191,7 +191,15 @@ class CellularityReportWidget(QWidget):
             self.report, d1_mm=self.rcb_d1.value(), d2_mm=self.rcb_d2.value(), in_situ_pct=self.rcb_in_situ.value(),
             positive_nodes=self.rcb_nodes.value(), largest_metastasis_mm=self.rcb_met.value(),
             cellularity_pct=None if analysed is not None and abs(typed - float(analysed)) <= 0.05 else typed,
-            bed_source=self.rcb_bed_source)
+            bed_source=self._bed_source())
+
+    def _bed_source(self) -> str | None:
+        """The outline's name while d1 / d2 still hold the measured values; typed once edited."""
+        if self.rcb_bed_source is None:
+            return None
+        source, d1, d2 = self.rcb_bed_source
+        same = self.rcb_d1.value() == d1 and self.rcb_d2.value() == d2
+        return source if same else None
 
     def update_rcb(self, *_: Any) -> None:
         """Recompute the RCB from the controls and show it with every input's source."""
@@ -231,9 +239,11 @@ class CellularityReportWidget(QWidget):
         except RCB.RcbInputError as exc:
             show_error(str(exc))
             return False
-        self.rcb_bed_source = f"measured from the outline in '{layer.name}' (minimum bounding rectangle)"
+        self.rcb_bed_source = None
         self.rcb_d1.setValue(d1)
         self.rcb_d2.setValue(d2)
+        self.rcb_bed_source = (f"measured from the outline in '{layer.name}' (minimum bounding rectangle)",
+                               self.rcb_d1.value(), self.rcb_d2.value())  # as the spin boxes round them
         self.update_rcb()
         return True
 

@@ -67,3 +67,5 @@ def test_report_widget_rcb_section_shows_inputs_and_sources(make_napari_viewer, 
     viewer.layers.selection.active = shapes
     assert widget.measure_bed()
     assert widget.rcb_d1.value() == round(300 * mpp / 1000, 1) and "outline" in widget.rcb_inputs().sources["d1_mm"]
+    widget.rcb_d1.setValue(12)  # retyped by the pathologist: no longer the outline's
+    assert widget.rcb_inputs().sources["d1_mm"] == "typed by the user"
