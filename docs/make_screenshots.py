@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Aperio slide: mpp from the file; analyse a 1024 x 1024 px view
     (aperio,) = viewer.open(str(APERIO), plugin="napari-cellularity")
     _settle(app)
-    _show_region(viewer, aperio, (1400, 1900), 1024 * float(aperio.scale[-1]))
+    _show_region(viewer, aperio, (1000, 1150), 1024 * float(aperio.scale[-1]))
     _settle(app)
     print("aperio:", _analyse_view(app, panel))
     viewer.screenshot(str(out / "screenshot_aperio_analyze.png"), canvas_only=False)

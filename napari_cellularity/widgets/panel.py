@@ -19,7 +19,9 @@ from .cellularity import CellularityReportWidget
 from .retrain import RetrainWidget
 
 #: The panel asks for this size; napari's window then fits a 1366 x 768 screen with the canvas.
-PANEL_SIZE_PX = (400, 560)
+PANEL_SIZE_PX = (430, 560)
+#: Room for the vertical scroll bar and frame beside a step's own minimum width.
+SCROLLBAR_ROOM_PX = 24
 #: Combo boxes show at least this many characters and elide the rest (no over-wide dock).
 COMBO_MIN_CHARS = 18
 
@@ -79,4 +81,6 @@ class CellularityPanel(QWidget):
         return QSize(*PANEL_SIZE_PX)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        return QSize(300, 240)
+        """Never narrower than the widest step (plus its scroll bar): nothing is cut sideways."""
+        steps = [self.tabs.widget(i).widget() for i in range(self.tabs.count())]
+        return QSize(max(s.minimumSizeHint().width() for s in steps) + SCROLLBAR_ROOM_PX, 240)
