@@ -12,6 +12,7 @@ from .formats import (
     CorruptSlideError,
     UnsupportedFormatError,
 )
+from .header import quiet_tifffile
 from .pyramid import Slide
 
 
@@ -43,9 +44,10 @@ def _open_tiff(path: Path) -> Slide:
     import tifffile
 
     try:
-        tif = tifffile.TiffFile(str(path))
-        page = tif.pages[0]
-        use_tifffile = tif.is_ome or bool(page.subifds) or not page.is_tiled
+        with quiet_tifffile():
+            tif = tifffile.TiffFile(str(path))
+            page = tif.pages[0]
+            use_tifffile = tif.is_ome or bool(page.subifds) or not page.is_tiled
     except Exception as exc:  # tifffile raises many types for broken files
         raise CorruptSlideError(f"{path}: not a readable TIFF ({type(exc).__name__}: {exc})") from exc
     try:

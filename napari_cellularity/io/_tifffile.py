@@ -16,6 +16,7 @@ from .formats import (
     check_dimensions,
     plausible_mpp,
 )
+from .header import quiet_tifffile
 from .pixels import as_rgb_uint8, cmyk_to_rgb
 from .pyramid import Slide, SlideInfo
 from .tiles import lazy_level
@@ -37,10 +38,11 @@ def open_tifffile(path: Path, tif=None) -> Slide:
     import zarr
 
     try:
-        tif = tif or tifffile.TiffFile(str(path))
-        series = tif.series[0]
-        check_page(path, series.pages[0] if series.pages else tif.pages[0])
-        store = zarr.open(series.aszarr(), mode="r")
+        with quiet_tifffile():
+            tif = tif or tifffile.TiffFile(str(path))
+            series = tif.series[0]
+            check_page(path, series.pages[0] if series.pages else tif.pages[0])
+            store = zarr.open(series.aszarr(), mode="r")
     except (UnsupportedFormatError, CorruptSlideError):
         if tif is not None:
             tif.close()

@@ -10,10 +10,12 @@ to probe every slide that way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +67,8 @@ def check_tiff_structure(path: Path) -> None:
     import tifffile
 
     size = path.stat().st_size
-    quiet = logging.getLogger("tifffile")
-    level, quiet.level = quiet.level, logging.CRITICAL + 1  # broken tags are reported by the result, not logged
     try:
-        with tifffile.TiffFile(str(path)) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(str(path)) as tif:
             pages = tif.pages
             if len(pages) > MAX_PAGES:
                 raise CorruptSlideError(f"{path}: {len(pages)} pages; the header is corrupt")
@@ -78,8 +78,18 @@ def check_tiff_structure(path: Path) -> None:
         raise
     except Exception as exc:  # tifffile raises many types for broken files
         raise CorruptSlideError(f"{path}: the TIFF structure is corrupt ({type(exc).__name__}: {exc})") from exc
+
+
+@contextlib.contextmanager
+def quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's log while parsing: a broken file is reported once, by the error we raise."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
     finally:
-        quiet.level = level
+        logger.setLevel(level)
 
 
 def _check_tiff_page(path: Path, page, index: int, file_size: int) -> None:
