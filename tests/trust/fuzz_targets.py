@@ -173,6 +173,7 @@ def write_image(spec: dict, folder: Path) -> Path | None:
         rng.random(shape).astype(dtype) if dtype.kind == "f" else
         rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True))
     writer = spec["writer"]
+    data = _fit_writer(writer, data)
     path = folder / ("img." + ("png" if writer == "png" else "jpg" if writer == "jpg" else "tif"))
     try:
         _write(writer, path, data)
@@ -188,12 +189,30 @@ def write_image(spec: dict, folder: Path) -> Path | None:
     return path
 
 
+def _fit_writer(writer: str, data: np.ndarray) -> np.ndarray:
+    """Bend the generated array into what the writer accepts (so most examples reach the reader)."""
+    if writer in ("png", "jpg"):
+        keep16 = writer == "png" and data.dtype == np.uint16 and data.ndim == 2
+        if not keep16 and data.dtype != np.uint8:
+            data = (data.astype(np.float64) % 256).astype(np.uint8)
+        if data.ndim == 3 and data.shape[2] not in ((3, 4) if writer == "png" else (3, 4)):
+            data = np.repeat(data[..., :1], 3, axis=2)
+    elif writer == "tif-cmyk":
+        data = data if data.dtype in (np.uint8, np.uint16) else data.astype(np.uint8)
+        data = data if data.ndim == 3 and data.shape[2] == 4 else np.repeat(
+            (data[..., 0] if data.ndim == 3 else data)[..., None], 4, axis=2)
+    return data
+
+
 def _write(writer: str, path: Path, data: np.ndarray) -> None:
     import tifffile
     from PIL import Image
 
     if writer in ("png", "jpg"):
-        Image.fromarray(data).save(path)
+        image = Image.fromarray(data)
+        if writer == "jpg" and image.mode == "RGBA":
+            image = Image.frombytes("CMYK", image.size, image.tobytes())  # a CMYK JPEG
+        image.save(path)
     elif writer == "tif":
         tifffile.imwrite(path, data)
     elif writer == "tif-tiled":
