@@ -151,12 +151,49 @@ def train_fold(run: FoldRun, settings: TrainSettings, items: list[PointImage] | 
     chosen = tune_detection(net, config, inner_val, dev, run.detection_grid)
     config.detection.update(threshold=chosen["threshold"], min_distance_um=chosen["min_distance_um"])
     res = evaluate_segmentation(net, test, config, dev, thresholds=(chosen["threshold"],))
-    record = {"recipe": run.recipe, "fold": run.fold, "stain_norm": run.stain_norm, "k": run.k, "folds_file": str(run.folds_file),
+    record = {"recipe": run.recipe, "fold": run.fold, "stain_norm": run.stain_norm, "data": list(run.data), "k": run.k, "folds_file": str(run.folds_file),
               "n_train": len(split.train), "n_inner_val": len(split.inner_val), "n_test": len(split.test),
-              "class_names": list(config.class_names), "best_step": best.get("step"), "detection": chosen,
+              "class_names": list(config.class_names), "architecture": config.architecture, "best_step": best.get("step"), "detection": chosen,
               "settings": asdict(settings), "summary": fold_summary(res, chosen["threshold"]), "metrics": res}
     write_json_atomic(Path(run.run_dir) / "fold_result.json", record)
     return record
+
+
+def rescore_fold(run_dir: str | Path, data: tuple[str, ...], grid: dict, device: str = "cpu",
+                 items: list[PointImage] | None = None) -> dict:
+    """Re-tune detection of a finished fold run on its inner validation images with ``grid`` and re-score
+    its held-out fold (the network is not retrained); rewrites ``fold_result.json`` (old grid kept in ``history``)."""
+    from napari_cellularity.models.device import select_device
+
+    from .checkpoints import load_best
+    from .evaluate import evaluate_segmentation
+    from .segmentation import load_datasets
+
+    path = Path(run_dir) / "fold_result.json"
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    run = FoldRun(data=tuple(data), fold=rec["fold"], k=rec["k"], folds_file=rec["folds_file"], run_dir=run_dir,
+                  extra_channels=tuple(rec["class_names"][4:]), device=device, recipe=rec["recipe"],
+                  stain_norm=bool(rec.get("stain_norm")), detection_grid=grid, architecture=rec.get("architecture"))
+    items = items if items is not None else load_datasets(list(data))
+    split = split_fold(items, load_folds(run.folds_file), run.fold)
+    inner_val, test = split.inner_val, split.test
+    if run.stain_norm:
+        from .stain import normalised_items, reinhard_reference
+
+        ref = reinhard_reference(it.image for it in split.train)
+        inner_val, test = normalised_items(inner_val, ref), normalised_items(test, ref)
+    config = fold_config(run)
+    net, _ = load_best(run_dir, config, device)
+    dev = select_device(device)
+    chosen = tune_detection(net, config, inner_val, dev, grid)
+    config.detection.update(threshold=chosen["threshold"], min_distance_um=chosen["min_distance_um"])
+    res = evaluate_segmentation(net, test, config, dev, thresholds=(chosen["threshold"],))
+    old = {k: rec[k] for k in ("detection", "summary")}
+    rec.update(detection=chosen, detection_grid={k: list(v) for k, v in grid.items()},
+               summary=fold_summary(res, chosen["threshold"]), metrics=res,
+               history=[*rec.get("history", []), old])
+    write_json_atomic(path, rec)
+    return rec
 
 
 def summarise(records: list[dict]) -> dict[str, tuple[float, float, int]]:
@@ -185,12 +222,21 @@ def markdown_header(keys=HEADLINE) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m training.crossval FOLD_RESULT.json ...``: mean ± sd table, one row per recipe."""
+    """``python -m training.crossval FOLD_RESULT.json ... [--rescore-thresholds T ... --data SPEC ...]``:
+    mean ± sd table, one row per recipe."""
     import argparse
 
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("results", nargs="+")
+    p.add_argument("--rescore-thresholds", type=float, nargs="+", default=None,
+                   help="first re-tune each run's detection on its inner validation with these thresholds "
+                   "(needs --data) and re-score its fold")
+    p.add_argument("--data", nargs="+", default=None, help="the pool the folds were trained on")
     args = p.parse_args(argv)
+    if args.rescore_thresholds:
+        grid = {**DETECTION_GRID, "thresholds": tuple(args.rescore_thresholds)}
+        for path in args.results:
+            rescore_fold(Path(path).parent, tuple(args.data), grid)
     by_recipe: dict[str, list[dict]] = {}
     for path in args.results:
         rec = json.loads(Path(path).read_text(encoding="utf-8"))

@@ -48,7 +48,7 @@ def load_fold_ensemble(run_dirs: list[str | Path], device: str = "cpu") -> tuple
     if len(names) != 1:
         raise ValueError(f"fold runs have different classes: {sorted(names)}")
     extra = tuple(c for c in records[0]["class_names"][4:])
-    config = fold_config(FoldRun(data=(), fold=0, extra_channels=extra))
+    config = fold_config(FoldRun(data=(), fold=0, extra_channels=extra, architecture=records[0].get("architecture")))
     config.detection.update(threshold=statistics.median(r["detection"]["threshold"] for r in records),
                             min_distance_um=statistics.median(r["detection"]["min_distance_um"] for r in records))
     nets = [load_best(d, config, device)[0] for d in run_dirs]

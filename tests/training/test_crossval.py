@@ -52,7 +52,7 @@ def test_cli_fold_flags_go_together():
 def test_train_fold_with_stain_norm_scores_the_held_out_fold(draw_item, tmp_path):
     import json
 
-    from training.crossval import FoldRun, train_fold
+    from training.crossval import FoldRun, rescore_fold, train_fold
     from training.folds import folds_for, write_folds
     from training.settings import TrainSettings
 
@@ -68,3 +68,5 @@ def test_train_fold_with_stain_norm_scores_the_held_out_fold(draw_item, tmp_path
     assert rec["stain_norm"] and rec["n_test"] == 2 and rec["n_train"] + rec["n_inner_val"] == 4
     assert {"macro_f1_6um", "all_r_6um", "f1_3um_malignant"} <= set(rec["summary"])
     assert json.loads((tmp_path / "f1" / "fold_result.json").read_text())["detection"]["threshold"] == 0.3
+    again = rescore_fold(tmp_path / "f1", (), {"thresholds": (0.1,), "min_distances_um": (3.0,)}, items=items)
+    assert again["detection"]["threshold"] == 0.1 and again["history"][0]["detection"]["threshold"] == 0.3
