@@ -125,19 +125,22 @@ def _edges(n_px: int, patch_px: int) -> np.ndarray:
 
 
 def resolve_regressor(regressor: CellularityRegressor | None, config: SegmentationConfig) -> CellularityRegressor:
-    """The given regressor, else the newest LightGBM one trained on this segmentation model's maps, else the
-    newest LightGBM one (with a mismatch warning later), else the fallback estimate."""
+    """The given regressor, else the user's own newest LightGBM regressor refitted on this segmentation
+    model's maps (from pathologist ROI estimates), else the direct cell-area estimate.
+
+    The direct estimate (:class:`~napari_cellularity.features.cell_area.CellAreaEstimate`) is the default
+    since it measured better than the shipped LightGBM regressors on every check (MODEL_CARD.md,
+    "Cellularity"); those stay selectable by name (``cellularity-lgbm@2``).
+    """
     if regressor is not None:
         return regressor.bind(config) if getattr(regressor, "bound", True) is False else regressor
-    from napari_cellularity.models.registry import ModelNotFoundError
-
+    from .cell_area import CellAreaEstimate
     from .regressors import load_cellularity_model, regressor_ref_for
 
-    try:
-        return load_cellularity_model(regressor_ref_for(config.ref, "cellularity-lgbm"), "cellularity-lgbm")
-    except ModelNotFoundError:
-        log.info("no cellularity model installed; using the %s", FALLBACK_NAME)
-        return SegmentationAreaEstimate(config.mpp, segmentation_model=config.ref)
+    ref = regressor_ref_for(config.ref, "cellularity-lgbm", source="user")
+    if ref is not None:
+        return load_cellularity_model(ref, "cellularity-lgbm")
+    return CellAreaEstimate(seg_config=config)
 
 
 def _mask_fits(mask_shape: tuple[int, ...], map_shape: tuple[int, int]) -> bool:

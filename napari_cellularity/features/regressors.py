@@ -284,13 +284,14 @@ def save_cellularity_model(model: LightGBMCellularity | CNNCellularity, folder: 
     return cfg_path
 
 
-def regressor_ref_for(segmentation_ref: str, kind: str = "cellularity-lgbm") -> str | None:
+def regressor_ref_for(segmentation_ref: str, kind: str = "cellularity-lgbm", source: str | None = None) -> str | None:
     """``name@version`` of the newest ``kind`` regressor trained on ``segmentation_ref``'s maps, or None.
 
     A regressor reads features of one segmentation model's maps; another model's maps (even a newer version
-    of the same network) shift them.
+    of the same network) shift them. ``source`` (``"user"`` / ``"shipped"``) restricts where it comes from.
     """
-    matches = [e for e in list_models(kind) if e.segmentation_model == segmentation_ref]
+    matches = [e for e in list_models(kind) if e.segmentation_model == segmentation_ref
+               and (source is None or e.source == source)]
     if not matches:
         return None
     return max(matches, key=lambda e: e.version).ref

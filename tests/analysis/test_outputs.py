@@ -61,7 +61,7 @@ def test_analyze_png_writes_all_outputs(tmp_path, tiny_model):
     assert {"network_s", "total_s", "detect_s"} <= set(saved["timings_s"])
     cell = saved["cellularity"]
     assert cell["available"] and 0 <= cell["image_cellularity"] <= 1 and (folder / "cellularity.csv").exists()
-    assert cell["method"] == "segmentation-area estimate"  # no regressor installed in user_home
+    assert cell["method"] == "cell-area-estimate"  # the default: no user regressor in user_home
     progress = [r for r in records if r.kind != "notice"]
     assert progress[0].kind == "start" and progress[-1].kind == "tile" and progress[-1].done == progress[-1].total
     assert [r.message for r in records if r.kind == "notice"][-2:] == ["detecting nuclei", "estimating cellularity"]

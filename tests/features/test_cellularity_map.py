@@ -71,12 +71,14 @@ def test_one_patch_image_gives_its_value(seg_config):
 
 def test_fallback_estimate_counts_malignant_area_in_tissue(seg_config):
     probs, tissue = _maps()
-    grid = cellularity_grid(probs, seg_config, patch_px=32, tissue_mask=tissue)  # nothing installed
+    assert cellularity_grid(probs, seg_config, tissue_mask=tissue).method == "cell-area-estimate"  # the default
+    fallback = SegmentationAreaEstimate(seg_config.mpp)
+    grid = cellularity_grid(probs, seg_config, fallback, patch_px=32, tissue_mask=tissue)
     assert grid.method == FALLBACK_NAME and grid.is_estimate and grid.model_ref == ""
     np.testing.assert_allclose(grid.heatmap[0], [1.0, 1.0])  # 0.8 >= 0.5 everywhere in tissue
     assert grid.heatmap[1, 0] == 0.0
     assert grid.image_cellularity == pytest.approx(2048 / 2560)
-    whole = cellularity_grid(probs, seg_config, tissue_mask=tissue)  # default patch 256 µm: one patch
+    whole = cellularity_grid(probs, seg_config, fallback, tissue_mask=tissue)  # default patch 256 µm: one patch
     assert whole.patch_px == 256 and whole.heatmap.shape == (1, 1)
     assert whole.image_cellularity == pytest.approx(2048 / 2560)
     est = SegmentationAreaEstimate(1.0).predict_maps([probs[:, :32, :32]], 1.0)

@@ -130,7 +130,7 @@ def test_group_kfold_keeps_groups_apart():
 
 def test_default_regressor_pairs_with_the_segmentation_model_it_was_trained_on(lgbm_data, user_home):
     from napari_cellularity.features.cellularity_map import resolve_regressor
-    from napari_cellularity.features.regressors import regressor_ref_for
+    from napari_cellularity.features.regressors import DIRECT_KIND, regressor_ref_for
     from napari_cellularity.models.config import SegmentationConfig
 
     maps, feats, y = lgbm_data
@@ -142,5 +142,6 @@ def test_default_regressor_pairs_with_the_segmentation_model_it_was_trained_on(l
     assert regressor_ref_for("seg@2") == "pair-lgbm@2"
     assert regressor_ref_for("seg@9") is None
     assert resolve_regressor(None, SegmentationConfig(name="seg", version=2, mpp=1.0)).config.ref == "pair-lgbm@2"
-    # No regressor trained on this model's maps: the newest one (cellularity_grid then warns of the mismatch).
-    assert resolve_regressor(None, SegmentationConfig(name="seg", version=9, mpp=1.0)).config.ref == "pair-lgbm@3"
+    # No regressor of the user's trained on this model's maps: the direct cell-area estimate.
+    assert resolve_regressor(None, SegmentationConfig(name="seg", version=9, mpp=1.0)).config.kind == DIRECT_KIND
+    assert regressor_ref_for("seg@1", source="shipped") is None
