@@ -71,6 +71,12 @@ def _manifest_items(path: Path) -> Iterator[CohortItem]:
                          (row.get("roi") or "").strip() or None)
 
 
+def is_cohort_spec(entry: str) -> bool:
+    """Whether an input names several slides: a ``.csv`` manifest or a glob pattern."""
+    return (entry.lower().endswith(".csv") and Path(entry).is_file()) or (
+        bool(_GLOB_CHARS.search(entry)) and not Path(entry).exists())
+
+
 def read_cohort(inputs: list[str]) -> list[CohortItem]:
     """Expand paths, globs and ``.csv`` manifests into cohort items with unique result names.
 
@@ -83,7 +89,7 @@ def read_cohort(inputs: list[str]) -> list[CohortItem]:
     for entry in inputs:
         if entry.lower().endswith(".csv") and Path(entry).is_file():
             items.extend(_manifest_items(Path(entry)))
-        elif _GLOB_CHARS.search(entry) and not Path(entry).exists():
+        elif is_cohort_spec(entry):
             matches = sorted(glob.glob(entry))
             if not matches:
                 raise CohortError(f"{entry}: the pattern matches no file")
@@ -93,11 +99,11 @@ def read_cohort(inputs: list[str]) -> list[CohortItem]:
     seen: dict[str, int] = {}
     unique = []
     for item in items:
-        name = safe_filename(item.name, default="slide")
-        if name in seen:
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        seen.setdefault(name, 1)
+        name = base = safe_filename(item.name, default="slide")
+        while name.casefold() in seen:  # case-insensitive file systems: "A" and "a" collide
+            seen[base.casefold()] = seen.get(base.casefold(), 1) + 1
+            name = f"{base}_{seen[base.casefold()]}"
+        seen.setdefault(name.casefold(), 1)
         unique.append(replace(item, name=name))
     return unique
 

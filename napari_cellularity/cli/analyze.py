@@ -7,6 +7,7 @@ arguments, loads the models once, analyses each input and reports failures per i
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 from collections.abc import Callable
@@ -30,12 +31,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: mixed precision where the hardware runs it natively (CUDA; CPUs with "
                              "AVX512-BF16/AMX, about 2x faster); fp32: full precision everywhere (default: auto)")
+    _add_cohort_arguments(parser)
 
 
-def _printer(name: str) -> Callable[[Any], None]:
+def _add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int_range(1, 256, "workers"), default=1,
+                        help="analyse inputs in parallel on a Dask LocalCluster of N worker processes "
+                             "(a cohort: writes OUT/cohort.csv; default 1)")
+    parser.add_argument("--threads-per-worker", type=int_range(1, 256, "threads per worker"), default=1,
+                        help="torch threads per cohort worker (workers x threads <= cores; default 1)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run the cohort on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--log-json", action="store_true",
+                        help="progress as one JSON object per line on stderr (machine-readable)")
+
+
+def _printer(name: str, quiet: bool = False, log_json: bool = False) -> Callable[[Any], None]:
     last = [-1]
 
     def show(record: Any) -> None:
+        if quiet:
+            return
+        if log_json:
+            print(json.dumps({"input": name, "kind": record.kind, "done": record.done, "total": record.total,
+                              "message": record.message}), file=sys.stderr, flush=True)
+            return
         if record.kind == "notice":
             print(f"  {name}: {record.message}", file=sys.stderr)
         elif record.total and record.kind == "tile":
@@ -87,13 +108,15 @@ def run(args: argparse.Namespace) -> int:
         load_regressor(args.cellularity_model)  # an unknown regressor fails before any input is read
     for message in dict.fromkeys(str(w.message) for w in caught):
         print(f"warning: {message}", file=sys.stderr)
+    if _is_cohort(args):
+        return _run_cohort(args, settings)
     failures: list[tuple[str, str]] = []
     for item, name in zip(args.inputs, output_names(args.inputs), strict=True):
         if name != Path(item).stem:
             print(f"{item}: results go to {Path(args.out) / name} (a safe name unique in this run)", file=sys.stderr)
         try:
             summary = analyze_image(item, args.out, settings=settings, model=model, mpp=args.mpp, roi=roi,
-                                    progress=_printer(name), stem=name)
+                                    progress=_printer(name, args.quiet, args.log_json), stem=name)
         except (SlideError, OSError, ValueError, LookupError, ModelFileError, RuntimeError, MemoryError) as exc:
             failures.append((item, f"{type(exc).__name__}: {exc}"))
             print(f"{item}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -106,3 +129,47 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {item}: {msg}", file=sys.stderr)
         return 1
     return 0
+
+
+def _is_cohort(args: argparse.Namespace) -> bool:
+    """A cohort run: parallel workers, a scheduler, a glob or a CSV manifest among the inputs."""
+    from ..analysis.cohort import is_cohort_spec
+
+    return args.workers > 1 or bool(args.scheduler) or any(is_cohort_spec(i) for i in args.inputs)
+
+
+def _run_cohort(args: argparse.Namespace, settings: Any) -> int:
+    """Analyse a cohort on Dask; per-slide lines (or JSON), ``OUT/cohort.csv``; exit 1 if any slide failed."""
+    from ..analysis.cohort import COHORT_TABLE, read_cohort, run_cohort
+
+    items = read_cohort(list(args.inputs))
+    if args.mpp is not None or args.roi:
+        from dataclasses import replace
+
+        items = [replace(i, mpp=i.mpp or args.mpp, roi=i.roi or args.roi) for i in items]
+    bar = None
+    if not (args.quiet or args.log_json):
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc="cohort", unit="slide", file=sys.stderr)
+
+    def on_row(row: dict, done: int, total: int) -> None:
+        if args.log_json:
+            print(json.dumps({"cohort": {"done": done, "total": total}, **{k: row[k] for k in
+                              ("name", "status", "error", "seconds")}}), file=sys.stderr, flush=True)
+        elif bar is not None:
+            bar.update(1)
+            bar.write(f"{row['slide']}: {row['status']}" + (f": {row['error']}" if row["error"] else ""),
+                      file=sys.stderr)
+
+    try:
+        rows = run_cohort(items, args.out, settings, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                          scheduler=args.scheduler, on_row=on_row)
+    finally:
+        if bar is not None:
+            bar.close()
+    failed = [r for r in rows if r["status"] == "failed"]
+    if not args.quiet:
+        print(f"cohort: {len(rows) - len(failed)} of {len(rows)} slides done, {len(failed)} failed -> "
+              f"{Path(args.out) / COHORT_TABLE}", file=sys.stderr)
+    return 1 if failed else 0

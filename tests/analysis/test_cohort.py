@@ -82,3 +82,18 @@ def test_local_cluster_gives_the_same_table(tmp_path, tiny_model):
     keep = ("name", "status", "n_malignant", "n_lymphocyte", "cellularity")
     assert [{k: str(r[k]) for k in keep} for r in serial] == [{k: str(r[k]) for k in keep} for r in parallel]
     assert np.all([r["status"] in ("ok", "failed") for r in parallel])
+
+
+def test_cli_runs_a_glob_as_a_cohort_with_json_progress(tmp_path, tiny_model, capsys):
+    import json
+
+    from napari_cellularity.cli import main
+
+    folder, out = _cohort(tmp_path, n=1), tmp_path / "out"
+    code = main(["analyze", str(folder / "*.png"), "--out", str(out), "--mpp", "0.5", "--device", "cpu",
+                 "--log-json"])
+    assert code == 1  # broken.png failed, the other slide did not stop
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert {e["name"]: e["status"] for e in events} == {"broken": "failed", "case0": "ok"}
+    assert [r["name"] for r in _table(out)] == ["broken", "case0"]
+    assert read_cohort(["a/X.png", "b/x.png"])[1].name == "x_2"  # case-insensitive names
