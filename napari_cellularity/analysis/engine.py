@@ -149,6 +149,7 @@ def analyze_region(
     model_cache: dict | None = None,
     store_dir: str | Path | None = None,
     display: bool = True,
+    resume: bool | None = None,
 ) -> Generator[Progress, None, RegionAnalysis]:
     """Analyse one level-0 box of an image: probabilities, nuclei and cellularity.
 
@@ -171,6 +172,8 @@ def analyze_region(
         a cancelled or killed analysis is resumed when the same region is analysed again.
     display
         Prepare a downsampled :class:`MapCanvas` of a big region (the viewer needs it).
+    resume
+        Continue an interrupted prediction of the same job in the store (default: only in the cache).
 
     Yields
     ------
@@ -197,7 +200,7 @@ def analyze_region(
     pred = yield from predict_region(
         net, config, image, mpp=slide_mpp, region=(box.row0, box.col0, box.rows, box.cols),
         device=settings.device, batch_size=settings.batch_size, tta=settings.tta, store_path=store,
-        precision=settings.precision, resume=store is not None and store_dir is None,
+        precision=settings.precision, resume=store is not None and (store_dir is None if resume is None else resume),
     )
     yield notice("detecting nuclei")
     t = time.perf_counter()

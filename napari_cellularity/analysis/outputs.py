@@ -100,6 +100,7 @@ def analyze_image(
     roi: tuple[int, int, int, int] | str | None = None,
     progress: Callable[[Any], None] | None = None,
     stem: str | None = None,
+    restart: bool = False,
 ) -> dict[str, Any]:
     """Analyse one image or slide and write its result folder ``out_dir/<stem>/``.
 
@@ -117,6 +118,9 @@ def analyze_image(
         Level-0 region; default the whole image.
     progress : callable, optional
         Receives every :class:`~napari_cellularity.progress.Progress` record.
+    restart : bool
+        Start the maps of a big region over instead of resuming a killed or cancelled run of the
+        same job (kept in ``out_dir/.<name>.work/``; resumed by default).
 
     Returns
     -------
@@ -144,7 +148,7 @@ def analyze_image(
         out_dir.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(out_dir / f".{name}.lock", what=str(out_dir / name)):
             _check_replaceable(out_dir / name)
-            summary = _analyze_into(slide, out_dir, name, box, roi, settings, model, progress, t0)
+            summary = _analyze_into(slide, out_dir, name, box, roi, settings, model, progress, t0, restart)
     finally:
         if close:
             slide.close()
@@ -152,18 +156,28 @@ def analyze_image(
 
 
 def _analyze_into(slide: Any, out_dir: Path, name: str, box: Level0Box, roi: Any, settings: AnalysisSettings,
-                  model: Any, progress: Any, t0: float) -> dict[str, Any]:
-    """Analyse into a fresh temporary folder, write the completion marker last, publish as ``out_dir/name``."""
-    partial = _fresh_dir(out_dir, name)
+                  model: Any, progress: Any, t0: float, restart: bool = False) -> dict[str, Any]:
+    """Analyse into a fresh temporary folder, write the completion marker last, publish as ``out_dir/name``.
+
+    The maps of a big region are predicted into ``out_dir/.<name>.work/`` (resumable: a killed run
+    continues there; only the run holding the folder's lock writes it) and moved into the result
+    when everything else is written.
+    """
+    partial, work = _fresh_dir(out_dir, name), out_dir / f".{name}.work"
+    if restart:
+        shutil.rmtree(work, ignore_errors=True)
     try:
         result = drain(analyze_region(slide, slide_mpp=slide.mpp, box=box, settings=settings, model=model,
                                       image_name=name, region_kind="roi" if roi else "whole",
-                                      store_dir=partial, display=False), progress)
+                                      store_dir=work, display=False, resume=True), progress)
         summary = write_result(partial, slide, result, settings, roi)
+        if result.prediction.store_path is not None:
+            os.replace(result.prediction.store_path, partial / "masks.zarr")
         summary["output_folder"] = name
         summary["timings_s"]["total_s"] = round(time.perf_counter() - t0, 3)
         write_text_atomic(partial / COMPLETION_MARKER, json.dumps(summary, indent=2, default=_json_default) + "\n")
         _publish(partial, out_dir / name)
+        shutil.rmtree(work, ignore_errors=True)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -180,7 +194,7 @@ def write_result(folder: Path, slide: Any, result: RegionAnalysis, settings: Ana
     t = time.perf_counter()
     points0 = pred.to_level0(det.points_rc)
     write_cells_csv(folder / "cells.csv", points0, det.classes, det.scores)
-    masks = "masks.zarr" if (folder / "masks.zarr").exists() else [
+    masks = "masks.zarr" if pred.store_path is not None else [
         f"masks/{n}" for n in write_class_masks(folder / "masks", pred.probs, config_names, mpp)]
     write_label_tif(folder / "labels.tif", pred.labels, mpp)
     _write_overlay(folder / "overlay.png", slide, pred, result.config.class_colors, points0, det.classes)

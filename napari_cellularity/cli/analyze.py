@@ -42,6 +42,8 @@ def _add_cohort_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads per cohort worker (workers x threads <= cores; default 1)")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
                         help="run the cohort on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--restart", action="store_true",
+                        help="start big regions over instead of resuming an interrupted run (kept in OUT/.NAME.work)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--log-json", action="store_true",
                         help="progress as one JSON object per line on stderr (machine-readable)")
@@ -116,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{item}: results go to {Path(args.out) / name} (a safe name unique in this run)", file=sys.stderr)
         try:
             summary = analyze_image(item, args.out, settings=settings, model=model, mpp=args.mpp, roi=roi,
-                                    progress=_printer(name, args.quiet, args.log_json), stem=name)
+                                    progress=_printer(name, args.quiet, args.log_json), stem=name,
+                                    restart=args.restart)
         except (SlideError, OSError, ValueError, LookupError, ModelFileError, RuntimeError, MemoryError) as exc:
             failures.append((item, f"{type(exc).__name__}: {exc}"))
             print(f"{item}: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)

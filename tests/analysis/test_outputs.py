@@ -223,3 +223,28 @@ def test_real_corrupt_slide_is_a_clear_error(tmp_path, tiny_model, shared_data):
     with pytest.raises(slide_mod.CorruptSlideError, match="corrupt"):
         analyze_image(bad, tmp_path / "out")
     assert not (tmp_path / "out" / "unreadable").exists()
+
+
+def test_interrupted_big_analysis_resumes_to_identical_outputs(tmp_path, tiny_model, monkeypatch):
+    import zarr
+
+    src = _png(tmp_path / "big.png", shape=(300, 340))
+    monkeypatch.setattr(display, "BIG_REGION_MAX_PX", 100)
+    analyze_image(src, tmp_path / "ref", mpp=0.5)
+
+    def stop_midway(record):
+        if record.kind == "tile" and record.done == record.total // 2:
+            raise KeyboardInterrupt  # like Ctrl-C; a kill -9 leaves the same work folder behind
+
+    with pytest.raises(KeyboardInterrupt):
+        analyze_image(src, tmp_path / "out", mpp=0.5, progress=stop_midway)
+    work = tmp_path / "out" / ".big.work"
+    assert work.is_dir() and not (tmp_path / "out" / "big").exists()
+    records = []
+    analyze_image(src, tmp_path / "out", mpp=0.5, progress=records.append)
+    assert any("resuming" in r.message for r in records) and not work.exists()
+    ref, out = zarr.open_group(str(tmp_path / "ref/big/masks.zarr"), mode="r"), zarr.open_group(
+        str(tmp_path / "out/big/masks.zarr"), mode="r")
+    np.testing.assert_array_equal(ref["probs"][:], out["probs"][:])
+    assert (tmp_path / "ref/big/cells.csv").read_bytes() == (tmp_path / "out/big/cells.csv").read_bytes()
+    assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".") and "lock" not in p.name]
