@@ -19,8 +19,21 @@ run_pytest_xvfb() {
 }
 
 set +e
-run_pytest "$@"
-status=$?
+if [ "$#" -eq 0 ]; then
+    # Widget files run one process each: in one long process the widget tests abort at about the
+    # 37th test with "Fatal Python error: none_dealloc" (a refcount bug in a C extension of the
+    # Qt/napari stack, seen 2026-12-01); every file passes on its own.
+    run_pytest --ignore=tests/widgets
+    status=$?
+    for f in tests/widgets/test_*.py; do
+        [ "$status" -eq 0 ] || break
+        run_pytest "$f"
+        status=$?
+    done
+else
+    run_pytest "$@"
+    status=$?
+fi
 set -e
 if [ "$status" -eq 5 ]; then
     echo "test.sh: pytest collected no tests; treating as failure" >&2
@@ -30,8 +43,11 @@ if [ "$status" -eq 0 ] && [ "$#" -eq 0 ] && [ -z "${NC_NO_XVFB:-}" ]; then
     if command -v xvfb-run >/dev/null 2>&1; then
         echo "test.sh: widget tests on a virtual display (Xvfb 1366x768)"
         set +e
-        run_pytest_xvfb tests/widgets
-        status=$?
+        for f in tests/widgets/test_*.py; do
+            run_pytest_xvfb "$f"
+            status=$?
+            [ "$status" -eq 0 ] || break
+        done
         set -e
     else
         echo "test.sh: xvfb-run not found; rendered widget tests were skipped (offscreen only)"

@@ -19,8 +19,8 @@ from . import _confirm
 class ModelPicker(QWidget):
     """Combo of registered segmentation models + info line + Set as default / Restore shipped default."""
 
-    #: Emitted with the newly selected registry entry (or None).
-    model_changed = Signal(object)
+    #: Emitted when the selection changed (read it with current_ref / current_config).
+    model_changed = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -74,7 +74,7 @@ class ModelPicker(QWidget):
         self.combo.blockSignals(False)
         self._accepted_ref = self.current_ref()
         self._show_info()
-        self.model_changed.emit(self.combo.currentData())
+        self.model_changed.emit()
 
     def current_ref(self) -> str | None:
         entry = self.combo.currentData()
@@ -110,7 +110,7 @@ class ModelPicker(QWidget):
                 return
             self._accepted_ref = entry.ref
         self._show_info()
-        self.model_changed.emit(entry)
+        self.model_changed.emit()
 
     def _select_silently(self, ref: str | None) -> None:
         self.combo.blockSignals(True)

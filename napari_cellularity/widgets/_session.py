@@ -106,8 +106,8 @@ def find_widgets(viewer: Any, widget_type: type) -> list[Any]:
     for inner in getattr(viewer.window, "dock_widgets", {}).values():
         if isinstance(inner, widget_type):
             found.append(inner)
-        elif hasattr(inner, "findChildren"):
-            found += [w for w in inner.findChildren(widget_type) if w not in found]
+        else:  # the panel keeps its steps as attributes (no Qt child search)
+            found += [w for w in vars(inner).values() if isinstance(w, widget_type) and w not in found]
     return found
 
 
