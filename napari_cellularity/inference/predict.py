@@ -138,15 +138,33 @@ class _BatchRunner:
         return np.concatenate(out)
 
 
+def _thumbnail_is_costly(source, region) -> bool:
+    """A small region of a slide whose smallest stored level is large (e.g. a one-level 65535² file):
+    a whole-slide thumbnail would decode the entire slide to analyse a few tiles."""
+    slide = getattr(source, "slide", None)
+    if slide is None:
+        return False
+    smallest = min(int(r) * int(c) for r, c in slide.info.level_dimensions)
+    rows, cols = source.level0_shape_rc
+    return smallest > 16 * THUMBNAIL_SIDE_PX ** 2 and region[2] * region[3] * 16 <= rows * cols
+
+
 def _tissue_keep(source, grid, region, level0_per_px: float) -> np.ndarray:
-    """Tiles that contain tissue according to an Otsu mask of the source's thumbnail."""
+    """Tiles that contain tissue: an Otsu mask of the source's thumbnail (or, for a small region of a
+    slide without small levels, a fixed-threshold mask of that region read at low resolution)."""
+    from scipy import ndimage as ndi
+
+    r, c, h, w = region
+    if _thumbnail_is_costly(source, region):
+        ds = max(1.0, max(h, w) / THUMBNAIL_SIDE_PX)
+        small = source.read((r, c), (h, w), (max(1, round(h / ds)), max(1, round(w / ds))))
+        crop = tissue_mask(small, source.level0_mpp * ds, method="stain")
+        crop = ndi.binary_dilation(crop, iterations=1) if crop.any() else crop
+        return tiles_with_tissue(grid, crop, ds / level0_per_px)
     thumb, thumb_ds = source.thumbnail(THUMBNAIL_SIDE_PX)
     thumb_mpp = source.level0_mpp * thumb_ds
     mask = tissue_mask(thumb, thumb_mpp, method="otsu")
-    r, c, h, w = region
     crop = mask[int(r / thumb_ds):int(np.ceil((r + h) / thumb_ds)), int(c / thumb_ds):int(np.ceil((c + w) / thumb_ds))]
-    from scipy import ndimage as ndi
-
     crop = ndi.binary_dilation(crop, iterations=1) if crop.any() else crop
     return tiles_with_tissue(grid, crop, thumb_ds / level0_per_px)
 

@@ -91,3 +91,19 @@ def test_accumulator_started_below_the_top_drops_finished_rows_only():
     acc.flush(6)
     with pytest.raises(TilingError):
         acc.add(np.ones((1, 4, 4), np.float32), 2, 0)
+
+
+def test_small_region_of_a_slide_without_small_levels_never_reads_a_whole_slide_thumbnail():
+    from types import SimpleNamespace
+
+    from napari_cellularity.inference.predict import _thumbnail_is_costly
+
+    def source(levels):
+        info = SimpleNamespace(level_dimensions=levels)
+        return SimpleNamespace(slide=SimpleNamespace(info=info), level0_shape_rc=levels[0])
+
+    one_level = source([(65535, 65535)])
+    assert _thumbnail_is_costly(one_level, (0, 0, 512, 512))
+    assert not _thumbnail_is_costly(one_level, (0, 0, 65535, 65535))  # a whole slide needs the overview
+    assert not _thumbnail_is_costly(source([(65535, 65535), (1024, 1024)]), (0, 0, 512, 512))  # has a small level
+    assert not _thumbnail_is_costly(SimpleNamespace(level0_shape_rc=(9, 9)), (0, 0, 1, 1))  # an array
