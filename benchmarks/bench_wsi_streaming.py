@@ -101,8 +101,8 @@ def _naive(slide_path: str, spec: str) -> dict:
     t0 = time.perf_counter()
     for tile in grid:
         vh, vw = tile.valid_shape(shape)
-        rgb = slide.read_region((round(tile.row * scale), round(tile.col * scale)), 0,
-                                (round(vh * scale), round(vw * scale)))
+        rgb = slide.read_region((round(tile.row * scale), round(tile.col * scale)),
+                                (round(vh * scale), round(vw * scale)), 0)
         rgb = np.asarray(rgb)[..., :3]
         if scale != 1:
             from skimage.transform import resize
