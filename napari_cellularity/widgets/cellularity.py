@@ -133,18 +133,8 @@ class CellularityReportWidget(QWidget):
 
     def export(self, path: str) -> bool:
         """Write the current report to ``path`` (.csv or .json); errors become notifications."""
-        from napari.utils.notifications import show_error, show_info
-
-        if not self.report:
-            show_error("Nothing to export: run Analyze first.")
-            return False
-        try:
-            written = R.write_report(self.report, path)
-        except (R.ReportError, OSError) as exc:
-            show_error(f"Export failed: {exc}")
-            return False
-        show_info(f"Report written to {written}")
-        return True
+        return _export(self.report, lambda: R.write_report(self.report, path), (R.ReportError, OSError),
+                       "Nothing to export: run Analyze first.", "Report")
 
     # ------------------------------------------------------------------ residual cancer burden
     def _build_rcb(self) -> QGroupBox:
@@ -255,15 +245,21 @@ class CellularityReportWidget(QWidget):
 
     def export_rcb(self, path: str) -> bool:
         """Write the current RCB result to ``path``; errors become notifications."""
-        from napari.utils.notifications import show_error, show_info
+        return _export(self.rcb_result, lambda: RCB.write_rcb(self.rcb_result, path), (RCB.RcbInputError, OSError),
+                       "No RCB to export: fill in the bed dimensions and the other inputs.", "RCB")
 
-        if self.rcb_result is None:
-            show_error("No RCB to export: fill in the bed dimensions and the other inputs.")
-            return False
-        try:
-            written = RCB.write_rcb(self.rcb_result, path)
-        except (RCB.RcbInputError, OSError) as exc:
-            show_error(f"Export failed: {exc}")
-            return False
-        show_info(f"RCB written to {written}")
-        return True
+
+def _export(value: Any, write: Any, errors: tuple[type[BaseException], ...], nothing: str, what: str) -> bool:
+    """Run ``write()`` for a non-empty ``value``; the outcome (or the error) becomes a notification."""
+    from napari.utils.notifications import show_error, show_info
+
+    if not value:
+        show_error(nothing)
+        return False
+    try:
+        written = write()
+    except errors as exc:
+        show_error(f"Export failed: {exc}")
+        return False
+    show_info(f"{what} written to {written}")
+    return True
