@@ -260,7 +260,8 @@ def predict_region(
         if start_row:
             yield notice(f"resuming: {start_row} of {shape[0]} map rows were already finished", done, len(todo))
         t_wait = time.perf_counter()
-        for batch, pixels, read_s in read_batches(source, region, scale, todo, done, read_batch, shape, read_ahead):
+        for first, batch, pixels, read_s in read_batches(source, region, scale, todo, done, read_batch, shape,
+                                                          read_ahead):
             t1 = time.perf_counter()
             timings["read_s"] += read_s
             timings["read_wait_s"] += t1 - t_wait
@@ -268,7 +269,7 @@ def predict_region(
             t2 = time.perf_counter()
             for t, p in zip(batch, probs, strict=True):
                 acc.add(p, t.row, t.col)
-            last = todo.index(batch[-1]) + 1
+            last = first + len(batch)
             acc.flush(todo[last].row if last < len(todo) else shape[0])
             timings["network_s"] += t2 - t1
             timings["blend_s"] += time.perf_counter() - t2
@@ -298,13 +299,13 @@ def _job_key(config, region, scale, grid, skip_background, tta, precision, probs
     """What makes two predictions identical (a partial store is resumed only for the same key)."""
     weights = getattr(config, "hashes", {}).get("weights_sha256", "")
     return "|".join(str(v) for v in (config.ref, weights, tuple(region), round(scale, 9), grid.tile_shape_rc,
-                                      getattr(grid, "overlap_px", ""), skip_background, tta, precision,
-                                      probs_dtype, int(batch_size)))
+                                      grid.overlap_rc, skip_background, tta, precision, probs_dtype, int(batch_size)))
 
 
 def read_batches(source, region, scale: float, todo: list, start: int, batch_size: int, shape_rc,
-                 read_ahead: int = 2) -> Iterator[tuple[list, np.ndarray, float]]:
-    """Yield ``(tiles, pixels (N, h, w, 3) uint8, read seconds)`` per batch from tile ``start`` on.
+                 read_ahead: int = 2) -> Iterator[tuple[int, list, np.ndarray, float]]:
+    """Yield ``(index of the batch's first tile, tiles, pixels (N, h, w, 3) uint8, read seconds)`` per batch
+    from tile ``start`` on.
 
     With ``read_ahead > 0`` a background thread reads up to that many batches ahead while the
     caller runs the network (OpenSlide and tifffile release the GIL while decoding); only
@@ -319,7 +320,7 @@ def read_batches(source, region, scale: float, todo: list, start: int, batch_siz
 
     if read_ahead <= 0:
         for b in starts:
-            yield (todo[b:b + batch_size], *read(b))
+            yield (b, todo[b:b + batch_size], *read(b))
         return
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
@@ -331,7 +332,7 @@ def read_batches(source, region, scale: float, todo: list, start: int, batch_siz
                 pixels, read_s = pending.popleft().result()
                 if i + read_ahead + 1 < len(starts):
                     pending.append(pool.submit(read, starts[i + read_ahead + 1]))
-                yield todo[b:b + batch_size], pixels, read_s
+                yield b, todo[b:b + batch_size], pixels, read_s
         finally:
             for future in pending:
                 future.cancel()

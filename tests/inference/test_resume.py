@@ -107,3 +107,12 @@ def test_small_region_of_a_slide_without_small_levels_never_reads_a_whole_slide_
     assert not _thumbnail_is_costly(one_level, (0, 0, 65535, 65535))  # a whole slide needs the overview
     assert not _thumbnail_is_costly(source([(65535, 65535), (1024, 1024)]), (0, 0, 512, 512))  # has a small level
     assert not _thumbnail_is_costly(SimpleNamespace(level0_shape_rc=(9, 9)), (0, 0, 1, 1))  # an array
+
+
+def test_job_key_tells_tilings_apart():
+    from napari_cellularity.inference.predict import _job_key
+    from napari_cellularity.inference.tiling import make_grid
+
+    keys = {_job_key(CONFIG, (0, 0, 300, 260), 1.0, make_grid((300, 260), 64, overlap), False, False, "fp32",
+                     "uint8", 2) for overlap in (8, 16)}
+    assert len(keys) == 2  # another overlap blends differently: never resumed into each other's store
