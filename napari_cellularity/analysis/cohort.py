@@ -26,6 +26,7 @@ from typing import Any
 
 from ..files import safe_filename, write_text_atomic
 from .engine import AnalysisSettings
+from .outputs import COMPLETION_MARKER
 
 COHORT_TABLE = "cohort.csv"
 COLUMNS = ("slide", "name", "status", "error", "tissue_mm2", "n_malignant", "n_normal", "n_lymphocyte",
@@ -110,7 +111,7 @@ def read_cohort(inputs: list[str]) -> list[CohortItem]:
 
 def is_complete(out_dir: Path, name: str) -> bool:
     """Whether ``out_dir/name`` holds a finished result (``summary.json`` is written last)."""
-    return (Path(out_dir) / name / "summary.json").is_file()
+    return (Path(out_dir) / name / COMPLETION_MARKER).is_file()
 
 
 def _row(item: CohortItem, status: str, error: str = "", summary: dict | None = None, seconds: float = 0.0,
@@ -141,7 +142,7 @@ def analyze_cohort_item(item: CohortItem, out_dir: str, settings: AnalysisSettin
 
     out = Path(out_dir)
     if is_complete(out, item.name):
-        summary = json.loads((out / item.name / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((out / item.name / COMPLETION_MARKER).read_text(encoding="utf-8"))
         return _row(item, "complete (earlier run)", summary=summary, out_dir=out)
     if threads:
         import torch
