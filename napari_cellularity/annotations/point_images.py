@@ -1,8 +1,8 @@
 """Point-annotated images: the in-memory form every dataset loader, the Annotate widget and training share.
 
-:class:`PointImage` (an RGB image with (row, col) points and class names) and :func:`resample`
-(image and points to another µm per pixel). Weak-label rendering for training lives in
-:mod:`training.targets`.
+:class:`PointImage` (an RGB image with (row, col) points, class names and the user's
+:class:`LabelRegion` polygons) and :func:`resample` (image, points and regions to another µm per
+pixel). Weak-label rendering for training lives in :mod:`training.targets`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,49 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..models.config import CLASS_NAMES
+
+
+#: What a region says about its class: every nucleus of the class inside is annotated
+#: (``"complete"``), or there is no nucleus of the class inside (``"negative"``).
+REGION_KINDS: tuple[str, ...] = ("complete", "negative")
+
+
+@dataclass
+class LabelRegion:
+    """A polygon the user drew and what it says about one cell class.
+
+    Attributes
+    ----------
+    polygon_rc : ndarray of shape (K, 2), float
+        Vertices (row, col) in pixels of the image it belongs to (level 0 in
+        :class:`~napari_cellularity.annotations.points.PointAnnotations`), K >= 3.
+    cls : str
+        One of ``CELL_CLASSES``.
+    kind : str
+        ``"complete"``: every nucleus of ``cls`` inside is annotated (the rest of the region is a
+        negative for ``cls``); ``"negative"``: no nucleus of ``cls`` inside.
+    """
+
+    polygon_rc: np.ndarray
+    cls: str
+    kind: str = "complete"
+
+    def __post_init__(self) -> None:
+        self.polygon_rc = np.asarray(self.polygon_rc, dtype=float).reshape(-1, 2)
+        if len(self.polygon_rc) < 3 or not np.isfinite(self.polygon_rc).all():
+            raise ValueError(f"a region needs >= 3 finite vertices, got {len(self.polygon_rc)}")
+        if self.cls not in CLASS_NAMES:
+            raise ValueError(f"unknown region class {self.cls!r}; expected one of {CLASS_NAMES}")
+        if self.kind not in REGION_KINDS:
+            raise ValueError(f"unknown region kind {self.kind!r}; expected one of {REGION_KINDS}")
+
+    def scaled(self, sy: float, sx: float) -> LabelRegion:
+        """The same region in an image resampled by (sy, sx) (pixel-centre convention of :func:`resample`)."""
+        return LabelRegion((self.polygon_rc + 0.5) * np.array([sy, sx]) - 0.5, self.cls, self.kind)
+
+    def shifted(self, dr: float, dc: float) -> LabelRegion:
+        """The same region with (dr, dc) added to every vertex (e.g. into a crop's frame)."""
+        return LabelRegion(self.polygon_rc + np.array([dr, dc]), self.cls, self.kind)
 
 
 @dataclass
@@ -30,6 +73,8 @@ class PointImage:
         Microns per pixel of ``image``.
     image_id, patient_id : str
         ``patient_id`` is used for patient-level splits.
+    regions : list of LabelRegion
+        Polygons (pixels of ``image``) the user labelled as a whole; empty for point-only data.
     """
 
     image: np.ndarray
@@ -40,6 +85,7 @@ class PointImage:
     patient_id: str = ""
     source: str = ""
     meta: dict = field(default_factory=dict)
+    regions: list[LabelRegion] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.image = np.asarray(self.image)
@@ -75,7 +121,9 @@ def resample(item: PointImage, mpp: float) -> PointImage:
     img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     sy, sx = new_shape[0] / h, new_shape[1] / w
     pts = (item.points_rc + 0.5) * np.array([sy, sx]) - 0.5
-    return PointImage(img, pts, item.classes.copy(), mpp, item.image_id, item.patient_id, item.source, dict(item.meta))
+    regions = [r.scaled(sy, sx) for r in item.regions]
+    return PointImage(img, pts, item.classes.copy(), mpp, item.image_id, item.patient_id, item.source, dict(item.meta),
+                      regions)
 
 
 def split_by_patient(
@@ -88,4 +136,4 @@ def split_by_patient(
     return train, val
 
 
-__all__ = ["PointImage", "resample", "split_by_patient"]
+__all__ = ["REGION_KINDS", "LabelRegion", "PointImage", "resample", "split_by_patient"]
