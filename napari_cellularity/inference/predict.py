@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.config import SegmentationConfig
+from ..models.config import CENTRE_CHANNEL, SegmentationConfig
 from ..models.device import autocast_context, is_out_of_memory, resolve_precision, select_device
 from ..models.fpn import normalise_rgb
 from ..progress import Progress, drain, notice
@@ -247,7 +247,8 @@ def predict_region(
                        job_key=key, resume=resume)
     start_row = outputs.rows_done
     acc = StripAccumulator(config.n_classes, shape, blend_window(grid.tile_shape_rc),
-                           outputs.write_rows, default_fill(config.class_names), start_row=start_row)
+                           label_sink(outputs, config.class_names), default_fill(config.class_names),
+                           start_row=start_row)
     timings = {"tissue_s": tissue_s, "read_s": 0.0, "read_wait_s": 0.0, "network_s": 0.0, "blend_s": 0.0}
     committed, notices, read_batch = False, [], max(1, int(batch_size))
     # resume: batches stay aligned with an uninterrupted run, so every tile is computed identically
@@ -293,6 +294,31 @@ def predict_region(
         outputs.probs, outputs.labels, tuple(config.class_names), float(config.mpp), source.level0_mpp,
         (region[0], region[1]), scale, region, len(grid), len(grid) - len(todo), str(runner.device),
         runner.batch_size, outputs.final_path, timings, notices, resolve_precision(runner.device, precision))
+
+
+def label_channels(class_names: tuple[str, ...]) -> tuple[int, ...]:
+    """Channels a label map chooses among: every class (``other`` included), never the class-agnostic
+    ``centre`` map (a nucleus-centre score, not a class: it would otherwise win at every nucleus)."""
+    return tuple(i for i, name in enumerate(class_names) if name != CENTRE_CHANNEL)
+
+
+def label_sink(outputs: MapStore, class_names: tuple[str, ...]) -> Callable[[int, np.ndarray], None]:
+    """The row sink of a prediction: the store's own (probabilities + arg-max labels) when every channel is
+    a class; with a ``centre`` channel the labels of each strip are the arg-max over the class channels only.
+
+    The store writes its labels first and marks the rows finished; the class-only labels overwrite them
+    right after (a job killed between the two writes of one strip leaves that strip's labels on ``centre``
+    wherever it wins; resumed runs start after it)."""
+    keep = label_channels(tuple(class_names))
+    if len(keep) == len(class_names):
+        return outputs.write_rows
+    index = np.asarray(keep, np.uint8)
+
+    def write(row: int, probs: np.ndarray) -> None:
+        outputs.write_rows(row, probs)
+        outputs.labels[row:row + probs.shape[1], :] = index[probs[list(keep)].argmax(axis=0)]
+
+    return write
 
 
 def _job_key(config, region, scale, grid, skip_background, tta, precision, probs_dtype, batch_size) -> str:
