@@ -69,7 +69,7 @@ def _write(path: Path, text: str) -> Path:
 
 def autosave(ann: PointAnnotations, slide_path: str | Path,
              roi_estimates: list[RoiEstimate] | None = None) -> Path:
-    """Atomically write ``ann`` (and ROI estimates) to the slide's sidecar; returns its path.
+    """Atomically write ``ann`` (points, labelled regions, ROI estimates) to the slide's sidecar; returns its path.
 
     ``roi_estimates=None`` keeps the ROI estimates already stored in the sidecar.
 
@@ -83,7 +83,7 @@ def autosave(ann: PointAnnotations, slide_path: str | Path,
         roi_estimates = doc.roi_estimates if doc else []
     if ann.slide_path is None:
         ann = PointAnnotations(ann.points_rc, ann.classes, ann.scores, ann.source,
-                               str(Path(slide_path).absolute()), ann.mpp)
+                               str(Path(slide_path).absolute()), ann.mpp, list(ann.regions))
     import json
 
     text = json.dumps(to_feature_collection(ann, roi_estimates), separators=(",", ":")) + "\n"

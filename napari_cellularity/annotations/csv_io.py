@@ -1,5 +1,7 @@
 """Read / write point annotations as CSV: ``x,y,class[,score]`` in level-0 pixels (x = col, y = row).
 
+Points only: labelled regions (``PointAnnotations.regions``) are not written to CSV; GeoJSON keeps them.
+
 Also reads QuPath's "Export measurements" tables (tab- or comma-separated) with ``Class`` /
 ``Classification`` and ``Centroid X µm`` / ``Centroid Y µm`` (needs ``mpp``) or ``Centroid X px``.
 """

@@ -1,16 +1,17 @@
-"""QuPath-compatible GeoJSON for point annotations.
+"""QuPath-compatible GeoJSON for point annotations and the user's labelled regions.
 
 Written: a ``FeatureCollection`` with one ``MultiPoint`` feature per cell class (what QuPath's
 Points tool makes), ``properties = {"objectType": "annotation", "classification": {"name":
 <label>, "color": [r, g, b]}, "isLocked": false}``; coordinates ``[x, y]`` = (col, row) in
 level-0 pixels, origin top-left (QuPath's convention). Our own metadata (slide path, mpp,
 source, scores, ROI estimates) sits in the foreign member ``"napari_cellularity"``, which
-QuPath ignores.
+QuPath ignores. Labelled regions (``PointAnnotations.regions``) are ``Polygon`` features, see
+:mod:`.geojson_regions`.
 
 Read: FeatureCollection, a bare list of features (QuPath's ``GsonTools`` output) or one
 Feature; ``Point`` / ``MultiPoint`` geometries; classification ``name``, ``names`` (derived
-classes) or a plain string; ``color`` or the older packed ``colorRGB``. Other geometries
-(polygons of cells or regions) are skipped and counted in a warning.
+classes) or a plain string; ``color`` or the older packed ``colorRGB``; labelled-region polygons.
+Other geometries (QuPath's own polygons of cells or tissue, lines) are skipped and counted in a warning.
 """
 
 from __future__ import annotations
@@ -27,7 +28,15 @@ import numpy as np
 from napari_cellularity.models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
 
 from ..files import write_text_atomic
-from .points import AnnotationError, PointAnnotations, read_annotation_text, resolve_class
+from .geojson_common import class_name as _class_name
+from .geojson_common import dict_or_empty as _dict_or_empty
+from .geojson_common import fail as _fail
+from .geojson_common import number as _number
+from .geojson_common import position as _position
+from .geojson_common import resolve as _resolve
+from .geojson_regions import parse_region_feature, region_feature
+from .point_images import LabelRegion
+from .points import AnnotationError, PointAnnotations, read_annotation_text
 from .roi_estimates import RoiEstimate
 
 META_KEY = "napari_cellularity"
@@ -54,7 +63,7 @@ def hex_to_rgb(color: str) -> list[int]:
 
 
 def to_feature_collection(ann: PointAnnotations, roi_estimates: list[RoiEstimate] | None = None) -> dict[str, Any]:
-    """Build the GeoJSON dict (one MultiPoint feature per non-empty class)."""
+    """Build the GeoJSON dict (one MultiPoint feature per non-empty class, one Polygon per region)."""
     features = []
     scores = ann.scores
     for cls in CELL_CLASSES:
@@ -74,6 +83,7 @@ def to_feature_collection(ann: PointAnnotations, roi_estimates: list[RoiEstimate
             "geometry": {"type": "MultiPoint", "coordinates": [[float(c), float(r)] for r, c in pts]},
             "properties": props,
         })
+    features += [region_feature(region) for region in ann.regions]
     meta = {"format_version": FORMAT_VERSION, "source": ann.source, "slide_path": ann.slide_path,
             "mpp": ann.mpp, "roi_estimates": [r.to_dict() for r in roi_estimates or []]}
     return {"type": "FeatureCollection", "features": features, META_KEY: meta}
@@ -84,44 +94,6 @@ def write_points_geojson(path: str | Path, ann: PointAnnotations,
     """Write annotations (and optional ROI estimates) as QuPath-compatible GeoJSON, atomically."""
     text = json.dumps(to_feature_collection(ann, roi_estimates), separators=(",", ":"))
     return write_text_atomic(path, text + "\n")
-
-
-def _fail(source: str, where: str, problem: str) -> AnnotationError:
-    return AnnotationError(f"{source}: {where}: {problem}")
-
-
-def _dict_or_empty(value: Any, source: str, where: str) -> dict[str, Any]:
-    """``value`` when it is a JSON object, ``{}`` for null; :class:`AnnotationError` otherwise."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise _fail(source, where, f"expected an object, got {type(value).__name__}")
-    return value
-
-
-def _class_name(props: dict[str, Any], source: str, where: str) -> str:
-    cl = props.get("classification")
-    if isinstance(cl, str):
-        return cl
-    if isinstance(cl, dict):
-        if isinstance(cl.get("name"), str) and cl["name"]:
-            return cl["name"]
-        names = cl.get("names")
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            return ": ".join(names)
-        if cl.get("name") or cl.get("names"):
-            raise _fail(source, f"{where}.classification", "'name' must be text or 'names' a list of text")
-    elif cl is not None:
-        raise _fail(source, f"{where}.classification", f"expected text or an object, got {type(cl).__name__}")
-    name = props.get("name")
-    return name if isinstance(name, str) else ""
-
-
-def _resolve(name: str, class_map: dict[str, str] | None) -> str | None:
-    cls = resolve_class(name, class_map)
-    if cls is None and ":" in name:  # QuPath derived class "Tumor: Positive" -> "Tumor"
-        cls = resolve_class(name.split(":")[0], class_map)
-    return cls
 
 
 def _features(doc: Any, source: str) -> tuple[list[Any], str]:
@@ -138,25 +110,6 @@ def _features(doc: Any, source: str) -> tuple[list[Any], str]:
         return [doc], "feature"
     raise AnnotationError(f"{source}: not GeoJSON (expected a FeatureCollection, Feature or list of features, "
                           f"got {type(doc).__name__})")
-
-
-def _number(value: Any, source: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(source, where, f"expected a number, got {type(value).__name__} {str(value)[:40]!r}")
-    try:
-        number = float(value)
-    except OverflowError:
-        number = float("inf")
-    if not np.isfinite(number):
-        raise _fail(source, where, f"coordinate is not finite ({str(value)[:40]})")
-    return number
-
-
-def _position(value: Any, source: str, where: str) -> tuple[float, float]:
-    """(x, y) of a GeoJSON position ``[x, y]`` or ``[x, y, z]``."""
-    if not isinstance(value, list) or not 2 <= len(value) <= 3:
-        raise _fail(source, where, f"a position must be a list [x, y], got {str(value)[:60]}")
-    return _number(value[0], source, f"{where}[0]"), _number(value[1], source, f"{where}[1]")
 
 
 def _feature_points(feat: Any, source: str, where: str) -> np.ndarray | None:
@@ -233,6 +186,7 @@ def parse_geojson(doc: Any, class_map: dict[str, str] | None = None, source: str
         (e.g. ``features[3].geometry.coordinates[0][1]``), or unknown class names.
     """
     points, classes, scores, unknown, skipped = [], [], [], Counter(), 0
+    regions: list[LabelRegion] = []
     any_scores = False
     meta = _document_meta(doc, source)
     feats, prefix = _features(doc, source)
@@ -240,7 +194,9 @@ def parse_geojson(doc: Any, class_map: dict[str, str] | None = None, source: str
         where = prefix if prefix == "feature" else f"{prefix}[{i}]"
         pts = _feature_points(feat, source, where)
         if pts is None:
-            skipped += 1
+            found = parse_region_feature(feat, class_map, source, where)
+            skipped += found is None
+            regions += found or []
             continue
         props = _dict_or_empty(feat.get("properties"), source, f"{where}.properties")
         name = _class_name(props, source, f"{where}.properties")
@@ -259,11 +215,12 @@ def parse_geojson(doc: Any, class_map: dict[str, str] | None = None, source: str
                               "Normal epithelial / Lymphocyte or pass a class_map")
     ann = PointAnnotations(np.concatenate(points) if points else np.zeros((0, 2)), classes,
                            scores if any_scores else None, meta.get("source") or "manual",
-                           meta.get("slide_path"), meta.get("mpp"))
+                           meta.get("slide_path"), meta.get("mpp"), regions)
     rois = _roi_estimates(meta, source)
     if skipped:
-        warnings.warn(f"{source}: skipped {skipped} non-point feature(s) (polygons, lines, no geometry); "
-                      "only Point / MultiPoint annotations are read", AnnotationWarning, stacklevel=2)
+        warnings.warn(f"{source}: skipped {skipped} feature(s) that are neither points nor labelled regions "
+                      "(polygons not named 'complete …' / 'negative …', lines, no geometry)",
+                      AnnotationWarning, stacklevel=2)
     return AnnotationDocument(ann, rois, skipped)
 
 

@@ -14,7 +14,6 @@ import numpy as np
 
 from ..models.config import CLASS_NAMES
 
-
 #: What a region says about its class: every nucleus of the class inside is annotated
 #: (``"complete"``), or there is no nucleus of the class inside (``"negative"``).
 REGION_KINDS: tuple[str, ...] = ("complete", "negative")

@@ -15,6 +15,8 @@ import numpy as np
 
 from napari_cellularity.models.config import CELL_CLASSES, CLASS_LABELS
 
+from .point_images import REGION_KINDS, LabelRegion
+
 
 class AnnotationError(ValueError):
     """Annotations are malformed: unknown classes, wrong shapes, unreadable or invalid files."""
@@ -95,6 +97,21 @@ def _as_classes(classes: Any, n: int) -> np.ndarray:
     return arr
 
 
+def _as_region(region: Any) -> LabelRegion:
+    """A :class:`LabelRegion` from itself or a ``{"polygon_rc", "cls", "kind"}`` dict; AnnotationError if bad."""
+    if isinstance(region, LabelRegion):
+        return region
+    if not isinstance(region, dict) or "polygon_rc" not in region or "cls" not in region:
+        raise AnnotationError(f"a region needs 'polygon_rc' and 'cls', got {str(region)[:60]}")
+    kind = region.get("kind", "complete")
+    if kind not in REGION_KINDS:
+        raise AnnotationError(f"region kind must be one of {list(REGION_KINDS)}, got {kind!r}")
+    try:
+        return LabelRegion(region["polygon_rc"], region["cls"], kind)
+    except (TypeError, ValueError) as exc:
+        raise AnnotationError(f"bad region: {exc}") from None
+
+
 @dataclass
 class PointAnnotations:
     """Point annotations of one slide or image.
@@ -113,6 +130,8 @@ class PointAnnotations:
         Absolute path of the annotated slide.
     mpp : float, optional
         Microns per level-0 pixel of the slide.
+    regions : list of LabelRegion
+        Polygons (level-0 (row, col)) the user labelled as a whole ("complete" / "negative" for a class).
     """
 
     points_rc: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
@@ -121,6 +140,7 @@ class PointAnnotations:
     source: str = "manual"
     slide_path: str | None = None
     mpp: float | None = None
+    regions: list[LabelRegion] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.points_rc = _as_points(self.points_rc)
@@ -133,6 +153,7 @@ class PointAnnotations:
             raise AnnotationError(f"mpp must be positive, got {self.mpp}")
         if not (self.source == "manual" or self.source.startswith("model:")):
             raise AnnotationError(f"source must be 'manual' or 'model:<ref>', got {self.source!r}")
+        self.regions = [_as_region(r) for r in self.regions]
         self.validate()
 
     def __len__(self) -> int:
@@ -140,7 +161,8 @@ class PointAnnotations:
 
     def validate(self) -> None:
         """Raise :class:`AnnotationError` naming any class that is not in ``CELL_CLASSES``."""
-        unknown = sorted({str(c) for c in self.classes} - set(CELL_CLASSES))
+        unknown = sorted({str(c) for c in self.classes} - set(CELL_CLASSES)
+                         | {str(r.cls) for r in self.regions} - set(CELL_CLASSES))
         if unknown:
             raise AnnotationError(
                 f"unknown cell classes {unknown}; expected one of {list(CELL_CLASSES)}"
@@ -173,10 +195,15 @@ class PointAnnotations:
         keep[idx] = False
         scores = None if self.scores is None else self.scores[keep]
         return PointAnnotations(self.points_rc[keep], self.classes[keep], scores, self.source,
-                                self.slide_path, self.mpp)
+                                self.slide_path, self.mpp, list(self.regions))
+
+    def with_regions(self, regions: Iterable[LabelRegion]) -> PointAnnotations:
+        """Return a copy whose regions are ``regions`` (points unchanged)."""
+        return PointAnnotations(self.points_rc, self.classes, self.scores, self.source, self.slide_path,
+                                self.mpp, list(regions))
 
     def concat(self, other: PointAnnotations) -> PointAnnotations:
-        """Return ``self`` followed by ``other`` (metadata of ``self`` wins when set)."""
+        """Return ``self`` followed by ``other``, points and regions (metadata of ``self`` wins when set)."""
         if self.mpp and other.mpp and abs(self.mpp - other.mpp) > 1e-6 * self.mpp:
             raise AnnotationError(f"cannot merge annotations at {self.mpp} and {other.mpp} µm/px")
         scores = None
@@ -189,6 +216,7 @@ class PointAnnotations:
             self.source,
             self.slide_path or other.slide_path,
             self.mpp or other.mpp,
+            list(self.regions) + list(other.regions),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,6 +228,7 @@ class PointAnnotations:
             "source": self.source,
             "slide_path": self.slide_path,
             "mpp": self.mpp,
+            "regions": [{"polygon_rc": r.polygon_rc.tolist(), "cls": r.cls, "kind": r.kind} for r in self.regions],
         }
 
     @classmethod
@@ -211,8 +240,11 @@ class PointAnnotations:
         scores = data.get("scores")
         if scores is not None:
             scores = [np.nan if s is None else s for s in scores]
+        regions = data.get("regions") or []
+        if not isinstance(regions, list) or not all(isinstance(r, dict) for r in regions):
+            raise AnnotationError("annotation dict 'regions' must be a list of objects")
         return cls(data["points_rc"], data["classes"], scores, data.get("source", "manual"),
-                   data.get("slide_path"), data.get("mpp"))
+                   data.get("slide_path"), data.get("mpp"), regions)
 
 
 __all__ = ["AnnotationError", "CLASS_ALIASES", "PointAnnotations", "resolve_class"]

@@ -155,7 +155,7 @@ def test_geojson_qupath_export_variants(tmp_path):
     ]
     p = tmp_path / "q.json"
     p.write_text(json.dumps(features))
-    with pytest.warns(AnnotationWarning, match="skipped 1 non-point"):
+    with pytest.warns(AnnotationWarning, match="skipped 1 feature"):
         a = read_points_geojson(p)
     np.testing.assert_array_equal(a.points_rc, [[50.25, 100.5], [2, 1], [4, 3]])
     assert list(a.classes) == ["malignant", "lymphocyte", "lymphocyte"]
