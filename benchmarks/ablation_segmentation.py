@@ -10,6 +10,9 @@ when that file exists, so a killed ablation resumes by re-running the same comma
         brca_m2c=../shared/data/brca_m2c:val --folds-used 0 1 2 --steps 300 --out runs/ablation --cpu-bf16
     python benchmarks/ablation_segmentation.py --tiny --out /tmp/abl   # procedural data, tiny network (tests)
 
+``--fold-major`` trains row one and row two (paper, paper + first lever) fold by fold, so a budget that runs
+out leaves paired folds; the table then also reports the per-fold (paired) gain, mean ± sd.
+
 Writes ``OUT/ablation.md`` (the table for the model card) and ``OUT/ablation.json``.
 """
 
@@ -20,6 +23,7 @@ import dataclasses
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,22 +70,56 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def run_row(recipe: Recipe, args, base: TrainSettings, items, folds_file: Path, k: int) -> list[dict]:
-    """Train / score ``recipe`` on every fold in ``args.folds_used`` (existing results are reused)."""
+def step_logger(name: str, every: int):
+    """A progress callback logging the training loss and the wall-clock seconds per step every ``every`` steps."""
+    last = {"t": time.perf_counter(), "step": None}
+
+    def log_step(rec) -> None:
+        if rec.kind != "step":
+            return
+        now = time.perf_counter()
+        if last["step"] is None:  # the first step after (re)start: timing starts here, set-up excluded
+            last.update(t=now, step=rec.done)
+            return
+        if every <= 0 or rec.done % every:
+            return
+        n = max(1, rec.done - last["step"])
+        per_step = (now - last["t"]) / n
+        last.update(t=now, step=rec.done)
+        log.info("%s: %s (%.2f s/step over the last %d steps, validation included)", name, rec.message, per_step, n)
+
+    return log_step
+
+
+def run_row(recipe: Recipe, args, base: TrainSettings, items, folds_file: Path, k: int,
+            folds: list[int] | None = None) -> list[dict]:
+    """Train / score ``recipe`` on every fold in ``folds`` (default ``args.folds_used``; existing results are reused)."""
     records = []
-    for fold in args.folds_used:
+    for fold in args.folds_used if folds is None else folds:
         run_dir = Path(args.out) / slug(recipe.name) / f"fold{fold}"
         done = run_dir / "fold_result.json"
         if done.exists():
             records.append(json.loads(done.read_text(encoding="utf-8")))
+            continue
+        if args.report_only:
             continue
         run = FoldRun(data=tuple(args.data or ()), fold=fold, k=k, folds_file=folds_file, run_dir=run_dir,
                       mpp=0.5, extra_channels=recipe.extra_channels, device=args.device, recipe=recipe.name,
                       architecture=TINY_ARCH if args.tiny else None,
                       **({"detection_grid": {"thresholds": (0.3,), "min_distances_um": (2.0,)}} if args.tiny else {}))
         log.info("%s: fold %d", recipe.name, fold)
-        records.append(train_fold(run, with_context_batch(recipe, base), items=items))
+        records.append(train_fold(run, with_context_batch(recipe, base), items=items,
+                                  progress=step_logger(f"{recipe.name} fold {fold}", args.log_every)))
     return records
+
+
+def paired_gain(candidate: list[dict], best: list[dict], key: str = "macro_f1_6um") -> tuple[float, float, int]:
+    """Mean, sample sd and count of the per-fold difference candidate - best over the folds both scored."""
+    b = {r["fold"]: r["summary"][key] for r in best if key in r["summary"]}
+    d = np.array([r["summary"][key] - b[r["fold"]] for r in candidate if r["fold"] in b and key in r["summary"]])
+    if len(d) == 0:
+        return float("nan"), float("nan"), 0
+    return float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else float("nan"), len(d)
 
 
 def ablate(args) -> dict:
@@ -96,22 +134,44 @@ def ablate(args) -> dict:
         items, k = procedural_items(), 3
         folds_file = out / "folds.json"
         write_folds(folds_for(items, k), folds_file, dataset="procedural")
+    elif args.report_only:
+        items, k, folds_file = None, args.k, Path(args.folds_file)
     else:
         from training.segmentation import load_datasets
 
         items, k, folds_file = load_datasets(list(args.data)), args.k, Path(args.folds_file)
-    rows, best, best_summary = [], PAPER, None
+    if args.fold_major and args.levers and not args.report_only:
+        # rows one and two do not depend on any decision: train them fold by fold, so that a run stopped
+        # early leaves paired folds (paper and paper + first lever on the same fold), not one complete row
+        for fold in args.folds_used:
+            for recipe in (PAPER, PAPER.plus(LEVERS[args.levers[0]])):
+                run_row(recipe, args, base, items, folds_file, k, folds=[fold])
+    rows, best, best_summary, best_records = [], PAPER, None, []
     for lever in [None, *[LEVERS[n] for n in args.levers]]:
         recipe = PAPER if lever is None else best.plus(lever)
-        summary = summarise(run_row(recipe, args, base, items, folds_file, k))
+        records = run_row(recipe, args, base, items, folds_file, k)
+        if not records:  # --report-only: nothing finished for this row (later rows depend on it)
+            break
+        summary = summarise(records)
         gain = None if best_summary is None else summary["macro_f1_6um"][0] - best_summary["macro_f1_6um"][0]
+        paired = None if best_summary is None else paired_gain(records, best_records)
         sd = summary["macro_f1_6um"][1]
         kept = best_summary is None or (gain is not None and gain > (sd if np.isfinite(sd) else 0.0))
-        rows.append({"recipe": recipe.name, "summary": summary, "gain_macro_f1_6um": gain, "kept": kept})
+        rows.append({"recipe": recipe.name, "summary": summary, "gain_macro_f1_6um": gain,
+                     "paired_gain_macro_f1_6um": paired, "kept": kept})
         if kept:
-            best, best_summary = recipe, summary
-    table = markdown_header() + "\n" + "\n".join(markdown_row(r["recipe"] + ("" if r["kept"] else " (not kept)"),
-                                                              r["summary"]) for r in rows)
+            best, best_summary, best_records = recipe, summary, records
+    n_folds = len(args.folds_used)
+
+    def label(r: dict) -> str:
+        n = r["summary"]["macro_f1_6um"][2]
+        return r["recipe"] + (f" (incomplete: {n} of {n_folds} folds, no decision)" if n < n_folds
+                              else "" if r["kept"] else " (not kept)")
+
+    table = markdown_header() + "\n" + "\n".join(markdown_row(label(r), r["summary"]) for r in rows)
+    paired = [f"- {r['recipe']}: paired per-fold gain in macro F1 at 6 µm {g[0]:+.3f} ± {g[1]:.3f}"
+              f" (n = {g[2]} folds)" for r in rows if (g := r["paired_gain_macro_f1_6um"]) and g[2]]
+    table += ("\n\n" + "\n".join(paired)) if paired else ""
     (out / "ablation.md").write_text(table + "\n", encoding="utf-8")
     (out / "ablation.json").write_text(json.dumps({"rows": rows, "best": best.name, "settings":
                                                    dataclasses.asdict(base)}, indent=1, default=str), encoding="utf-8")
@@ -135,6 +195,11 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cpu-bf16", action="store_true")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--log-every", type=int, default=25, help="log loss and seconds per step every N steps")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: table of the fold results already written (finished folds only)")
+    p.add_argument("--fold-major", action="store_true",
+                   help="train the paper row and the first lever's row fold by fold (paired folds when stopped early)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.tiny:
