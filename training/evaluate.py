@@ -18,13 +18,15 @@ ALL_NUCLEI = "all"
 
 
 @torch.inference_mode()
-def predict_whole(net: torch.nn.Module, image: np.ndarray, device: torch.device, tta: bool = False,
+def predict_whole(net: torch.nn.Module, image: np.ndarray, device: torch.device, tta: bool | str = False,
                   normalisation: str = "minus1_1") -> np.ndarray:
     """Single-pass prediction on a small image (reflect-padded to a multiple of 32).
 
-    Returns sigmoid probabilities of shape (C, H, W), float32. With ``tta`` the 8 flips /
-    90-degree rotations are averaged. ``normalisation`` is the model config's input scaling.
+    Returns sigmoid probabilities of shape (C, H, W), float32. With ``tta`` (``True`` / ``"d4"``: the 8 flips /
+    90-degree rotations, ``"flips"``: 4) the views are averaged (:func:`napari_cellularity.inference.tta.forward_tta`).
+    ``normalisation`` is the model config's input scaling.
     """
+    from napari_cellularity.inference.tta import forward_tta
     from napari_cellularity.models.device import autocast_context
     from napari_cellularity.models.fpn import normalise_rgb
 
@@ -32,17 +34,9 @@ def predict_whole(net: torch.nn.Module, image: np.ndarray, device: torch.device,
     ph, pw = (-h) % 32, (-w) % 32
     padded = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
     x = normalise_rgb(torch.from_numpy(padded).permute(2, 0, 1)[None].to(device), normalisation)
-    views = [(k, f) for k in range(4) for f in (False, True)] if tta else [(0, False)]
-    acc = None
-    for k, flip in views:
-        xi = torch.rot90(x, k, dims=(2, 3))
-        xi = torch.flip(xi, dims=(3,)) if flip else xi
-        with autocast_context(device):
-            yi = torch.sigmoid(net(xi).float())
-        yi = torch.flip(yi, dims=(3,)) if flip else yi
-        yi = torch.rot90(yi, -k, dims=(2, 3))
-        acc = yi if acc is None else acc + yi
-    probs = (acc / len(views))[0, :, :h, :w]
+    with autocast_context(device):
+        out = forward_tta(net, x, tta) if tta else torch.sigmoid(net(x).float())
+    probs = out[0, :, :h, :w]
     return probs.cpu().numpy()
 
 

@@ -10,7 +10,7 @@ any half-written output store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from ..progress import Progress, drain, notice
 from .cells import points_to_level0
 from .map_store import MapStore
 from .sources import as_source, validate_region
+from .tile_reader import read_batches, read_tile
 from .tiling import (
     StripAccumulator,
     blend_window,
@@ -33,7 +34,7 @@ from .tiling import (
     tiles_with_tissue,
 )
 from .tissue import tissue_mask
-from .tta import forward_tta
+from .tta import forward_tta, tta_mode
 
 THUMBNAIL_SIDE_PX = 2048
 
@@ -84,9 +85,9 @@ class RegionPrediction:
 class _BatchRunner:
     """Runs the network on uint8 tile batches; halves the batch on GPU OOM, then falls back to CPU."""
 
-    def __init__(self, net: torch.nn.Module, device: torch.device, batch_size: int, tta: bool,
+    def __init__(self, net: torch.nn.Module, device: torch.device, batch_size: int, tta: bool | str,
                  precision: str = "auto", normalisation: str = "minus1_1"):
-        self.net, self.device, self.batch_size, self.tta = net, device, max(1, int(batch_size)), tta
+        self.net, self.device, self.batch_size, self.tta = net, device, max(1, int(batch_size)), tta_mode(tta)
         self.normalisation = normalisation
         self.precision = precision
         resolve_precision(device, precision)  # an unknown choice fails before any tile is read
@@ -104,7 +105,7 @@ class _BatchRunner:
         x = normalise_rgb(x.permute(0, 3, 1, 2), self.normalisation)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast_context(self.device, precision=self.precision):
-            probs = forward_tta(self.net, x) if self.tta else torch.sigmoid(self.net(x).float())
+            probs = forward_tta(self.net, x, self.tta) if self.tta else torch.sigmoid(self.net(x).float())
         return probs.float().cpu().numpy()
 
     def _shrink(self, exc: BaseException) -> None:
@@ -178,7 +179,8 @@ def predict_region(
     region: tuple[int, int, int, int] | None = None,
     device: str | torch.device | None = "auto",
     batch_size: int = 4,
-    tta: bool = False,
+    tta: bool | str = False,
+    stain_norm: bool = False,
     tile_size_px: int | None = None,
     overlap_px: int | None = None,
     skip_background: bool = True,
@@ -202,8 +204,13 @@ def predict_region(
         Level-0 (row, col, height, width); default the whole image.
     batch_size : int
         Tiles per forward pass (halved automatically on GPU out-of-memory).
-    tta : bool
-        Average the 8 flips / 90-degree rotations (8x slower).
+    tta : bool or {"none", "flips", "d4"}
+        Test-time augmentation: ``True`` / ``"d4"`` averages the 8 flips / 90-degree rotations (8x slower),
+        ``"flips"`` the 4 flips (4x); off by default.
+    stain_norm : bool
+        Reinhard-normalise colours to the model's recorded training reference (``config.training
+        ["stain_reference"]``), with statistics measured once over a sample of the region's tissue tiles; off by
+        default. A model without a reference raises :class:`~.stain.StainReferenceError` before any tile is run.
     tile_size_px, overlap_px : int, optional
         Default ``config.tile_size_px`` and a quarter of it.
     skip_background : bool
@@ -241,8 +248,10 @@ def predict_region(
     keep = _tissue_keep(source, grid, region, scale) if skip_background else np.ones(len(grid), bool)
     tissue_s = time.perf_counter() - t_tissue
     todo = [t for t in grid if keep[t.index]]
+    stain = _stain_transform(config, source, region, scale, todo, shape) if stain_norm else None
     runner = _BatchRunner(net, select_device(device), batch_size, tta, precision, config.normalisation)
-    key = _job_key(config, region, scale, grid, skip_background, tta, precision, probs_dtype, batch_size)
+    key = _job_key(config, region, scale, grid, skip_background, (tta_mode(tta), stain and stain.key()), precision, probs_dtype,
+                   batch_size)
     outputs = MapStore(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None,
                        job_key=key, resume=resume)
     start_row = outputs.rows_done
@@ -262,7 +271,7 @@ def predict_region(
             yield notice(f"resuming: {start_row} of {shape[0]} map rows were already finished", done, len(todo))
         t_wait = time.perf_counter()
         for first, batch, pixels, read_s in read_batches(source, region, scale, todo, done, read_batch, shape,
-                                                          read_ahead):
+                                                          read_ahead, stain):
             t1 = time.perf_counter()
             timings["read_s"] += read_s
             timings["read_wait_s"] += t1 - t_wait
@@ -296,6 +305,17 @@ def predict_region(
         runner.batch_size, outputs.final_path, timings, notices, resolve_precision(runner.device, precision))
 
 
+def _stain_transform(config, source, region, scale: float, todo: list, shape_rc):
+    """The Reinhard transform of this region: statistics of up to 16 tissue tiles spread over it, at the model mpp."""
+    from .stain import ReinhardTransform, model_reference, sample_evenly
+
+    reference = model_reference(config)
+    if not todo:
+        return None
+    tiles = np.stack([read_tile(source, region, scale, todo[i], shape_rc) for i in sample_evenly(len(todo), 16)])
+    return ReinhardTransform.fit(tiles, reference)
+
+
 def label_channels(class_names: tuple[str, ...]) -> tuple[int, ...]:
     """Channels a label map chooses among: every class (``other`` included), never the class-agnostic
     ``centre`` map (a nucleus-centre score, not a class: it would otherwise win at every nucleus)."""
@@ -326,53 +346,6 @@ def _job_key(config, region, scale, grid, skip_background, tta, precision, probs
     weights = getattr(config, "hashes", {}).get("weights_sha256", "")
     return "|".join(str(v) for v in (config.ref, weights, tuple(region), round(scale, 9), grid.tile_shape_rc,
                                       grid.overlap_rc, skip_background, tta, precision, probs_dtype, int(batch_size)))
-
-
-def read_batches(source, region, scale: float, todo: list, start: int, batch_size: int, shape_rc,
-                 read_ahead: int = 2) -> Iterator[tuple[int, list, np.ndarray, float]]:
-    """Yield ``(index of the batch's first tile, tiles, pixels (N, h, w, 3) uint8, read seconds)`` per batch
-    from tile ``start`` on.
-
-    With ``read_ahead > 0`` a background thread reads up to that many batches ahead while the
-    caller runs the network (OpenSlide and tifffile release the GIL while decoding); only
-    that thread touches ``source`` meanwhile. Memory: ``read_ahead + 1`` batches.
-    """
-    starts = list(range(start, len(todo), batch_size))
-
-    def read(b: int) -> tuple[np.ndarray, float]:
-        t0 = time.perf_counter()
-        pixels = np.stack([_read_tile(source, region, scale, t, shape_rc) for t in todo[b:b + batch_size]])
-        return pixels, time.perf_counter() - t0
-
-    if read_ahead <= 0:
-        for b in starts:
-            yield (b, todo[b:b + batch_size], *read(b))
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-reader") as pool:
-        pending = deque(pool.submit(read, b) for b in starts[:read_ahead + 1])
-        try:
-            for i, b in enumerate(starts):
-                pixels, read_s = pending.popleft().result()
-                if i + read_ahead + 1 < len(starts):
-                    pending.append(pool.submit(read, starts[i + read_ahead + 1]))
-                yield b, todo[b:b + batch_size], pixels, read_s
-        finally:
-            for future in pending:
-                future.cancel()
-
-
-def _read_tile(source, region, scale: float, tile, shape_rc) -> np.ndarray:
-    """Read one tile at the model mpp, reflect-padded when the region is smaller than the tile."""
-    vh, vw = tile.valid_shape(shape_rc)
-    origin = (region[0] + tile.row * scale, region[1] + tile.col * scale)
-    size0 = (min(vh * scale, region[0] + region[2] - origin[0]), min(vw * scale, region[1] + region[3] - origin[1]))
-    rgb = source.read(origin, size0, (vh, vw))
-    if (vh, vw) != (tile.height, tile.width):
-        rgb = np.pad(rgb, ((0, tile.height - vh), (0, tile.width - vw), (0, 0)), mode="reflect")
-    return rgb
 
 
 def _tile_record(tile, probs, done, total, region, scale, shape_rc) -> Progress:
