@@ -1,10 +1,11 @@
-"""Annotate widget: one editable Points layer per cell class, counts, load/save, autosave.
+"""Annotate widget: one editable Points layer per cell class, labelled regions, counts, load/save, autosave.
 
 Thin Qt glue over :mod:`napari_cellularity.annotations` (compute, no Qt). Annotation layers
 hold level-0 pixels with the image layer's ``scale`` (µm) and ``translate``, so they sit on
 the slide. Keys 1 / 2 / 3 select the malignant / normal / lymphocyte layer in "add" mode.
 Every change is autosaved (debounced) to the slide's sidecar and restored when the slide is
-opened again.
+opened again. Regions ("all nuclei in here are …", "no … here", with undo) live in
+:class:`._regions.RegionBox`; they are saved with the points (GeoJSON and autosave, not CSV).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from ._layers import (
     find_layer,
     points_layer_name,
 )
+from ._regions import RegionBox, to_layer_data
 
 CLASS_KEYS: dict[str, str] = {"malignant": "1", "normal": "2", "lymphocyte": "3"}
 AUTOSAVE_INTERVAL_S = 2.0
@@ -64,12 +66,6 @@ def image_shape_rc(layer: Any) -> tuple[int, int]:
 def layer_slide_path(layer: Any) -> str | None:
     path = layer.metadata.get("path")
     return str(path) if path else None
-
-
-def to_layer_data(world_layer: Any, target_scale: Any, target_translate: Any) -> np.ndarray:
-    """Points of ``world_layer`` expressed in the data coordinates of another layer."""
-    world = np.asarray(world_layer.data, float)[:, -2:] * world_layer.scale[-2:] + world_layer.translate[-2:]
-    return (world - np.asarray(target_translate[-2:])) / np.asarray(target_scale[-2:])
 
 
 class AnnotateWidget(QWidget):
@@ -119,6 +115,9 @@ class AnnotateWidget(QWidget):
         self.copy_button.setToolTip("Copy the model's 'Nuclei: …' points into the editable layers to correct them")
         self.copy_button.clicked.connect(self.copy_detections)
         layout.addWidget(self.copy_button)
+        self.regions_box = RegionBox(self.viewer, lambda: self._image, lambda c: self._layers[c], self.annotations,
+                                     self._notify)
+        layout.addWidget(self.regions_box)
         layout.addWidget(self._build_roi_box())
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -191,6 +190,7 @@ class AnnotateWidget(QWidget):
 
     def _ensure_layers(self) -> None:
         img = self._image
+        self.regions_box.ensure_layers(img, self._on_data_changed)
         for cls in CELL_CLASSES:
             name = annotation_layer_name(cls)
             layer = find_layer(self.viewer, name, Points)
@@ -224,27 +224,30 @@ class AnnotateWidget(QWidget):
 
     # ------------------------------------------------------------------ data
     def annotations(self) -> PointAnnotations:
-        """Current annotations of all class layers (level-0 px)."""
+        """Current annotations of all class layers and the recorded regions (level-0 px)."""
         parts = [PointAnnotations(np.asarray(self._layers[c].data, float)[:, -2:], c) for c in self._layers]
         ann = PointAnnotations(mpp=self.mpp, slide_path=layer_slide_path(self._image) if self._image else None)
         for part in parts:
             ann = ann.concat(part)
-        return ann
+        return ann.with_regions(self.regions_box.regions())
 
     def set_annotations(self, ann: PointAnnotations, append: bool = True) -> None:
-        """Put points into the class layers (appending by default: nothing is dropped)."""
+        """Put points and regions into the layers (appending by default: nothing is dropped)."""
         if not self._layers:
             raise AnnotationError("open a slide or image first, then load annotations")
         for cls, layer in self._layers.items():
             new = ann.of_class(cls)
             old = np.asarray(layer.data, float)[:, -2:] if append else np.zeros((0, 2))
             layer.data = np.concatenate([old, new])
+        self.regions_box.set_regions(ann.regions, append)
 
     def _update_counts(self) -> None:
         for cls, label in self.count_labels.items():
             label.setText(str(len(self._layers[cls].data)) if cls in self._layers else "0")
         n = len(self.autosaver.roi_estimates) if self.autosaver else 0
         self.roi_count.setText(f"{n} labelled ROIs")
+        if self._layers:
+            self.regions_box.update_hint()
 
     def _on_data_changed(self, event: Any = None) -> None:
         self._update_counts()
@@ -269,25 +272,26 @@ class AnnotateWidget(QWidget):
             self._notify(str(exc), error=True)
 
     def _restore(self, slide_path: str) -> None:
-        if any(len(lay.data) for lay in self._layers.values()):
+        if any(len(lay.data) for lay in self._layers.values()) or self.regions_box.regions():
             return
         doc = load_sidecar(slide_path)
-        if doc is None or len(doc.points) == 0:
+        if doc is None or (len(doc.points) == 0 and not doc.points.regions):
             return
         self.set_annotations(doc.points, append=False)
-        self._notify(f"Restored {len(doc.points)} autosaved annotations for {Path(slide_path).name}")
+        self._notify(f"Restored {len(doc.points)} autosaved annotations and {len(doc.points.regions)} regions "
+                     f"for {Path(slide_path).name}")
 
     # ------------------------------------------------------------------ files
     def save_to(self, path: str | Path) -> Path:
-        """Save to ``.csv`` (x, y, class) or GeoJSON (any other suffix; with ROI estimates)."""
-        path = Path(path)
-        ann = self.annotations()
+        """Save to ``.csv`` (x, y, class: points only) or GeoJSON (any other suffix; regions, ROI estimates)."""
+        path, ann = Path(path), self.annotations()
         if path.suffix.lower() in (".csv", ".tsv", ".txt"):
             out = write_points_csv(path, ann)
+            lost = f" (CSV holds points only: the {len(ann.regions)} regions are not in it; save as GeoJSON " \
+                   "to keep them)" if ann.regions else ""
         else:
-            rois = self.autosaver.roi_estimates if self.autosaver else []
-            out = write_points_geojson(path, ann, rois)
-        self.status.setText(f"Saved {len(ann)} annotations to {out}")
+            out, lost = write_points_geojson(path, ann, self.autosaver.roi_estimates if self.autosaver else []), ""
+        self.status.setText(f"Saved {len(ann)} annotations to {out}{lost}")
         return out
 
     def load_from(self, path: str | Path) -> PointAnnotations:
@@ -302,7 +306,7 @@ class AnnotateWidget(QWidget):
                 known = {(r.roi, r.cellularity_pct) for r in self.autosaver.roi_estimates}
                 self.autosaver.roi_estimates += [r for r in doc.roi_estimates if (r.roi, r.cellularity_pct) not in known]
         self.set_annotations(ann, append=True)
-        self._notify(f"Loaded {len(ann)} annotations from {path.name}")
+        self._notify(f"Loaded {len(ann)} annotations and {len(ann.regions)} regions from {path.name}")
         return ann
 
     def _save_dialog(self) -> None:
