@@ -5,12 +5,19 @@ Run by hand; numbers go in issue notes, not in tests::
     python benchmarks/bench_inference.py --threads 2 --reps 2
     python benchmarks/bench_inference.py --device cuda --batch-sizes 1 4 16 64
     python benchmarks/bench_inference.py --threads 2 --precision fp32   # vs the default auto (CPU bf16 if native)
+    python benchmarks/bench_inference.py --threads 1 --region-px 2048 --variants base extra-channels stain-norm \
+        --reps 2 --only-regions --json runs/bench_inference_2048.json     # issue 12: options vs the shipped cost
 
 Reports, per batch size, tiles/s and megapixels/s of the batched network forward pass through
 the same code path as ``predict_region`` (eval, inference_mode, autocast + channels_last on
 CUDA), one end-to-end ``predict_region`` run over a blank-free random image (tiling, reading,
 blending included), one training step (batch 8 x 256², forward + backward + Adam) and the
 process's peak RSS. Random images: the timings do not depend on content.
+
+``--variants`` times whole-region inference of the shipped architecture (``base``: 4 channels) against a model
+with the ``other`` and ``centre`` channels (``extra-channels``), Reinhard normalisation at inference
+(``stain-norm``) and test-time augmentation (``flips``: 4 views, ``d4``: 8), interleaved rep by rep so that
+a changing machine load hits every variant alike; the ratio to ``base`` is reported (issue 12 bar: within 1.5x).
 """
 
 from __future__ import annotations
@@ -65,6 +72,44 @@ def bench_region(net, config, device, side_px: int, batch_size: int, precision: 
             "timings_s": {k: round(v, 3) for k, v in pred.timings_s.items()}}
 
 
+#: Region-inference variants: (extra channels, predict_region options).
+REGION_VARIANTS = {"base": ((), {}), "extra-channels": (("other", "centre"), {}),
+                   "stain-norm": ((), {"stain_norm": True}), "flips": ((), {"tta": "flips"}), "d4": ((), {"tta": "d4"})}
+
+
+def bench_region_variants(variants, device, side_px: int, reps: int, precision: str) -> dict:
+    """Median seconds of ``predict_region`` over a ``side_px``² random image per variant, and the ratio to base."""
+    import dataclasses
+
+    from napari_cellularity.inference.predict import predict_region, run_prediction
+    from napari_cellularity.inference.stain import reinhard_reference
+    from napari_cellularity.models.config import CLASS_NAMES, SegmentationConfig
+    from napari_cellularity.models.fpn import build_network
+
+    img = np.random.default_rng(1).integers(0, 256, (side_px, side_px, 3), dtype=np.uint8)
+    nets = {}
+    for name in variants:
+        extra, _ = REGION_VARIANTS[name]
+        config = SegmentationConfig(class_names=CLASS_NAMES + extra)
+        config = dataclasses.replace(config, training={"stain_reference": reinhard_reference([img[:256, :256]])})
+        torch.manual_seed(0)
+        nets[name] = (build_network(config).eval(), config)
+    times: dict[str, list[float]] = {n: [] for n in variants}
+    for _ in range(reps):
+        for name in variants:
+            net, config = nets[name]
+            t0 = time.perf_counter()
+            run_prediction(predict_region(net, config, img, mpp=config.mpp, device=device, batch_size=4,
+                                          skip_background=False, precision=precision, **REGION_VARIANTS[name][1]))
+            times[name].append(time.perf_counter() - t0)
+            print(json.dumps({"variant": name, "region_px": side_px, "s": round(times[name][-1], 2)}), flush=True)
+    med = {n: float(np.median(t)) for n, t in times.items()}
+    base = med.get("base")
+    return {"region_px": side_px, "reps": reps, "seconds": times,
+            "median_s": {n: round(v, 2) for n, v in med.items()},
+            "ratio_to_base": {n: round(v / base, 3) for n, v in med.items()} if base else {}}
+
+
 def bench_train_step(config, device, batch: int, tile_px: int, reps: int, precision: str) -> dict:
     from napari_cellularity.models.device import resolve_precision
     from napari_cellularity.models.fpn import build_network
@@ -104,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--region-px", type=int, default=1024)
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--variants", nargs="+", default=None, choices=list(REGION_VARIANTS),
+                   help="time whole-region inference of these variants (see the module docstring)")
+    p.add_argument("--only-regions", action="store_true", help="only the --variants timing")
+    p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -113,14 +162,25 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"device": str(device), "devices": [d.name for d in describe_devices()],
                       "threads": torch.get_num_threads(), "torch": torch.__version__,
                       "precision": resolve_precision(device, args.precision)}), flush=True)
-    result = {"forward": bench_forward(net, device, args.batch_sizes, config.tile_size_px, args.reps, args.precision)}
-    result["region"] = bench_region(net, config, device, args.region_px, batch_size=4, precision=args.precision)
-    print(json.dumps(result["region"]), flush=True)
-    if not args.skip_train:
+    result: dict = {"threads": torch.get_num_threads(), "precision": resolve_precision(device, args.precision)}
+    if args.variants:
+        result["variants"] = bench_region_variants(args.variants, device, args.region_px, args.reps, args.precision)
+        print(json.dumps({k: result["variants"][k] for k in ("median_s", "ratio_to_base")}), flush=True)
+    if not args.only_regions:
+        result["forward"] = bench_forward(net, device, args.batch_sizes, config.tile_size_px, args.reps,
+                                          args.precision)
+        result["region"] = bench_region(net, config, device, args.region_px, batch_size=4, precision=args.precision)
+        print(json.dumps(result["region"]), flush=True)
+    if not args.skip_train and not args.only_regions:
         result["train_step"] = bench_train_step(config, device, 8, 256, args.reps, args.precision)
         print(json.dumps(result["train_step"]), flush=True)
     result["peak_rss_mb"] = round(_peak_rss_mb())
     print(json.dumps({"peak_rss_mb": result["peak_rss_mb"]}), flush=True)
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
 
 
