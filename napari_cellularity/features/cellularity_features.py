@@ -147,12 +147,26 @@ def log_response(prob: np.ndarray, mpp: float) -> np.ndarray:
     pad = max(int(4.0 * s + 0.5) for s in sigmas)
     ny, nx = fft.next_fast_len(h + 2 * pad, real=True), fft.next_fast_len(w + 2 * pad, real=True)
     widths = [(0, 0)] * (prob.ndim - 2) + [(pad, ny - h - pad), (pad, nx - w - pad)]
-    spectrum = fft.rfft2(np.pad(prob.astype(np.float64), widths, mode="edge"))
+    workers = _fft_workers()
+    spectrum = fft.rfft2(np.pad(prob.astype(np.float64), widths, mode="edge"), workers=workers)
     resp = None
     for transfer in _log_transfers(ny, nx, sigmas):
-        r = fft.irfft2(spectrum * transfer, s=(ny, nx))[..., pad:pad + h, pad:pad + w]
+        # the inverse of rfft2 in two steps, the second only over the map's own rows
+        rows = fft.ifft(spectrum * transfer, axis=-2, workers=workers)[..., pad:pad + h, :]
+        r = fft.irfft(rows, n=nx, axis=-1, workers=workers)[..., pad:pad + w]
         resp = r if resp is None else np.maximum(resp, r, out=resp)
     return resp.astype(np.float32)
+
+
+def _fft_workers() -> int:
+    """Threads for the FFTs: torch's thread count when torch is loaded (the analysis' CPU share), else 1."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    try:
+        return max(1, int(torch.get_num_threads())) if torch is not None else 1
+    except Exception:  # noqa: BLE001 - a partly imported or stubbed torch
+        return 1
 
 
 def log_blobs(prob: np.ndarray, mpp: float, response: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
