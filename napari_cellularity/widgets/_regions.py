@@ -41,6 +41,16 @@ def _to_target(data: np.ndarray, scale: Any, translate: Any, target_scale: Any, 
     return (world - np.asarray(target_translate[-2:])) / np.asarray(target_scale[-2:])
 
 
+def viewer_regions(viewer: Any, img: Any) -> list[LabelRegion]:
+    """The regions recorded in the viewer's :data:`REGIONS_LAYER`, level-0 (row, col) of the slide ``img``."""
+    layer = find_layer(viewer, REGIONS_LAYER, Shapes)
+    if layer is None or img is None or len(layer.data) == 0:
+        return []
+    feats = layer.features
+    return [LabelRegion(_to_target(layer.data[i], layer.scale, layer.translate, img.scale, img.translate),
+                        str(feats["cls"].iloc[i]), str(feats["kind"].iloc[i])) for i in range(len(layer.data))]
+
+
 def shape_polygon(vertices: np.ndarray, shape_type: str) -> np.ndarray:
     """Outline (K, 2) of a napari shape: polygons / rectangles as drawn, an ellipse sampled from its box."""
     v = np.asarray(vertices, float)[:, -2:]
@@ -146,12 +156,7 @@ class RegionBox(QGroupBox):
 
     def regions(self) -> list[LabelRegion]:
         """The recorded regions, level-0 (row, col) of the slide."""
-        layer, img = self.regions_layer, self._image()
-        if layer is None or img is None or len(layer.data) == 0:
-            return []
-        feats = layer.features
-        return [LabelRegion(_to_target(layer.data[i], layer.scale, layer.translate, img.scale, img.translate),
-                            str(feats["cls"].iloc[i]), str(feats["kind"].iloc[i])) for i in range(len(layer.data))]
+        return viewer_regions(self.viewer, self._image()) if self.regions_layer is not None else []
 
     def add_region(self, region: LabelRegion) -> int:
         """Draw ``region`` (level-0 px) in the regions layer; returns its id."""

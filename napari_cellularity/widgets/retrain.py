@@ -1,6 +1,7 @@
 """Retrain widget: fine-tune the segmentation model on the pathologist's corrected points.
 
-Thin Qt glue: counts come from the Annotate widget's layers, crops from
+Thin Qt glue: counts (points, regions, the teaching hint) come from the Annotate widget's layers,
+crops (with the labelled regions in each crop's frame) from
 :func:`napari_cellularity.annotations.training_items.annotations_to_items`, training from
 ``training.finetune.iter_finetune`` (a generator run through ``_worker.run_generator`` with a
 progress bar, a live loss curve and Cancel). "Refit cellularity regressor" collects the
@@ -29,20 +30,21 @@ from qtpy.QtWidgets import (
 
 from ..annotations.autosave import load_sidecar
 from ..annotations.points import AnnotationError, PointAnnotations
+from ..annotations.regions import hint_text
 from ..annotations.training_items import annotations_to_items, check_enough_annotations
-from ..models.config import CELL_CLASSES, CLASS_LABELS
+from ..models.config import CELL_CLASSES
 from ..models.registry import list_models
 from ..progress import Progress
 from . import _confirm
 from ._layers import annotation_layer_name, find_layer
 from ._plots import LossPlot
+from ._regions import viewer_regions
+from ._retrain_text import finetune_defaults, format_refit_metrics
 from ._session import find_widgets, layer_mpp, layer_pixel_source
 from ._worker import format_eta, run_generator
 from .annotate import image_layers, layer_slide_path
 
 MIN_ROI_ESTIMATES = 5
-__all__ = ["LossPlot", "RetrainWidget", "MIN_ROI_ESTIMATES"]
-
 
 class RetrainWidget(QWidget):
     """Dock widget: fine-tune the segmentation model from annotations; refit cellularity."""
@@ -70,7 +72,8 @@ class RetrainWidget(QWidget):
         row.addWidget(QLabel("Steps:"))
         self.steps_spin = QSpinBox()
         self.steps_spin.setRange(1, 5000)
-        self.steps_spin.setValue(150)
+        self.steps_spin.setValue(finetune_defaults()[0])
+        self.steps_spin.setToolTip("Default: the fine-tune's measured default (FinetuneSettings.steps)")
         row.addWidget(self.steps_spin)
         layout.addLayout(row)
         row = QHBoxLayout()
@@ -104,8 +107,12 @@ class RetrainWidget(QWidget):
         self.refit_label.setWordWrap(True)
         self.refit_metrics_label = QLabel("")
         self.refit_metrics_label.setWordWrap(True)
+        self.calibrate_check = QCheckBox("Calibrate only (keep the model, correct its scale)")
+        self.calibrate_check.setToolTip("Fit a monotone (isotonic) map from the current cellularity-lgbm model's "
+                                        "values to your estimates instead of new trees: safer with few ROIs")
         layout.addWidget(self.refit_button)
         layout.addWidget(self.refit_base_check)
+        layout.addWidget(self.calibrate_check)
         layout.addWidget(self.refit_label)
         layout.addWidget(self.refit_metrics_label)
         self.status = QLabel("")
@@ -126,7 +133,7 @@ class RetrainWidget(QWidget):
         return active if active in layers else (layers[0] if layers else None)
 
     def annotations(self) -> PointAnnotations:
-        """Points of the Annotate widget's layers, in level-0 px of the image layer."""
+        """Points and regions of the Annotate widget's layers, in level-0 px of the image layer."""
         img = self.image_layer()
         ann = PointAnnotations(mpp=float(img.scale[-1]) if img is not None else None,
                                slide_path=layer_slide_path(img) if img is not None else None)
@@ -134,7 +141,7 @@ class RetrainWidget(QWidget):
             layer = find_layer(self.viewer, annotation_layer_name(cls), Points)
             if layer is not None and len(layer.data):
                 ann = ann.concat(PointAnnotations(np.asarray(layer.data, float)[:, -2:], cls))
-        return ann
+        return ann.with_regions(viewer_regions(self.viewer, img))
 
     def roi_estimates(self) -> list[tuple[Any, Any]]:
         """(image layer, RoiEstimate) for every estimate stored in the sidecars of the open images."""
@@ -179,8 +186,7 @@ class RetrainWidget(QWidget):
         if want in refs:
             self.model_combo.setCurrentText(want)
         self.model_combo.blockSignals(False)
-        counts = self.annotations().counts()
-        self.counts_label.setText("Annotated points: " + ", ".join(f"{CLASS_LABELS[c]} {n}" for c, n in counts.items()))
+        self.counts_label.setText("Annotated (points in regions):\n" + hint_text(self.annotations()))
         n_roi = self.roi_estimate_count()
         busy = self.worker is not None and getattr(self.worker, "is_running", False)
         self.refit_button.setEnabled(n_roi >= MIN_ROI_ESTIMATES and not busy)
@@ -196,7 +202,8 @@ class RetrainWidget(QWidget):
         if img is None:
             raise AnnotationError("open a slide or image first")
         ann = self.annotations()
-        check_enough_annotations(ann)
+        _, min_points, min_classes = finetune_defaults()
+        check_enough_annotations(ann, min_points, min_classes)
         data = img.data[0] if img.multiscale else img.data
         return annotations_to_items(data, ann, mpp=float(img.scale[-1]), slide_id=img.name)
 
@@ -225,7 +232,9 @@ class RetrainWidget(QWidget):
         self.retrain_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.refit_button.setEnabled(False)
-        self.status.setText(f"Fine-tuning {base or 'default model'} on {sum(len(i.points_rc) for i in items)} points…")
+        n_regions = len({(id(r), i.image_id) for i in items for r in i.regions})
+        self.status.setText(f"Fine-tuning {base or 'default model'} on {sum(len(i.points_rc) for i in items)} points"
+                            + (f" and {n_regions} region crop(s)" if n_regions else "") + "…")
         self.worker = run_generator(
             lambda: iter_finetune(base, items, FinetuneSettings(steps=steps, device="auto")),
             on_yield=self._on_record, on_return=self._on_result, on_abort=self._on_abort,
@@ -335,14 +344,15 @@ class RetrainWidget(QWidget):
             self._notify(f"Cannot refit: {exc}", error=True)
             return None
         seg_ref = self.model_combo.currentText() or None
-        include = self.refit_base_check.isChecked()
+        include, calibrate = self.refit_base_check.isChecked(), self.calibrate_check.isChecked()
         self.refit_result = None
         self.refit_metrics_label.setText("")
         self._set_busy(True)
         self.status.setText(f"Refitting the cellularity regressor on {len(samples)} ROIs "
                             f"(maps from {seg_ref or 'the default model'})…")
         self.worker = run_generator(
-            lambda: iter_refit_from_rois(samples, seg_ref=seg_ref, device="auto", include_base_data=include),
+            lambda: iter_refit_from_rois(samples, seg_ref=seg_ref, device="auto", include_base_data=include,
+                                         calibrate_only=calibrate),
             on_return=self._on_refit_result, on_error=self._on_refit_error,
             on_abort=lambda: self._notify("Refit cancelled; no model was saved."),
             on_finish=lambda: self._set_busy(False), progress_desc="Refit cellularity", start=False,
@@ -361,25 +371,8 @@ class RetrainWidget(QWidget):
     def _on_refit_result(self, result: Any) -> None:
         self.refit_result = result
         self.refit_metrics_label.setText(format_refit_metrics(result))
-        self._notify(f"Saved cellularity model {result.new_ref}; new analyses use it")
+        self._notify(f"Saved {'calibrated ' if 'mae_before' in result.cv_metrics else ''}cellularity model "
+                     f"{result.new_ref}; new analyses use it")
 
     def _on_refit_error(self, exc: BaseException) -> None:
         self.status.setText(f"Refit failed: {type(exc).__name__}: {exc}")
-
-
-def format_refit_metrics(result: Any) -> str:
-    """Headline cross-validated agreement of a refit (MSE with 95 % CI, MAE, kappa, PK, n)."""
-    m = result.cv_metrics
-
-    def f(key: str, digits: int = 3) -> str:
-        v = m.get(key)
-        return "n/a" if v is None else f"{v:.{digits}f}"
-
-    lo, hi = (m.get("mse_ci95") or [None, None])[:2]
-    ci = f" [{lo:.4f}–{hi:.4f}]" if lo is not None and hi is not None else ""
-    parent = f" (parent {result.parent})" if result.parent else ""
-    return (f"New cellularity model {result.new_ref}{parent}\n"
-            f"Cross-validated on n = {m.get('n', result.n_samples)} ROIs: MSE {f('mse', 4)}{ci}, MAE {f('mae')}, "
-            f"kappa {f('kappa_4bins')}, PK {f('pk')}"
-            + ("\nAll ROIs come from one slide: these numbers are optimistic." if "single slide" in result.cv_split
-               else ""))

@@ -30,7 +30,7 @@ def test_counts_and_refusal(make_napari_viewer, tmp_path):
     assert isinstance(widget, RetrainWidget)
     viewer.layers[annotation_layer_name("malignant")].add([[10.0, 10.0], [20.0, 20.0]])
     widget.refresh()
-    assert "Malignant epithelial 2" in widget.counts_label.text()
+    assert "malignant: 2 points in 0 regions" in widget.counts_label.text()
     assert widget.start_retrain() is None
     assert "too few annotations" in widget.status.text() and "need at least 20" in widget.status.text()
 
