@@ -1,7 +1,9 @@
 """Write one analysis to a result folder: the files behind ``napari-cellularity analyze``.
 
 Per input, ``DIR/<stem>/`` holds ``cells.csv`` (x, y, class, score in level-0 pixels),
-``masks/<class>.tif`` (small images) or ``masks.zarr`` (slides), ``labels.tif``,
+``cells.geojson`` (the same cells as QuPath detections), ``masks/<class>.tif`` (small images) or
+``masks.ome.zarr`` (big regions and slides: an OME-NGFF multiscale pyramid of probabilities and
+labels in µm, with provenance; :mod:`napari_cellularity.io.ome_zarr`), ``labels.tif``,
 ``overlay.png``, ``cellularity.csv``, ``cellularity_heatmap.tif`` and ``summary.json``.
 The folder is assembled under a temporary name and renamed at the end, so a failed or
 cancelled run never leaves half a result. The analysis itself is
@@ -48,6 +50,8 @@ def _roi_from_text(text: str) -> tuple[int, int, int, int] | None:
 
 #: Written last into a result folder: its presence marks a complete result.
 COMPLETION_MARKER = "summary.json"
+#: The maps of a big region in a result folder (OME-Zarr, NGFF 0.4).
+MAPS_STORE = "masks.ome.zarr"
 
 
 class OutputFolderError(OSError):
@@ -172,7 +176,10 @@ def _analyze_into(slide: Any, out_dir: Path, name: str, box: Level0Box, roi: Any
                                       store_dir=work, display=False, resume=True), progress)
         summary = write_result(partial, slide, result, settings, roi)
         if result.prediction.store_path is not None:
-            os.replace(result.prediction.store_path, partial / "masks.zarr")
+            from ..io.ome_zarr import add_provenance
+
+            os.replace(result.prediction.store_path, partial / MAPS_STORE)
+            add_provenance(partial / MAPS_STORE, _provenance(slide, result, settings))
         summary["output_folder"] = name
         summary["timings_s"]["total_s"] = round(time.perf_counter() - t0, 3)
         write_text_atomic(partial / COMPLETION_MARKER, json.dumps(summary, indent=2, default=_json_default) + "\n")
@@ -188,13 +195,17 @@ def write_result(folder: Path, slide: Any, result: RegionAnalysis, settings: Ana
                  roi: tuple[int, int, int, int] | None) -> dict[str, Any]:
     """Write cells, masks, labels, overlay and cellularity files; return the summary dict."""
     from ..inference.outputs import write_cells_csv, write_class_masks, write_label_tif
+    from .cells_export import write_cells_geojson
 
     pred, det, config_names = result.prediction, result.detection, list(result.config.class_names)
     mpp = result.summary.model_mpp
     t = time.perf_counter()
     points0 = pred.to_level0(det.points_rc)
     write_cells_csv(folder / "cells.csv", points0, det.classes, det.scores)
-    masks = "masks.zarr" if pred.store_path is not None else [
+    write_cells_geojson(folder / "cells.geojson", points0, det.classes, det.scores, result.config.class_colors,
+                        meta={"slide": str(slide.info.path), "model": result.summary.segmentation_model,
+                              "slide_mpp": slide.mpp})
+    masks = MAPS_STORE if pred.store_path is not None else [
         f"masks/{n}" for n in write_class_masks(folder / "masks", pred.probs, config_names, mpp)]
     write_label_tif(folder / "labels.tif", pred.labels, mpp)
     _write_overlay(folder / "overlay.png", slide, pred, result.config.class_colors, points0, det.classes)
@@ -220,9 +231,25 @@ def write_result(folder: Path, slide: Any, result: RegionAnalysis, settings: Ana
         "tta": bool(settings.tta),
         "notices": list(pred.notices),
         "timings_s": {**timings, "write_s": round(write_s, 3)},
-        "outputs": {"cells": "cells.csv", "masks": masks, "labels": "labels.tif", "overlay": "overlay.png"},
+        "outputs": {"cells": "cells.csv", "cells_geojson": "cells.geojson", "masks": masks, "labels": "labels.tif", "overlay": "overlay.png"},
         "cellularity": cellularity,
     }
+
+
+def _provenance(slide: Any, result: RegionAnalysis, settings: AnalysisSettings) -> dict[str, Any]:
+    """What made the maps: model and weights hash, slide, level-0 region (x, y, w, h), time, software."""
+    import datetime
+
+    from .. import __version__
+
+    config, pred = result.config, result.prediction
+    r, c, h, w = (int(v) for v in pred.region_level0)
+    return {"software": "napari-cellularity", "version": __version__,
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "model": config.ref, "weights_sha256": getattr(config, "hashes", {}).get("weights_sha256", ""),
+            "slide": str(slide.info.path), "slide_mpp": slide.mpp, "region_level0_xywh": [c, r, w, h],
+            "model_mpp": float(config.mpp), "level0_per_px": float(pred.level0_per_px),
+            "precision": pred.precision, "tta": bool(settings.tta), "device": pred.device}
 
 
 def _write_overlay(path: Path, slide: Any, pred: Any, colors: dict[str, str], points0: np.ndarray,
@@ -278,4 +305,4 @@ def _write_cellularity(folder: Path, slide: Any, result: RegionAnalysis) -> dict
             "files": ["cellularity.csv", "cellularity_heatmap.tif"]}
 
 
-__all__ = ["COMPLETION_MARKER", "OutputFolderError", "RoiError", "analyze_image", "write_result"]
+__all__ = ["COMPLETION_MARKER", "MAPS_STORE", "OutputFolderError", "RoiError", "analyze_image", "write_result"]

@@ -1,8 +1,10 @@
-"""Where predicted maps go: RAM, or a zarr store on disk that a killed job can resume.
+"""Where predicted maps go: RAM, or an OME-Zarr store on disk that a killed job can resume.
 
-A store is written under ``.<name>.partial`` beside its final path and renamed when the
-last row is written (the rename is the completion marker: a store at the final path is
-complete). While it is written, the store's attributes record the job it belongs to
+A store (the OME-NGFF layout of :mod:`napari_cellularity.io.ome_zarr`: level-0 probabilities in
+``0``, labels in ``labels/classes/0``) is written under ``.<name>.partial`` beside its final
+path; when the last row is written the coarser pyramid levels and the NGFF metadata are added and
+the store is renamed (the rename is the completion marker: a store at the final path is
+complete, pyramid included). While it is written, the store's attributes record the job it belongs to
 (``job_key``: model, region, tiling, precision, ...) and how many rows are final
 (``rows_done``, updated after each strip of rows is written; zarr writes each chunk
 atomically). A job started again with ``resume=True`` and the same key continues from
@@ -53,9 +55,11 @@ class MapStore:
     def _reopen(self, shape: tuple[int, ...], dtype: str, job_key: str) -> bool:
         import zarr
 
+        from ..io.ome_zarr import level0_arrays
+
         try:
-            group = zarr.open_group(str(self.tmp_path), mode="r+")
-            probs, labels = group["probs"], group["labels"]
+            group = zarr.open_group(str(self.tmp_path), mode="r+", zarr_format=2)
+            probs, labels = level0_arrays(group)
         except Exception:  # noqa: BLE001 - no store, or an unreadable one: start over
             return False
         attrs = dict(group.attrs)
@@ -66,14 +70,11 @@ class MapStore:
         return True
 
     def _create(self, shape: tuple[int, ...], dtype: str, job_key: str) -> None:
-        import zarr
+        from ..io.ome_zarr import create_maps
 
         shutil.rmtree(self.tmp_path, ignore_errors=True)
         self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(str(self.tmp_path), mode="w")
-        chunk = min(1024, shape[1]), min(1024, shape[2])
-        self.probs = group.create_array("probs", shape=shape, chunks=(1, *chunk), dtype=dtype, fill_value=0)
-        self.labels = group.create_array("labels", shape=shape[1:], chunks=chunk, dtype="uint8", fill_value=0)
+        group, self.probs, self.labels = create_maps(self.tmp_path, shape[0], shape[1:], dtype)
         group.attrs.update({"job_key": job_key, "rows_done": 0})
         self.group = group
 
@@ -91,17 +92,31 @@ class MapStore:
             self.group.attrs["rows_done"] = self.rows_done
 
     def commit(self, attrs: dict[str, Any]) -> None:
-        """Record ``attrs`` and rename the finished store to its final path (the completion marker)."""
+        """Record ``attrs``, add the pyramid and NGFF metadata, rename the store to its final path (last).
+
+        ``attrs`` must hold ``class_names``, ``mpp`` (µm per map pixel), ``level0_per_px`` and
+        ``origin_level0_rc`` (the map's placement on the slide); ``class_colors`` is optional.
+        """
         if self.final_path is None:
             return
         import zarr
 
+        from ..io.ome_zarr import build_pyramid, level0_arrays, write_metadata
+        from ..models.config import CLASS_COLORS
+
         self.group.attrs.update(attrs)
+        mpp, per_px = float(attrs["mpp"]), float(attrs["level0_per_px"])
+        level0_mpp = mpp / per_px
+        # the centre of map pixel (0, 0) in slide µm (see analysis.display.overlay_translate_um)
+        translate = tuple(float(o) * level0_mpp + (mpp - level0_mpp) / 2 for o in attrs["origin_level0_rc"])
+        write_metadata(self.group, n_levels=build_pyramid(self.group), class_names=list(attrs["class_names"]),
+                       class_colors={**CLASS_COLORS, **attrs.get("class_colors", {})}, pixel_um=mpp,
+                       translate_um=translate)
         if self.final_path.exists():
             shutil.rmtree(self.final_path)
         self.tmp_path.replace(self.final_path)
-        group = zarr.open_group(str(self.final_path), mode="r")
-        self.probs, self.labels, self.tmp_path = group["probs"], group["labels"], None
+        group = zarr.open_group(str(self.final_path), mode="r", zarr_format=2)
+        (self.probs, self.labels), self.tmp_path = level0_arrays(group), None
 
     def abandon(self) -> None:
         """An unfinished job: keep the partial store when it can be resumed, else remove it."""

@@ -38,9 +38,12 @@ def test_analyze_png_writes_all_outputs(tmp_path, tiny_model):
     summary = analyze_image(src, tmp_path / "out", settings=AnalysisSettings(batch_size=2), mpp=0.5,
                             progress=records.append)
     folder = tmp_path / "out" / "patch"
-    assert {"cells.csv", "labels.tif", "masks", "overlay.png", "summary.json"} <= {p.name for p in folder.iterdir()}
+    assert {"cells.csv", "cells.geojson", "labels.tif", "masks", "overlay.png", "summary.json"} <= {
+        p.name for p in folder.iterdir()}
     with open(folder / "cells.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
+    features = json.loads((folder / "cells.geojson").read_text())["features"]  # the same cells, QuPath detections
+    assert [f["geometry"]["coordinates"] for f in features] == [[float(r["x"]), float(r["y"])] for r in rows]
     assert list(rows[0]) == ["x", "y", "class", "score"]
     xs, ys = np.array([float(r["x"]) for r in rows]), np.array([float(r["y"]) for r in rows])
     assert (xs >= -0.5).all() and (xs < 240).all() and (ys >= -0.5).all() and (ys < 180).all()
@@ -76,9 +79,16 @@ def test_analyze_roi_and_big_region_zarr(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setattr(display, "BIG_REGION_MAX_PX", 100)
     summary = analyze_image(src, tmp_path / "out", mpp=0.5, roi="40,20,160,120")
     folder = tmp_path / "out" / "p"
-    assert summary["outputs"]["masks"] == "masks.zarr"
-    group = zarr.open_group(str(folder / "masks.zarr"), mode="r")
-    assert group["probs"].shape == (4, 60, 80) and group.attrs["level0_per_px"] == 2.0
+    assert summary["outputs"]["masks"] == "masks.ome.zarr"
+    group = zarr.open_group(str(folder / "masks.ome.zarr"), mode="r")
+    assert group["0"].shape == (4, 60, 80) and group.attrs["level0_per_px"] == 2.0
+    ms = group.attrs["multiscales"][0]  # OME-NGFF 0.4: µm axes, map pixel 1 µm, centred on the ROI's pixels
+    assert ms["version"] == "0.4" and [a.get("unit") for a in ms["axes"]] == [None, "micrometer", "micrometer"]
+    assert ms["datasets"][0]["coordinateTransformations"] == [
+        {"type": "scale", "scale": [1.0, 1.0, 1.0]}, {"type": "translation", "translation": [0.0, 10.25, 20.25]}]
+    prov = group.attrs["napari_cellularity"]
+    assert prov["model"] == "tiny-test@1" and prov["region_level0_xywh"] == [40, 20, 160, 120]
+    assert prov["slide"].endswith("p.png") and prov["created_utc"] and "weights_sha256" in prov
     assert tifffile.imread(folder / "labels.tif").shape == (60, 80)
     cell = summary["cellularity"]  # big regions get a cellularity grid too (streamed from masks.zarr)
     assert cell["available"] is True and cell["scope"] == "region" and cell["n_patches"] >= 1
@@ -101,7 +111,7 @@ def test_whole_slide_cellularity_uses_a_low_resolution_tissue_mask(tmp_path, tin
     monkeypatch.setattr(cellularity_map, "DEFAULT_PATCH_UM", 32.0)
     summary = analyze_image(src, tmp_path / "out", mpp=0.5)
     cell, folder = summary["cellularity"], tmp_path / "out" / "w"
-    assert summary["outputs"]["masks"] == "masks.zarr"
+    assert summary["outputs"]["masks"] == "masks.ome.zarr"
     assert cell["available"] is True and cell["scope"] == "whole slide"
     assert cell["tissue_mask_shape_rc"] == [30, 40]  # maps 120 x 160 at 1 µm/px, mask 4x coarser
     heat = tifffile.imread(folder / "cellularity_heatmap.tif")
@@ -228,8 +238,11 @@ def test_real_corrupt_slide_is_a_clear_error(tmp_path, tiny_model, shared_data):
 def test_interrupted_big_analysis_resumes_to_identical_outputs(tmp_path, tiny_model, monkeypatch):
     import zarr
 
+    from napari_cellularity.io import ome_zarr
+
     src = _png(tmp_path / "big.png", shape=(300, 340))
     monkeypatch.setattr(display, "BIG_REGION_MAX_PX", 100)
+    monkeypatch.setattr(ome_zarr, "PYRAMID_MIN_SIDE_PX", 64)  # maps 150 x 170: levels of 170, 85, 43 px
     analyze_image(src, tmp_path / "ref", mpp=0.5)
 
     def stop_midway(record):
@@ -243,8 +256,9 @@ def test_interrupted_big_analysis_resumes_to_identical_outputs(tmp_path, tiny_mo
     records = []
     analyze_image(src, tmp_path / "out", mpp=0.5, progress=records.append)
     assert any("resuming" in r.message for r in records) and not work.exists()
-    ref, out = zarr.open_group(str(tmp_path / "ref/big/masks.zarr"), mode="r"), zarr.open_group(
-        str(tmp_path / "out/big/masks.zarr"), mode="r")
-    np.testing.assert_array_equal(ref["probs"][:], out["probs"][:])
+    ref, out = zarr.open_group(str(tmp_path / "ref/big/masks.ome.zarr"), mode="r"), zarr.open_group(
+        str(tmp_path / "out/big/masks.ome.zarr"), mode="r")
+    for level in ("0", "1", "labels/classes/0", "labels/classes/1"):  # the pyramid too
+        np.testing.assert_array_equal(ref[level][:], out[level][:])
     assert (tmp_path / "ref/big/cells.csv").read_bytes() == (tmp_path / "out/big/cells.csv").read_bytes()
     assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".") and "lock" not in p.name]
