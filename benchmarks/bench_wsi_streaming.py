@@ -180,12 +180,13 @@ def _same_maps(a: str, b: str) -> bool:
     """Whether two map stores hold identical probabilities and labels (compared strip by strip)."""
     import zarr
 
-    ga, gb = zarr.open_group(a, mode="r"), zarr.open_group(b, mode="r")
-    if ga["probs"].shape != gb["probs"].shape:
+    from napari_cellularity.io.ome_zarr import level0_arrays
+
+    (pa, la), (pb, lb) = level0_arrays(zarr.open_group(a, mode="r")), level0_arrays(zarr.open_group(b, mode="r"))
+    if pa.shape != pb.shape:
         return False
-    rows = ga["probs"].shape[1]
-    return all(np.array_equal(ga["probs"][:, r:r + 1024], gb["probs"][:, r:r + 1024])
-               and np.array_equal(ga["labels"][r:r + 1024], gb["labels"][r:r + 1024]) for r in range(0, rows, 1024))
+    return all(np.array_equal(pa[:, r:r + 1024], pb[:, r:r + 1024]) and np.array_equal(la[r:r + 1024], lb[r:r + 1024])
+               for r in range(0, pa.shape[1], 1024))
 
 
 def gemm_ratio(spec: str, threads: int) -> list[dict]:
