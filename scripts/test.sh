@@ -22,9 +22,13 @@ run_pytest_xvfb() {
 
 set +e
 if [ "$#" -eq 0 ]; then
-    # Widget files run one process each: in one long process the widget tests abort at about the
-    # 37th test with "Fatal Python error: none_dealloc" (a refcount bug in a C extension of the
-    # Qt/napari stack, seen 2026-12-01); every file passes on its own.
+    # Widget files run one process each (isolation is cheap). Root cause of the abort that made
+    # this necessary ("Fatal Python error: none_dealloc" at about the 37th widget test in one
+    # process, 2026-12-01): PySide6/shiboken6 6.12.0 drops a reference to None on every void Qt
+    # call (label.setText, processEvents, ...: -1 per call; 6.11.3: 0), and on Python 3.11 None
+    # is mortal, so ~90,000 calls after a viewer is up it is freed. napari_cellularity.widgets
+    # now reserves references when it measures the leak (widgets/_none_guard.py); with that, all
+    # widget files passed in one process. The real fix is PySide6 != 6.12.0 on Python < 3.12.
     run_pytest --ignore=tests/widgets
     status=$?
     for f in tests/widgets/test_*.py; do
