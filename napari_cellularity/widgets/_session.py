@@ -4,7 +4,8 @@ The image being reviewed (its resolution and where to read its pixels), the reso
 user *stated* for a file without one (remembered per file in the user data folder, applied to
 the image layer's scale so every overlay lands on the image), the latest analysis summary
 (stored by the Analyze widget on its malignant-probability layer, read by the report widget),
-and the docked widgets of a kind (also those inside the one-panel workflow).
+the docked widgets of a kind (also those inside the one-panel workflow), the classes a model
+has not learned, and the way to the step that teaches them.
 """
 
 from __future__ import annotations
@@ -109,6 +110,33 @@ def find_widgets(viewer: Any, widget_type: type) -> list[Any]:
         else:  # the panel keeps its steps as attributes (no Qt child search)
             found += [w for w in vars(inner).values() if isinstance(w, widget_type) and w not in found]
     return found
+
+
+def model_untrained_classes(ref: str | None) -> tuple[str, ...]:
+    """Classes the segmentation model ``ref`` (``name@version``) has not learned; none when unknown.
+
+    The one rule is ``models.defaults.untrained_classes``; this resolves a stored summary's model.
+    """
+    from ..models.config import SegmentationConfig
+    from ..models.defaults import untrained_classes
+    from ..models.registry import find_model
+
+    if not ref:
+        return ()
+    try:
+        config = SegmentationConfig.load(find_model(ref, "segmentation").config_path)
+    except (LookupError, ValueError, OSError):  # uninstalled or unreadable: nothing to say
+        return ()
+    return untrained_classes(config)
+
+
+def show_teaching_step(viewer: Any) -> None:
+    """Bring the Annotate step to the front: the workflow panel's tab, else the Annotate dock."""
+    for inner in getattr(viewer.window, "dock_widgets", {}).values():
+        if callable(getattr(inner, "show_step", None)) and getattr(inner, "annotate", None) is not None:
+            inner.show_step(inner.annotate)
+            return
+    viewer.window.add_plugin_dock_widget("napari-cellularity", "Annotate")
 
 
 def image_source(layer: Any, mpp: float) -> tuple[Any, tuple[int, int]]:

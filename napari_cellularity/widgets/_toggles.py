@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QCheckBox, QLabel, QVBoxLayout, QWidget
 
 from ..models.config import CELL_CLASSES, CLASS_LABELS
@@ -19,17 +20,25 @@ from ._legend import gradient_legend
 GREY = "#8a8a8a"
 
 
-def untrained_note(classes: Sequence[str]) -> str:
-    """One line: what is not learned and how to teach it."""
+#: ``href`` of the "teach it" link in :func:`untrained_note` (opens the Annotate step).
+TEACH_LINK = "teach"
+
+
+def untrained_note(classes: Sequence[str], *, link: bool = False) -> str:
+    """One line: what is not learned and how to teach it (``link``: rich text, Annotate as a link)."""
     if not classes:
         return ""
     names = ", ".join(CLASS_LABELS[c] for c in classes)
+    annotate = f"<a href='{TEACH_LINK}'>Annotate</a>" if link else "Annotate"
     return (f"{names}: not learned by this model (no such cells in its training data), so its "
-            "counts mean nothing. Teach it: Annotate (mark cells) → Retrain.")
+            f"counts mean nothing. Teach it: {annotate} (mark cells) → Retrain.")
 
 
 class ShowToggles(QWidget):
     """Class and heatmap visibility checkboxes; calls ``on_class(cls, visible)`` / ``on_heatmap(visible)``."""
+
+    #: The user clicked the "Annotate" link of the not-learned note.
+    teach_requested = Signal()
 
     def __init__(self, on_class: Callable[[str, bool], None], on_heatmap: Callable[[bool], None],
                  parent: QWidget | None = None) -> None:
@@ -47,6 +56,8 @@ class ShowToggles(QWidget):
             self.class_checks[cls] = check
         self.note = QLabel("")
         self.note.setWordWrap(True)
+        self.note.setTextFormat(Qt.RichText)
+        self.note.linkActivated.connect(lambda _href: self.teach_requested.emit())
         self.note.setStyleSheet(f"color: {GREY};")
         self.note.setVisible(False)
         col.addWidget(self.note)
@@ -69,5 +80,5 @@ class ShowToggles(QWidget):
             check.setToolTip("" if learned else untrained_note([cls]))
             if not learned or cls in before:
                 check.setChecked(learned)
-        self.note.setText(untrained_note(self.untrained))
+        self.note.setText(untrained_note(self.untrained, link=True))
         self.note.setVisible(bool(self.untrained))

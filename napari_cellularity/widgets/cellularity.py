@@ -33,7 +33,8 @@ from ..analysis import rcb as RCB
 from ..analysis import report as R
 from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
 from . import _layers as L
-from ._session import latest_summary
+from ._session import SUMMARY_KEY, latest_summary, model_untrained_classes, show_teaching_step
+from ._toggles import GREY, TEACH_LINK, untrained_note
 
 
 class CellularityReportWidget(QWidget):
@@ -46,6 +47,8 @@ class CellularityReportWidget(QWidget):
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
         self.summary_label.setTextFormat(Qt.RichText)
+        self.summary_label.linkActivated.connect(self._on_link)
+        self.untrained: tuple[str, ...] = ()  # classes the summary's model has not learned (greyed)
         buttons = QHBoxLayout()
         for text, slot in (("Refresh", self.refresh), ("Copy", self.copy_to_clipboard),
                            ("Export CSV/JSON...", self.export_dialog)):
@@ -65,7 +68,12 @@ class CellularityReportWidget(QWidget):
 
     def _on_inserted(self, event: Any) -> None:
         self._watch(event.value)
-        self.refresh()
+        if SUMMARY_KEY in event.value.metadata.get(L.META_KEY, {}):  # other layers cannot change the report
+            self.refresh()
+
+    def _on_link(self, href: str) -> None:
+        if href == TEACH_LINK:
+            show_teaching_step(self.viewer)
 
     def _watch(self, layer: Any) -> None:
         if layer.name == L.prob_layer_name("malignant"):
@@ -75,6 +83,7 @@ class CellularityReportWidget(QWidget):
         """Re-read the latest analysis summary from the viewer's layers."""
         summary = latest_summary(self.viewer)
         self.report = None if summary is None else R.build_report(summary)
+        self.untrained = () if summary is None else model_untrained_classes(summary.segmentation_model)
         if self.report is not None:  # what the scale rests on travels with the copy / export
             from ..features.regressors import cellularity_scale_note
 
@@ -96,9 +105,14 @@ class CellularityReportWidget(QWidget):
         ]
         if r["tumour_bed_area_mm2"] is not None:
             rows.append(f"Tumour bed: {r['tumour_bed_area_mm2']:.3f} mm²")
-        for cls in CELL_CLASSES:
+        for cls in CELL_CLASSES:  # a class the model has not learned: greyed, like Analyze's toggles
             n = r.get(f"count_{cls}", 0)
-            rows.append(f"<span style='color:{CLASS_COLORS[cls]}'>&#9679;</span> {CLASS_LABELS[cls]}: {n}")
+            if cls in self.untrained:
+                rows.append(f"<span style='color:{GREY}'>&#9675; {CLASS_LABELS[cls]}: {n} (not learned)</span>")
+            else:
+                rows.append(f"<span style='color:{CLASS_COLORS[cls]}'>&#9679;</span> {CLASS_LABELS[cls]}: {n}")
+        if self.untrained:
+            rows.append(f"<span style='color:{GREY}'>{untrained_note(self.untrained, link=True)}</span>")
         rows.append(f"Segmentation model: {r['segmentation_model']} ({r['model_mpp']:g} µm/px)")
         rows.append(f"Cellularity model: {r['cellularity_model'] or 'none'}")
         rows.append(f"Analysed {r['analysed_at']} on {r['device']} ({r.get('precision', 'fp32')}) "

@@ -46,3 +46,15 @@ def test_separate_docks_still_open(make_napari_viewer):
     for name in ("Analyze", "Cellularity report", "Annotate", "Retrain"):
         _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", name)
         assert widget is not None
+
+
+def test_not_learned_notes_link_to_the_annotate_step(panel):
+    """The "Annotate" link of a not-learned note (Analyze's toggles, the report) opens the Annotate tab."""
+    viewer, dock, widget = panel
+    widget.analyze.toggles.set_untrained(("normal",))
+    assert "href='teach'" in widget.analyze.toggles.note.text()
+    widget.analyze.toggles.note.linkActivated.emit("teach")
+    assert widget.tabs.currentWidget().widget() is widget.annotate
+    widget.show_step(widget.report)
+    widget.report.summary_label.linkActivated.emit("teach")
+    assert widget.tabs.currentWidget().widget() is widget.annotate

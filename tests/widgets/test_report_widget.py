@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from napari_cellularity.analysis import report as R
 from napari_cellularity.widgets import _layers as L
 
@@ -69,3 +71,27 @@ def test_report_widget_rcb_section_shows_inputs_and_sources(make_napari_viewer, 
     assert widget.rcb_d1.value() == round(300 * mpp / 1000, 1) and "outline" in widget.rcb_inputs().sources["d1_mm"]
     widget.rcb_d1.setValue(12)  # retyped by the pathologist: no longer the outline's
     assert widget.rcb_inputs().sources["d1_mm"] == "typed by the user"
+
+
+@pytest.mark.shipped_models
+def test_report_greys_the_count_of_a_class_the_model_has_not_learned(make_napari_viewer):
+    """The shipped model never saw a normal epithelial cell: its count is greyed and explained."""
+    import numpy as np
+
+    from napari_cellularity.widgets._session import store_summary
+    from napari_cellularity.widgets._toggles import GREY
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Cellularity report")
+    viewer.add_image(np.zeros((4, 4), np.uint8), name=L.prob_layer_name("malignant"))
+    store_summary(viewer, make_summary(segmentation_model="fpn-resnet34-brca@2",
+                                       created_at="2026-01-01T00:00:00.000+00:00"))
+    text = widget.summary_label.text()
+    assert widget.untrained == ("normal",)
+    assert f"<span style='color:{GREY}'>&#9675; Normal epithelial: 30 (not learned)</span>" in text
+    assert "Malignant epithelial: 120" in text and "Malignant epithelial: 120 (not learned)" not in text
+    assert "not learned by this model" in text and "href='teach'" in text
+    # a summary from a model that is not installed (another computer): nothing is claimed
+    store_summary(viewer, make_summary(segmentation_model="someone-elses@7",
+                                       created_at="2026-01-02T00:00:00.000+00:00"))
+    assert widget.untrained == () and "not learned" not in widget.summary_label.text()
