@@ -26,16 +26,27 @@ ticks (p50 / p95 / max) are how long the GUI thread was busy. Each camera step i
 ``camera.zoom``/``camera.center`` assignment + ``QApplication.processEvents()`` (the redraw).
 ``click_to_first_tile_s`` is from the Run click to the first painted tile.
 
+What blocked the GUI (``stalls`` of each run, longest first): a sampler thread records the GUI
+thread's Python stack every 20 ms while its event loop has not ticked for 120 ms (and the other
+threads' innermost frames, to spot a worker holding the GIL), plus the CPU time the GUI thread
+used meanwhile (``gui_thread_cpu_ms_after_120ms``: far below the gap means it was waiting, on a
+loaded machine mostly for a CPU). ``imports_by_thread`` lists the modules first imported during
+the cold run per thread (GUI-thread imports are stalls). ``--profile-gui FILE.prof`` cProfiles
+the GUI thread during the cold run. Report ``load_average`` with every number.
+
 Numbers on a loaded 2-core machine (a training job in the background) are pessimistic.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
+import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +96,118 @@ class Probe:
     def summary(self) -> dict[str, Any]:
         gaps = list(np.diff(self.ticks)) if len(self.ticks) > 1 else []
         return {"tick_gap": _stats_ms(gaps), "camera_step": _stats_ms(self.camera_s)}
+
+
+def thread_cpu_s(native_id: int | None) -> float | None:
+    """CPU seconds (user + system) a thread of this process has used (Linux /proc), else None."""
+    if native_id is None:
+        return None
+    try:
+        with open(f"/proc/self/task/{native_id}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class StallSampler:
+    """Samples the GUI thread's Python stack while its event loop is stalled (a poor man's py-spy).
+
+    A daemon thread looks every ``every_s`` at the probe's last tick; once it is older than
+    ``after_s`` it records the main thread's stack (and the other threads' innermost frame, to
+    see a worker that holds the GIL). Each stall is reported as its length and the most frequent
+    stack lines, so the benchmark says *what* blocked the GUI, not only for how long.
+    """
+
+    def __init__(self, probe: Probe, after_s: float = 0.12, every_s: float = 0.02) -> None:
+        self.probe, self.after_s, self.every_s = probe, after_s, every_s
+        self.main_id = threading.main_thread().ident
+        self.main_native = threading.main_thread().native_id
+        self.stalls: list[dict[str, Any]] = []
+        self._current: dict[str, Any] | None = None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="stall-sampler")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(1.0)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            last = self.probe.ticks[-1] if self.probe.ticks else None
+            now = time.perf_counter()
+            if last is None or now - last < self.after_s:
+                if self._current is not None:
+                    self._close(last)
+                continue
+            if self._current is None or self._current["since"] != last:
+                if self._current is not None:
+                    self._close(last)
+                self._current = {"since": last, "main": collections.Counter(), "other": collections.Counter(), "n": 0,
+                                 "cpu0": thread_cpu_s(self.main_native)}
+            frames = sys._current_frames()
+            main = frames.get(self.main_id)
+            if main is not None:
+                stack = traceback.extract_stack(main)
+                ours = [f for f in stack if "site-packages" not in f.filename or "napari" in f.filename
+                        or "vispy" in f.filename]
+                key = " <- ".join(f"{os.path.basename(f.filename)}:{f.lineno}:{f.name}"
+                                  for f in reversed((ours or stack)[-6:]))
+                self._current["main"][key] += 1
+            for ident, frame in frames.items():
+                if ident not in (self.main_id, threading.get_ident()):
+                    f = traceback.extract_stack(frame)[-1]
+                    self._current["other"][f"{os.path.basename(f.filename)}:{f.lineno}:{f.name}"] += 1
+            self._current["n"] += 1
+
+    def _close(self, next_tick: float | None) -> None:
+        cur, self._current = self._current, None
+        end = next_tick if next_tick is not None and next_tick > cur["since"] else time.perf_counter()
+        cpu1 = thread_cpu_s(self.main_native)
+        # CPU the GUI thread used in the stall (from when the stall was noticed, 10 ms ticks): far
+        # below gap_ms means the thread waited (other processes' load, the GIL, the GL driver)
+        cpu_ms = None if cur["cpu0"] is None or cpu1 is None else round((cpu1 - cur["cpu0"]) * 1e3)
+        self.stalls.append({
+            "at_s": round(cur["since"], 3), "gap_ms": round((end - cur["since"]) * 1e3, 1), "samples": cur["n"],
+            "gui_thread_cpu_ms_after_120ms": cpu_ms,
+            "main": cur["main"].most_common(4), "other_threads": cur["other"].most_common(3),
+        })
+
+    def report(self, since: float) -> list[dict[str, Any]]:
+        """The stalls recorded after ``since`` (perf_counter), longest first."""
+        return sorted((s for s in self.stalls if s["at_s"] >= since), key=lambda s: -s["gap_ms"])
+
+
+class ImportLog:
+    """Records each module imported while installed: its name, thread and when (a meta-path hook).
+
+    Imports on the GUI thread after the window is up are stalls (PySide6's import hook reads each
+    new module's source); the list says which modules to import in the worker ahead of time.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[tuple[float, str, str]] = []
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name not in sys.modules:
+            self.records.append((time.perf_counter(), threading.current_thread().name, name))
+        return None  # never finds anything itself: the normal finders do the import
+
+    def install(self) -> None:
+        sys.meta_path.insert(0, self)
+
+    def report(self, since: float) -> dict[str, list[str]]:
+        """Modules first imported after ``since``, per thread (the GUI thread's in full)."""
+        out: dict[str, list[str]] = {}
+        for t, thread, name in self.records:
+            if t >= since:
+                short = name if thread == "MainThread" else name.split(".")[0]
+                if short not in out.setdefault(thread, []):
+                    out[thread].append(short)
+        return out
 
 
 def pump(app: Any, probe: Probe, until: Any, timeout_s: float, camera_every_s: float = 0.05) -> float:
@@ -140,10 +263,12 @@ def instrument(widget: Any, cancel_after: int | None = None) -> dict[str, list]:
     return log
 
 
-def run_phase(app, probe, widget, timeout_s: float, cancel_after: int | None = None) -> dict[str, Any]:
+def run_phase(app, probe, widget, timeout_s: float, cancel_after: int | None = None,
+              sampler: StallSampler | None = None, imports: ImportLog | None = None) -> dict[str, Any]:
     """Click Run, keep panning/zooming until the worker finishes; optionally click Cancel."""
     log = instrument(widget, cancel_after)
     probe.reset()
+    cpu_start = thread_cpu_s(threading.main_thread().native_id)
     t_click = time.perf_counter()
     widget.run_button.click()
     click_return_s = time.perf_counter() - t_click
@@ -167,9 +292,15 @@ def run_phase(app, probe, widget, timeout_s: float, cancel_after: int | None = N
         "on_return_ms": [round(v * 1e3, 1) for v in log.get("on_return_s", [])],
         "progress_values_seen": sorted(set(log["progress"]))[-3:], "distinct_etas": len(set(etas)),
         "final_status": widget.status.text(), **probe.summary(),
+        "gui_thread_cpu_s": round(thread_cpu_s(threading.main_thread().native_id) - cpu_start, 2),
+        "load_average": os.getloadavg(),
     }
     if cancel_s is not None:
         out["cancel_to_finished_s"] = round(cancel_s, 2)
+    if imports is not None:
+        out["imports_by_thread"] = imports.report(t_click)
+    if sampler is not None:
+        out["stalls"] = [{**st, "at_s": round(st["at_s"] - t_click, 2)} for st in sampler.report(t_click)[:6]]
     return out
 
 
@@ -239,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--skip", nargs="*", default=[], choices=["warm", "cancel", "error"])
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--profile-gui", default=None, metavar="FILE.prof",
+                   help="cProfile the GUI thread during the cold run and write the stats here")
     args = p.parse_args(argv)
     os.environ["NAPARI_CELLULARITY_SYNC"] = "0"  # the threaded path is what we measure
     import torch
@@ -252,21 +385,36 @@ def main(argv: list[str] | None = None) -> int:
     timer.setInterval(10)
     timer.timeout.connect(probe.tick)
     timer.start()
-    results: dict[str, Any] = {"args": vars(args), "canvas_px": list(viewer.canvas.size)}
+    results: dict[str, Any] = {"args": vars(args), "canvas_px": list(viewer.canvas.size),
+                               "load_average_start": os.getloadavg()}
     t_idle = time.perf_counter()
     pump(app, probe, lambda: time.perf_counter() - t_idle > 3.0, 10.0)
     results["idle"] = probe.summary()
     print(f"idle: {results['idle']}", file=sys.stderr, flush=True)
-    results["run_cold"] = run_phase(app, probe, widget, args.timeout)
+    sampler, imports = StallSampler(probe), ImportLog()
+    sampler.start()
+    imports.install()
+    profiler = None
+    if args.profile_gui:
+        import cProfile
+
+        profiler = cProfile.Profile()  # profiles the calling (GUI) thread only
+        profiler.enable()
+    results["run_cold"] = run_phase(app, probe, widget, args.timeout, sampler=sampler, imports=imports)
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile_gui)
     results["run_cold"]["region_rc"] = [widget.run_inputs["box"].rows, widget.run_inputs["box"].cols]
     results["layers"] = [lay.name for lay in viewer.layers]
     if "warm" not in args.skip:
-        results["run_warm"] = run_phase(app, probe, widget, args.timeout)
+        results["run_warm"] = run_phase(app, probe, widget, args.timeout, sampler=sampler)
     if "cancel" not in args.skip:
         results["cancel"] = run_phase(app, probe, widget, args.timeout, cancel_after=args.cancel_after)
     if "error" not in args.skip:
         results["error"] = error_phase(app, probe, widget, args.timeout)
     timer.stop()
+    sampler.stop()
+    results["load_average_end"] = os.getloadavg()
     runs = [results[k] for k in ("run_cold", "run_warm") if k in results]
     results["max_gap_ms_during_runs"] = max(r["tick_gap"].get("max_ms", 0.0) for r in runs)
     results["verdict"] = ("ok" if results["max_gap_ms_during_runs"] <= MAX_GAP_MS

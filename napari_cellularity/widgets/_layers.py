@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +44,26 @@ DETECTION_RING_WIDTH = 0.16
 DETECTION_OPACITY = 0.85
 #: Labels-layer value of each class in :data:`CLASS_MAP_LAYER` (0 = background).
 CLASS_LABEL_VALUES: dict[str, int] = {name: i + 1 for i, name in enumerate(CELL_CLASSES)}
+
+
+#: Modules napari / vispy import lazily the first time a layer of our kinds is made: pandas (the
+#: features table of every layer), scikit-image's colour conversions (the Labels layer's random
+#: colormap), PyOpenGL (the Labels colour lookup texture). Imported on the GUI thread they stalled
+#: it for seconds (PySide6's import hook reads each new module's source), so
+#: :func:`preload_display_modules` imports them in the worker before a job's results arrive.
+DISPLAY_MODULES = ("pandas", "skimage.color", "OpenGL.GL", "napari.layers.labels.labels",
+                   "napari.layers.points.points")
+
+
+def preload_display_modules() -> list[str]:
+    """Import :data:`DISPLAY_MODULES` (call it in a worker thread); returns those not importable."""
+    missing = []
+    for name in DISPLAY_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def prob_layer_name(cls: str) -> str:
@@ -194,6 +215,44 @@ def paste_map_layer(
     )
 
 
+def reserve_map_region(
+    viewer: Any,
+    name: str,
+    shape_rc: Sequence[int],
+    translate_um: Sequence[float],
+    pixel_um: float,
+    *,
+    dtype: Any = np.uint8,
+    fill_value: float = 0,
+    **kwargs: Any,
+) -> Any:
+    """Make the canvas layer ``name`` cover a region about to be painted tile by tile.
+
+    Grows (or creates) the canvas once, keeping what earlier runs painted, so the tiles that
+    follow are written in place (:func:`paste_map_layer`) instead of each growing the canvas
+    (a new array, a full redraw and a new thumbnail on the GUI thread per tile).
+    """
+    shape = (int(shape_rc[0]), int(shape_rc[1]))
+    layer = find_layer(viewer, name, Image)
+    meta = dict(layer.metadata.get(META_KEY, {})) if layer is not None else {}
+    if layer is not None and (meta.get("pixel_um") != pixel_um or layer.data.dtype != np.dtype(dtype)):
+        viewer.layers.remove(layer)
+        layer = None
+    if layer is None:
+        return paste_map_layer(viewer, name, np.full(shape, fill_value, dtype), translate_um, pixel_um,
+                               fill_value=fill_value, **kwargs)
+    old = np.asarray(layer.data)
+    placement = place_on_canvas(old.shape, tuple(layer.translate[-2:]), shape, translate_um, pixel_um)
+    if placement.shape == old.shape:
+        return layer
+    canvas = np.full(placement.shape, fill_value, old.dtype)
+    r, c = placement.old_offset_rc
+    canvas[r : r + old.shape[0], c : c + old.shape[1]] = old
+    layer.translate = placement.translate_um
+    layer.data = canvas
+    return layer
+
+
 def show_downsampled_maps(
     viewer: Any,
     probs: np.ndarray,
@@ -286,10 +345,15 @@ def upsert_points_layer(
         keep = ~replace_box.contains(old) if replace_box is not None else np.ones(len(old), bool)
         layer.data = np.concatenate([old[keep], pts])
         layer.features = {"score": np.concatenate([old_scores[keep], new_scores])}
-        layer.face_color = "transparent"
-        layer.border_color = color
-        layer.size = size_um / slide_mpp
-        if units is not None:
+        # New points take the layer's current style; re-style (each a full refresh on the GUI
+        # thread) only what a user changed.
+        if len(layer.data) and np.any(layer.face_color[:, 3] != 0):
+            layer.face_color = "transparent"
+        if len(layer.data) and not np.allclose(layer.border_color, hex_to_rgba(color)):
+            layer.border_color = color
+        if len(layer.data) and not np.allclose(layer.size, size_um / slide_mpp):
+            layer.size = size_um / slide_mpp
+        if units is not None and tuple(str(u) for u in layer.units) != tuple(str(u) for u in units):
             layer.units = units
         return layer
     meta = {META_KEY: {"kind": "nuclei", **(metadata or {}).get(META_KEY, {})}}

@@ -42,9 +42,13 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
+from napari.qt.threading import create_worker  # here, not at the first Run click (GUI thread)
+
 from ..progress import Progress
 
 ENV_SYNC = "NAPARI_CELLULARITY_SYNC"
+#: How often the napari activity bar is updated while a job runs (it re-enters Qt's event loop).
+BAR_REFRESH_MS = 500
 logger = logging.getLogger(__name__)
 
 GenFn = Callable[[], Generator[Any, Any, Any]]
@@ -221,33 +225,64 @@ class GuiQueue:
 
 
 class _Progress:
-    """A napari progress bar fed by progress records, with ETA in its description."""
+    """A napari progress bar fed by progress records, with ETA in its description.
+
+    napari's Qt progress bar runs ``QApplication.processEvents()`` on every value or description
+    change; called from a worker callback, that nested the whole event loop (other callbacks,
+    redraws, re-entrant painting) inside the callback once per tile. So records only update the
+    numbers here, and a :data:`BAR_REFRESH_MS` timer pushes them to the bar from the top of the
+    event loop (at once in the synchronous mode, where there is no loop).
+    """
 
     def __init__(self, total: int | None, desc: str) -> None:
-        from napari.utils import progress
-
         self.desc = desc
         self.start_s = time.perf_counter()
         self.done = 0
         self.total = total
         self.eta_s: float | None = None
-        self.bar = progress(total=total or 0, desc=desc)
+        self.bar: Any = None  # made at the first flush: a click that starts a job does not wait for it
+        self.shown: tuple[int, int | None, str] = (0, total, desc)
+        self.text = desc
+        self.timer: Any = None
 
     def update(self, record: Any) -> None:
         if not isinstance(record, Progress) or record.total <= 0:
             return
-        done, total, message = record.done, record.total, record.message
-        if total != self.total:
-            self.total = total
-            self.bar.total = total
-        self.eta_s = estimate_eta_s(done, self.total, time.perf_counter() - self.start_s)
-        self.bar.update(max(0, done - self.done))
-        self.done = done
-        suffix = f" ({message})" if message else ""
-        self.bar.set_description(f"{self.desc}: {format_eta(self.eta_s)}{suffix}")
+        self.total = record.total
+        self.done = record.done
+        self.eta_s = estimate_eta_s(self.done, self.total, time.perf_counter() - self.start_s)
+        suffix = f" ({record.message})" if record.message else ""
+        self.text = f"{self.desc}: {format_eta(self.eta_s)}{suffix}"
+        if is_sync():
+            self.flush()
+        elif self.timer is None:
+            from qtpy.QtCore import QTimer
+
+            self.timer = QTimer()
+            self.timer.setInterval(BAR_REFRESH_MS)
+            self.timer.timeout.connect(self.flush)
+            self.timer.start()
+
+    def flush(self) -> None:
+        """Show the latest numbers on the napari bar (if they changed)."""
+        if self.bar is None:
+            from napari.utils import progress
+
+            self.bar = progress(total=self.total or 0, desc=self.desc)
+        done, total, text = self.shown
+        if self.total != total:
+            self.bar.total = self.total
+        if self.done > done:
+            self.bar.update(self.done - done)
+        if self.text != text:
+            self.bar.set_description(self.text)
+        self.shown = (self.done, self.total, self.text)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.timer is not None:
+            self.timer.stop()
+        if self.bar is not None:
+            self.bar.close()
 
 
 class SyncWorker:
@@ -342,8 +377,6 @@ def run_generator(
         worker: Any = SyncWorker(_guarded(gen_fn, holder))
         connect = lambda name, cb: worker.callbacks[name].append(cb)  # noqa: E731
     else:
-        from napari.qt.threading import create_worker
-
         worker = create_worker(functools.partial(_guarded, gen_fn, holder), _start_thread=False)
         connect = lambda name, cb: getattr(worker, name).connect(cb)  # noqa: E731
     worker.eta_s = None

@@ -32,6 +32,7 @@ from qtpy.QtWidgets import (
 from ..analysis import AnalysisSettings, display, regions
 from ..models.config import CELL_CLASSES
 from . import _layers as L
+from . import _session
 from ._model_picker import ModelPicker
 from ._results import done_text, result_steps
 from ._session import image_source, layer_mpp, recall_mpp, state_mpp, store_summary
@@ -41,6 +42,14 @@ from ._worker import GuiQueue, format_eta, run_generator
 REGION_VIEW, REGION_ROI, REGION_WHOLE = "Current view", "Shapes ROI", "Whole image/slide"
 MPP_PROMPT = ("This image has no recorded resolution, so it cannot be analysed yet. Enter its µm per pixel "
               "(0.25 for a 40x scan, 0.5 for 20x) and press Set; it is remembered for this file.")
+
+
+def analysis_job(**inputs: Any) -> Any:
+    """``analyze_region`` as run in the worker, after the imports its result layers need (:mod:`._layers`)."""
+    from ..analysis import analyze_region
+
+    L.preload_display_modules()
+    return (yield from analyze_region(**inputs))
 
 
 class AnalyzeWidget(QWidget):
@@ -113,6 +122,7 @@ class AnalyzeWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self.toggles = ShowToggles(self._set_class_visible, self._set_heatmap_visible)
+        self.toggles.teach_requested.connect(lambda: _session.show_teaching_step(self.viewer))
         self.class_checks, self.heatmap_check = self.toggles.class_checks, self.toggles.heatmap_check
         self.legend = self.toggles.legend
         layout.addWidget(self.toggles)
@@ -243,8 +253,6 @@ class AnalyzeWidget(QWidget):
         """Start an analysis of the chosen region (no-op while one is running)."""
         from napari.utils.notifications import show_error
 
-        from ..analysis import analyze_region
-
         if self.worker is not None and self.worker.is_running:
             return
         try:
@@ -263,7 +271,7 @@ class AnalyzeWidget(QWidget):
         self.progress.setValue(0)
         self.status.setText(f"Analysing {inputs['box'].rows}x{inputs['box'].cols} px ...")
         self.worker = run_generator(
-            functools.partial(analyze_region, **inputs), on_yield=self._on_yield,
+            functools.partial(analysis_job, **inputs), on_yield=self._on_yield,
             on_return=self._on_return, on_error=self._on_error, on_abort=lambda: self.gui.add(self._on_abort),
             on_finish=lambda: self.gui.add(self._on_finish), progress_desc="Analyze", start=False,
         )
@@ -289,7 +297,8 @@ class AnalyzeWidget(QWidget):
             self.progress.setValue(record.done)
             self.status.setText(f"{record.done}/{record.total} tiles, {format_eta(self.worker.eta_s)}")
         if getattr(record, "kind", "") == "tile" and record.tile_probs is not None:
-            if self.first_tile_s is None:
+            first = self.first_tile_s is None
+            if first:
                 self.first_tile_s = time.perf_counter() - self.t_start
             if self.canvas is None:
                 now = time.perf_counter()
@@ -297,9 +306,21 @@ class AnalyzeWidget(QWidget):
                 if redraw:
                     self.last_refresh_s = now
                 for cls in CELL_CLASSES:  # one layer per event-loop turn
+                    if first:  # the canvases cover the region once; tiles are then written in place
+                        self.gui.add(self._reserve_maps, cls)
                     self.gui.add(self._paint, record.tile_probs, record.bounds_level0[:2], redraw, (cls,))
             else:
                 self._paint_downsampled(record)
+
+    def _reserve_maps(self, cls: str) -> None:
+        """Grow the class's probability canvas to cover the whole region being analysed."""
+        if cls not in self.config.class_names:
+            return
+        box, mpp, model_mpp = self.run_inputs["box"], self.run_inputs["slide_mpp"], float(self.config.mpp)
+        L.reserve_map_region(self.viewer, L.prob_layer_name(cls), display.region_map_shape(box, mpp, model_mpp),
+                             display.overlay_translate_um(box.origin_rc, mpp, model_mpp, self.image_translate),
+                             model_mpp, visible=self.class_checks[cls].isChecked(), units=self.image_units,
+                             **L.prob_layer_kwargs(cls))
 
     def _paint_downsampled(self, record: Any) -> None:
         """Paint a tile into the big region's display canvas; redraw at most twice a second."""
