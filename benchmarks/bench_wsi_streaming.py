@@ -161,19 +161,27 @@ def _run_child(mode: str, slide: Path, args, store: str = "", resume: bool = Fal
            "--threads", str(args.threads), "--store", store] + (["--resume"] if resume else [])
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    result = {}
+    result, first = {}, None
     for line in proc.stdout:
+        if line.startswith("TILE") and first is None:
+            first = int(line.split()[1])  # a resumed run starts past the tiles it did not redo
         if line.startswith("TILE") and kill_at:
             done, total = (int(v) for v in line.split()[1:3])
             if done >= kill_at * total:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
-                return {"killed_after_tiles": done, "of": total, "wall_s": time.perf_counter() - t0}
+                return {"killed_after_tiles": done, "of": total, "wall_s": time.perf_counter() - t0,
+                        "load_avg": _load()}
         elif line.startswith("RESULT"):
             result = json.loads(line[len("RESULT "):])
     proc.wait()
-    result["wall_s"] = time.perf_counter() - t0
+    result.update(wall_s=time.perf_counter() - t0, first_tile_done=first, load_avg=_load())
     return result
+
+
+def _load() -> list[float]:
+    """1, 5 and 15 minute load averages (the machine is shared: every timing carries them)."""
+    return [round(v, 2) for v in os.getloadavg()]
 
 
 def _same_maps(a: str, b: str) -> bool:
@@ -234,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "nc_bench_wsi")
     p.add_argument("--resume-check", action="store_true")
     p.add_argument("--skip-naive", action="store_true")
+    p.add_argument("--skip-svs", action="store_true", help="leave out CMU-1-Small-Region.svs")
+    p.add_argument("--skip-gemm", action="store_true", help="leave out the network-vs-GEMM comparison")
+    p.add_argument("--out", type=Path, default=None, help="append each result as a JSON line to this file")
     p.add_argument("--child", choices=("naive", "streaming"), help=argparse.SUPPRESS)
     p.add_argument("--slide", help=argparse.SUPPRESS)
     p.add_argument("--store", default="", help=argparse.SUPPRESS)
@@ -244,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.workdir.mkdir(parents=True, exist_ok=True)
     slides = [make_slide(args.workdir / f"slide_{s}.tif", s) for s in args.sizes]
-    if SHARED_SVS.is_file():
+    if SHARED_SVS.is_file() and not args.skip_svs:
         slides.append(SHARED_SVS)
     report = {"threads": args.threads, "model": args.model, "slides": []}
     for slide in slides:
@@ -258,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             r["tissue_mm2_per_s"] = round(entry["tissue_mm2"] / r["seconds"], 4)
             entry[mode] = r
             print(json.dumps({slide.name: {mode: r}}), flush=True)
+            if args.out:
+                with open(args.out, "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps({"slide": slide.name, "tissue_mm2": entry["tissue_mm2"], mode: r}) + "\n")
         if "naive" in entry:
             entry["speedup"] = round(entry["naive"]["seconds"] / entry["streaming"]["seconds"], 2)
         if args.resume_check:
@@ -267,12 +281,18 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(resumed, ignore_errors=True)
             killed = _run_child("streaming", slide, args, resumed, resume=True, kill_at=0.5)
             rerun = _run_child("streaming", slide, args, resumed, resume=True)
-            entry["resume"] = {"killed": killed, "rerun_s": rerun["wall_s"],
+            entry["resume"] = {"killed": killed, "rerun_s": rerun["wall_s"], "rerun_compute_s": rerun["seconds"],
+                               "tiles_redone": killed["killed_after_tiles"] - (rerun["first_tile_done"] or 1) + 1,
+                               "rerun_timings_s": rerun.get("timings_s"),
                                "total_vs_uninterrupted": round((killed["wall_s"] + rerun["wall_s"])
                                                                / entry["streaming"]["wall_s"], 2),
                                "maps_identical": _same_maps(store, resumed)}
         report["slides"].append(entry)
-    report["gemm"] = gemm_ratio(args.model, args.threads)
+        if args.out and "resume" in entry:
+            with open(args.out, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"slide": slide.name, "resume": entry["resume"]}) + "\n")
+    if not args.skip_gemm:
+        report["gemm"] = gemm_ratio(args.model, args.threads)
     print(json.dumps(report, indent=2))
     return 0
 
