@@ -217,9 +217,17 @@ def hint_line(cls: str, count: ClassCount, points: int = RECOMMENDED_POINTS,
     return head + f"; ≥ {points} in ≥ {regions} regions recommended"
 
 
-def hint_text(ann: PointAnnotations, classes: tuple[str, ...] = tuple(CELL_CLASSES)) -> str:
-    """One :func:`hint_line` per class, newline-separated."""
+def hint_text(ann: PointAnnotations, classes: tuple[str, ...] | None = None) -> str:
+    """One :func:`hint_line` per class, newline-separated.
+
+    ``classes=None``: the classes with points or regions, or one line saying how to start when there are none.
+    """
     counts = class_counts(ann)
+    if classes is None:
+        classes = tuple(c for c, n in counts.items() if n.points or n.complete or n.negative)
+        if not classes:
+            return (f"No annotations yet: draw a region, pick its class, press 'All nuclei in here' (or click points); "
+                    f"≥ {RECOMMENDED_POINTS} points in ≥ {RECOMMENDED_REGIONS} regions per class recommended.")
     return "\n".join(hint_line(c, counts[c]) for c in classes)
 
 

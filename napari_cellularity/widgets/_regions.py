@@ -26,7 +26,7 @@ from ._layers import META_KEY, find_layer, hex_to_rgba, points_layer_name
 
 DRAW_LAYER = "Region: draw here"
 REGIONS_LAYER = "Annotation regions"
-REGION_EDGE_UM = 1.5
+REGION_EDGE_UM = 2.0
 ELLIPSE_VERTICES = 48
 
 
@@ -148,8 +148,8 @@ class RegionBox(QGroupBox):
             self.regions_layer = self.viewer.add_shapes(
                 None, name=REGIONS_LAYER, edge_width=width, opacity=0.9,
                 features={"cls": np.array([], object), "kind": np.array([], object), "rid": np.array([], int),
-                          "label": np.array([], object)},
-                text={"string": "{label}", "color": "white", "size": 9, "anchor": "upper_left"},
+                          "label": np.array([], object), "color": np.array([], object)},
+                text={"string": "{label}", "color": {"feature": "color"}, "size": 10, "anchor": "upper_left"},
                 metadata={META_KEY: {"kind": "regions"}}, **geometry)
             self.regions_layer.events.data.connect(on_change)
         self.update_hint()
@@ -164,7 +164,8 @@ class RegionBox(QGroupBox):
         layer, img = self.regions_layer, self._image()
         color = hex_to_rgba(CLASS_COLORS[region.cls])
         face = color * [1, 1, 1, 0.18] if region.kind == "complete" else np.array([0.0, 0.0, 0.0, 0.0])
-        layer.feature_defaults = {"cls": region.cls, "kind": region.kind, "rid": rid, "label": region_label(region)}
+        layer.feature_defaults = {"cls": region.cls, "kind": region.kind, "rid": rid, "label": region_label(region),
+                                  "color": CLASS_COLORS[region.cls]}
         data = _to_target(region.polygon_rc, img.scale, img.translate, layer.scale, layer.translate)
         layer.add([data], shape_type="polygon", edge_color=color, face_color=face)
         return rid
