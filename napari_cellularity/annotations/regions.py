@@ -161,7 +161,8 @@ def fill_region(polygon_rc: object, cls: str, detections: Mapping[str, np.ndarra
     Raises
     ------
     AnnotationError
-        A bad polygon or class, or no detections at all (run Analyze first).
+        A bad polygon or class, no detections at all (run Analyze first), or none inside the polygon
+        while no annotation of ``cls`` is there either (the region would say "none of them here").
     """
     _check_class(cls)
     poly = check_polygon(polygon_rc)
@@ -170,6 +171,10 @@ def fill_region(polygon_rc: object, cls: str, detections: Mapping[str, np.ndarra
     found = [np.asarray(detections.get(src, np.zeros((0, 2))), float).reshape(-1, 2) for src in SOURCE_CLASSES[cls]]
     candidates = np.concatenate(found) if found else np.zeros((0, 2))
     candidates = candidates[points_in_polygon(candidates, poly)]
+    if not len(candidates) and not points_in_polygon(annotations.of_class(cls), poly).any():
+        kinds = " / ".join(SOURCE_CLASSES[cls]) if len(SOURCE_CLASSES[cls]) < len(CELL_CLASSES) else "any"
+        raise AnnotationError(f"no detected nuclei ({kinds}) inside this polygon: draw around detected nuclei, "
+                              f"or record it with 'No {CLASS_LABELS[cls]} here'")
     added = _not_near(candidates, annotations.points_rc, DUPLICATE_UM / float(mpp))
     return RegionAction(added, LabelRegion(poly, cls, "complete"))
 

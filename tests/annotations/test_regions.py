@@ -65,6 +65,10 @@ def test_fill_region_needs_detections_and_a_real_polygon():
         R.fill_region([[0, 0], [5, 5], [0, 0]], "normal", det, PointAnnotations(), mpp=0.5)
     with pytest.raises(AnnotationError, match="stroma"):
         R.fill_region(SQUARE, "stroma", det, PointAnnotations(), mpp=0.5)
+    with pytest.raises(AnnotationError, match=r"no detected nuclei \(malignant / normal\) inside"):
+        R.fill_region(SQUARE + 100, "normal", det, PointAnnotations(), mpp=0.5)
+    done = PointAnnotations([[20.0, 20]], ["normal"])  # everything inside already annotated: still a region
+    assert len(R.fill_region(SQUARE, "normal", det, done, mpp=0.5).points_rc) == 0
 
 
 def test_negative_region_refuses_annotations_of_its_class_inside():
