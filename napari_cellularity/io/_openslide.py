@@ -5,6 +5,7 @@ This is the only module that sees OpenSlide's (x, y) order; everything it return
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from .header import check_slide_header
 from .pixels import composite_on_white
 from .pyramid import Slide, SlideInfo
 from .tiles import lazy_level
+
+log = logging.getLogger(__name__)
 
 
 def _float_or_none(value: str | None) -> float | None:
@@ -28,6 +31,21 @@ def _float_or_none(value: str | None) -> float | None:
 def _tile_px(properties: dict[str, str]) -> int:
     size = _float_or_none(properties.get("openslide.level[0].tile-width"))
     return int(size) * max(1, DEFAULT_TILE_PX // int(size)) if size else DEFAULT_TILE_PX
+
+
+def _read_properties(handle, path) -> dict[str, str]:
+    """The slide's properties; names OpenSlide lists but cannot look up (a damaged description) are skipped with a warning."""
+    props = handle.properties
+    out: dict[str, str] = {}
+    lost = 0
+    for key in list(props):
+        try:
+            out[str(key)] = str(props[key])
+        except (KeyError, UnicodeDecodeError):
+            lost += 1
+    if lost:
+        log.warning("%s: %d slide properties are unreadable (damaged image description?) and were ignored", path, lost)
+    return out
 
 
 def open_openslide(path: Path, header_checked: bool = False) -> Slide:
@@ -53,7 +71,7 @@ def open_openslide(path: Path, header_checked: bool = False) -> Slide:
         ) from exc
     except openslide.OpenSlideError as exc:
         raise CorruptSlideError(f"{path}: OpenSlide cannot open this slide: {exc}") from exc
-    properties = {str(k): str(v) for k, v in handle.properties.items()}
+    properties = _read_properties(handle, path)
     info = SlideInfo(
         path=str(path),
         vendor=properties.get("openslide.vendor", "unknown"),

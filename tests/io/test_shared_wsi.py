@@ -57,3 +57,18 @@ def test_truncated_cmu1(wsi_dir, tmp_path):
         with pytest.raises(CorruptSlideError, match=path.name):
             slide = open_slide(path)
             slide.thumbnail(256)  # a file cut mid-tile data fails at the latest when read
+
+
+def test_damaged_description_opens_with_a_named_warning(wsi_dir, tmp_path, caplog):
+    """Invalid bytes in a property name make OpenSlide list a name it cannot look up (found by
+    benchmarks/fuzz_slide_headers.py): the slide still opens, the unreadable property is skipped."""
+    data = bytearray((wsi_dir / "CMU-1-Small-Region.svs").read_bytes())
+    at = data.find(b"|AppMag = 20|")
+    data[at + 1 : at + 3] = b"\xff\xfe"
+    path = tmp_path / "damaged_description.svs"
+    path.write_bytes(data)
+    with caplog.at_level("WARNING"):
+        slide = open_slide(path)
+    assert slide.info.mpp == pytest.approx(0.499)
+    assert slide.read_region((100, 100), (32, 32)).shape == (32, 32, 3)
+    assert any(path.name in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
