@@ -93,13 +93,15 @@ def with_reference(config, spec: str | None):
     return dataclasses.replace(config, training={**config.training, "stain_reference": ref})
 
 
-def score_image(net, config, img: CheckImage, classes: tuple[str, ...], options: dict, device: str) -> dict:
+def score_image(net, config, img: CheckImage, classes: tuple[str, ...], options: dict, device: str,
+                precision: str = "auto") -> dict:
     """Predict one image with the product path; P / R / F1 counts per class and radius."""
     from napari_cellularity.inference.cells import detect_nuclei_chunked
     from napari_cellularity.inference.predict import predict_region, run_prediction
     from napari_cellularity.metrics.detection import match_points
 
-    pred = run_prediction(predict_region(net, config, img.image, mpp=img.mpp, device=device, **options))
+    pred = run_prediction(predict_region(net, config, img.image, mpp=img.mpp, device=device, precision=precision,
+                                         **options))
     det = detect_nuclei_chunked(pred.probs, config.mpp, **config.detection_kwargs())
     pts = pred.to_level0(det.points_rc)  # the image's own pixels
     out = {}
@@ -120,14 +122,15 @@ def prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     return DetectionScore(int(tp), int(fp), int(fn)).as_dict()
 
 
-def run_set(net, config, images: list[CheckImage], classes, variant: str, device: str) -> dict:
+def run_set(net, config, images: list[CheckImage], classes, variant: str, device: str, precision: str = "auto") -> dict:
     t0 = time.perf_counter()
-    per_image = {img.image_id: score_image(net, config, img, classes, VARIANTS[variant], device) for img in images}
+    per_image = {img.image_id: score_image(net, config, img, classes, VARIANTS[variant], device, precision)
+                 for img in images}
     keys = next(iter(per_image.values())).keys()
     pooled = {k: prf(*np.sum([v[k] for v in per_image.values()], axis=0)) for k in keys}
     macro = {i: float(np.mean([prf(*v[f"6um/{c}"])["f1"] for c in classes if sum(v[f"6um/{c}"][::2])]))
              if any(sum(v[f"6um/{c}"][::2]) for c in classes) else float("nan") for i, v in per_image.items()}
-    return {"variant": variant, "classes": list(classes), "n_images": len(images),
+    return {"variant": variant, "precision": precision, "classes": list(classes), "n_images": len(images),
             "n_true": {c: int(sum(len(im.points[c]) for im in images)) for c in (*classes, ALL)},
             "pooled": pooled, "macro_f1_6um": float(np.mean([pooled[f"6um/{c}"]["f1"] for c in classes])),
             "per_image": per_image, "per_image_macro_f1_6um": macro, "seconds": round(time.perf_counter() - t0, 1)}
@@ -176,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="dataset spec of the model's training images, for a stain reference the config lacks")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32"),
+                   help="auto: the product default (CPU bf16 where native); fp32: full precision")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = json.loads(path.read_text(encoding="utf-8"))
             else:
                 log.info("%s / %s: %d images", set_name, variant, len(images))
-                res = run_set(net, config, images, classes, variant, args.device)
+                res = run_set(net, config, images, classes, variant, args.device, args.precision)
                 res["model"] = config.ref
                 path.write_text(json.dumps(res, indent=1), encoding="utf-8")
             base = results.get(f"{set_name}__base")
