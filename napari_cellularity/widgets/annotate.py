@@ -53,9 +53,8 @@ AUTOSAVE_INTERVAL_S = 2.0
 
 
 def image_layers(viewer: Any) -> list[Any]:
-    """RGB image layers (the slides), excluding our own overlays."""
-    return [lay for lay in viewer.layers if isinstance(lay, Image)
-            and "kind" not in lay.metadata.get(META_KEY, {})]
+    """RGB image layers (the slides), excluding our own overlays (they carry ``META_KEY``; e.g. the heatmap)."""
+    return [lay for lay in viewer.layers if isinstance(lay, Image) and lay.rgb and META_KEY not in lay.metadata]
 
 
 def image_shape_rc(layer: Any) -> tuple[int, int]:

@@ -78,3 +78,22 @@ def test_steps_default_and_calibrate_box(make_napari_viewer, tmp_path, monkeypat
     assert seen.get("calibrate_only") is True and seen.get("include_base_data") is False
     text = retrain.refit_metrics_label.text()
     assert "Calibrated cellularity model cellularity-lgbm@2" in text and "MAE 0.200 before → 0.050 after" in text
+
+
+def test_overlays_are_never_taken_for_the_slide(make_napari_viewer, tmp_path):
+    """After Analyze the active layer is often the heatmap (an Image with our metadata): Retrain and Annotate
+    must still use the slide (seen: 'points lie outside the image (1 x 1 px)')."""
+    from napari_cellularity.widgets._layers import HEATMAP_LAYER, META_KEY
+    from napari_cellularity.widgets.annotate import image_layers
+
+    viewer = make_napari_viewer()
+    _, annotate, retrain = _setup(viewer, tmp_path)
+    heat = viewer.add_image(np.zeros((1, 1)), name=HEATMAP_LAYER, scale=(50.0, 50.0),
+                            metadata={META_KEY: {"pixel_um": 50.0}})
+    viewer.add_image(np.zeros((8, 8)), name="a grey overlay")
+    viewer.layers.selection.active = heat
+    assert [lay.name for lay in image_layers(viewer)] == ["slide"]
+    assert retrain.image_layer().name == "slide"
+    viewer.layers[annotation_layer_name("malignant")].add(np.array([[150.0, 20.0 + 10 * i] for i in range(12)]))
+    viewer.layers[annotation_layer_name("lymphocyte")].add(np.array([[20.0, 20.0 + 10 * i] for i in range(12)]))
+    assert sum(len(it.points_rc) for it in retrain.build_items()) == 24
