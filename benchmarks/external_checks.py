@@ -13,8 +13,9 @@ annotated points one-to-one within 3 and 6 µm:
   checkpoint and detection settings on — not external: the evidence for the inference-time options).
 
 Each set runs under each ``--variants`` entry: ``base`` (the defaults), ``flips`` / ``d4`` (test-time
-augmentation, 4 / 8 views) and ``reinhard`` (stain normalisation to the model's recorded training reference;
-for a model that records none, ``--reference-from`` computes it from its training images). Per image the macro
+augmentation, 4 / 8 views), ``reinhard`` (stain normalisation to the model's recorded training reference;
+for a model that records none, ``--reference-from`` computes it from its training images), ``no-skip`` (no
+tissue skipping) and ``tile512`` (512² tiles instead of the config's 256²). Per image the macro
 F1 at 6 µm (mean of the classes the set labels) is kept, so a variant's gain can be set against its per-image
 spread. Every (set, variant) result is written to ``OUT/<set>__<variant>.json`` as it finishes and reused when the
 command is run again; ``OUT/external_checks.md`` and ``OUT/external_checks.json`` hold the tables::
@@ -38,7 +39,9 @@ import numpy as np
 log = logging.getLogger("external_checks")
 
 RADII_UM = (3.0, 6.0)
-VARIANTS = {"base": {}, "flips": {"tta": "flips"}, "d4": {"tta": "d4"}, "reinhard": {"stain_norm": True}}
+VARIANTS = {"base": {}, "flips": {"tta": "flips"}, "d4": {"tta": "d4"}, "reinhard": {"stain_norm": True},
+            # the tiling itself: every tile run (no tissue skipping); 512² tiles (more context per pass)
+            "no-skip": {"skip_background": False}, "tile512": {"tile_size_px": 512}}
 ALL = "all"
 
 
