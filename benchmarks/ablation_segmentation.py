@@ -204,8 +204,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.tiny:
         args.k, args.crop_px, args.batch_size = 3, min(args.crop_px, 64), min(args.batch_size, 2)
-    elif not args.data:
-        p.error("--data is required (or --tiny)")
+    elif not args.data and not args.report_only:
+        p.error("--data is required (or --tiny, or --report-only)")
     if args.folds_used is None:
         args.folds_used = list(range(args.k))
     return args
