@@ -13,7 +13,9 @@ and ``verdict`` say whether it held.
 What it does, in one ``napari.Viewer(show=True)`` with the Analyze dock (threaded worker,
 ``NAPARI_CELLULARITY_SYNC`` is forced off):
 
-1. ``idle``: 3 s of programmatic pan/zoom steps with nothing running (baseline).
+1. ``idle``: 3 s of programmatic pan/zoom steps with nothing running (baseline); after the cold
+   run ``idle_with_results`` repeats it with the result layers shown (the drawing baseline the
+   warm run is compared with: on a software-GL display every redraw costs per visible layer).
 2. ``run_cold`` / ``run_warm``: clicks Run on the current view (a ``--size``² image at
    ``--mpp`` µm/px fitted into the canvas, so the view box is the whole image) while the
    camera keeps panning/zooming; cold includes loading the network, warm reuses the cache.
@@ -357,6 +359,23 @@ def error_phase(app, probe, widget, timeout_s: float) -> dict[str, Any]:
     return {"notifications": seen[-2:], "final_status": out["final_status"], "wall_s": out["wall_s"]}
 
 
+def _copy_thumbnails() -> None:
+    """Experiment (``--copy-thumbnails``): layer-list thumbnails as QImages that own their pixels."""
+    from napari._qt.containers import qt_layer_model
+
+    original = qt_layer_model.QtLayerListModel.data
+
+    def data(self, index, role=qt_layer_model.Qt.ItemDataRole.DisplayRole):
+        if role != qt_layer_model.ThumbnailRole or not index.isValid():
+            return original(self, index, role)
+        thumb = np.ascontiguousarray(self.getItem(index).thumbnail)  # alive until the copy is made
+        image = qt_layer_model.QImage(thumb.data, thumb.shape[1], thumb.shape[0],
+                                      qt_layer_model.QImage.Format.Format_RGBA8888)
+        return image.copy()
+
+    qt_layer_model.QtLayerListModel.data = data
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="segmentation model (name or name@version; default: the default)")
@@ -370,10 +389,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--skip", nargs="*", default=[], choices=["warm", "cancel", "error"])
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--copy-thumbnails", action="store_true",
+                   help="experiment: napari's layer list builds each thumbnail QImage on a temporary bytes object; "
+                        "patch it to return an owning copy (to test whether that is the native crash in its paint)")
+    p.add_argument("--no-sampler", action="store_true", help="do not sample the GUI stack during stalls")
     p.add_argument("--profile-gui", default=None, metavar="FILE.prof",
                    help="cProfile the GUI thread during the cold run and write the stats here")
     args = p.parse_args(argv)
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)  # a native crash prints every thread's Python stack
     os.environ["NAPARI_CELLULARITY_SYNC"] = "0"  # the threaded path is what we measure
+    if args.copy_thumbnails:
+        _copy_thumbnails()
     import torch
 
     torch.set_num_threads(args.threads)
@@ -391,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     pump(app, probe, lambda: time.perf_counter() - t_idle > 3.0, 10.0)
     results["idle"] = probe.summary()
     print(f"idle: {results['idle']}", file=sys.stderr, flush=True)
-    sampler, imports = StallSampler(probe), ImportLog()
-    sampler.start()
+    sampler, imports = (None if args.no_sampler else StallSampler(probe)), ImportLog()
+    if sampler is not None:
+        sampler.start()
     imports.install()
     profiler = None
     if args.profile_gui:
@@ -406,6 +435,11 @@ def main(argv: list[str] | None = None) -> int:
         profiler.dump_stats(args.profile_gui)
     results["run_cold"]["region_rc"] = [widget.run_inputs["box"].rows, widget.run_inputs["box"].cols]
     results["layers"] = [lay.name for lay in viewer.layers]
+    probe.reset()  # the same pan/zoom with the result layers shown and no job: the drawing baseline
+    t_idle = time.perf_counter()
+    pump(app, probe, lambda: time.perf_counter() - t_idle > 3.0, 10.0)
+    results["idle_with_results"] = {**probe.summary(), "load_average": os.getloadavg()}
+    print(f"idle with results: {results['idle_with_results']}", file=sys.stderr, flush=True)
     if "warm" not in args.skip:
         results["run_warm"] = run_phase(app, probe, widget, args.timeout, sampler=sampler)
     if "cancel" not in args.skip:
@@ -413,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     if "error" not in args.skip:
         results["error"] = error_phase(app, probe, widget, args.timeout)
     timer.stop()
-    sampler.stop()
+    if sampler is not None:
+        sampler.stop()
     results["load_average_end"] = os.getloadavg()
     runs = [results[k] for k in ("run_cold", "run_warm") if k in results]
     results["max_gap_ms_during_runs"] = max(r["tick_gap"].get("max_ms", 0.0) for r in runs)

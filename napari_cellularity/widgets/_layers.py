@@ -51,8 +51,8 @@ CLASS_LABEL_VALUES: dict[str, int] = {name: i + 1 for i, name in enumerate(CELL_
 #: colormap), PyOpenGL (the Labels colour lookup texture). Imported on the GUI thread they stalled
 #: it for seconds (PySide6's import hook reads each new module's source), so
 #: :func:`preload_display_modules` imports them in the worker before a job's results arrive.
-DISPLAY_MODULES = ("pandas", "skimage.color", "OpenGL.GL", "napari.layers.labels.labels",
-                   "napari.layers.points.points")
+DISPLAY_MODULES = ("pandas", "skimage.color.colorconv", "OpenGL.GL", "OpenGL.arrays.lists",
+                   "napari.layers.labels.labels", "napari.layers.points.points")
 
 
 def preload_display_modules() -> list[str]:

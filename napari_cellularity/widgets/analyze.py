@@ -265,7 +265,7 @@ class AnalyzeWidget(QWidget):
         self.image_translate = tuple(self._image_layer().translate[-2:])
         self.image_units = tuple(self._image_layer().units[-2:])
         self.run_inputs, self.t_start, self.first_tile_s = inputs, time.perf_counter(), None
-        self.canvas, self.last_refresh_s = self._display_canvas(inputs), 0.0
+        self.canvas, self.last_refresh_s, self.last_status_s = self._display_canvas(inputs), 0.0, 0.0
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
@@ -292,7 +292,9 @@ class AnalyzeWidget(QWidget):
     def _on_yield(self, record: Any) -> None:
         if getattr(record, "kind", "") == "notice" and record.message:
             self.status.setText(record.message)
-        if getattr(record, "total", 0):
+        now = time.perf_counter()  # each repaint of the dock re-composes the GL window: not per tile
+        if getattr(record, "total", 0) and (now - self.last_status_s >= 0.5 or record.done == record.total):
+            self.last_status_s = now
             self.progress.setMaximum(record.total)
             self.progress.setValue(record.done)
             self.status.setText(f"{record.done}/{record.total} tiles, {format_eta(self.worker.eta_s)}")
@@ -301,7 +303,6 @@ class AnalyzeWidget(QWidget):
             if first:
                 self.first_tile_s = time.perf_counter() - self.t_start
             if self.canvas is None:
-                now = time.perf_counter()
                 redraw = now - self.last_refresh_s >= 0.5 or record.done == record.total
                 if redraw:
                     self.last_refresh_s = now
