@@ -186,7 +186,7 @@ class RetrainWidget(QWidget):
         if want in refs:
             self.model_combo.setCurrentText(want)
         self.model_combo.blockSignals(False)
-        self.counts_label.setText("Annotated (points in regions):\n" + hint_text(self.annotations()))
+        self.counts_label.setText("Annotations:\n" + hint_text(self.annotations()))
         n_roi = self.roi_estimate_count()
         busy = self.worker is not None and getattr(self.worker, "is_running", False)
         self.refit_button.setEnabled(n_roi >= MIN_ROI_ESTIMATES and not busy)
