@@ -66,7 +66,9 @@ def make_slide(path: Path, size: int, mpp: float = 0.5, seed: int = 0) -> Path:
             tile[:] = texture[rr][:, cc]
         return tile
 
-    write_pyramid(path, (size, size), mpp, 512, render)
+    partial = path.with_name(f".{path.name}.partial.tif")  # a killed run never leaves a truncated slide behind
+    write_pyramid(partial, (size, size), mpp, 512, render)
+    os.replace(partial, path)
     return path
 
 
