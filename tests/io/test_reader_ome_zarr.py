@@ -114,3 +114,41 @@ def test_viewer_opens_maps_by_plugin(store, viewer):
     assert labels.multiscale and tuple(labels.scale) == pytest.approx((1.0, 1.0))
     assert tuple(labels.translate) == pytest.approx((50.25, 20.25))
     assert all(layer.multiscale for layer in layers)
+
+
+def test_store_killed_while_building_the_pyramid_resumes_to_the_same_store(tmp_path, monkeypatch):
+    import zarr
+
+    monkeypatch.setattr(ome_zarr, "CHUNK_PX", 64)
+    monkeypatch.setattr(ome_zarr, "PYRAMID_MIN_SIDE_PX", 50)
+    probs = np.random.default_rng(1).random((len(CLASS_NAMES), 300, 200)).astype(np.float32)
+    attrs = {"class_names": list(CLASS_NAMES), "mpp": 0.5, "level0_per_px": 1.0, "origin_level0_rc": [0, 0]}
+
+    def fill(path, resume=False):
+        ms = MapStore(len(CLASS_NAMES), (300, 200), "uint8", path, job_key="k", resume=resume)
+        for r in range(ms.rows_done, 300, 100):
+            ms.write_rows(r, probs[:, r:r + 100])
+        return ms
+
+    fill(tmp_path / "ref.ome.zarr").commit(attrs)
+    real, calls = ome_zarr._downsample, []
+
+    def dies_midway(block):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # like a kill while level 1 or 2 is written
+        return real(block)
+
+    monkeypatch.setattr(ome_zarr, "_downsample", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        fill(tmp_path / "out.ome.zarr", resume=True).commit(attrs)
+    assert not (tmp_path / "out.ome.zarr").exists() and (tmp_path / ".out.ome.zarr.partial").is_dir()
+    monkeypatch.setattr(ome_zarr, "_downsample", real)
+    again = fill(tmp_path / "out.ome.zarr", resume=True)
+    assert again.rows_done == 300  # nothing predicted again: only the pyramid is rebuilt
+    again.commit(attrs)
+    ref, out = zarr.open_group(str(tmp_path / "ref.ome.zarr"), mode="r"), zarr.open_group(
+        str(tmp_path / "out.ome.zarr"), mode="r")
+    assert ref.attrs["multiscales"] == out.attrs["multiscales"]
+    for level in ("0", "1", "2", "labels/classes/2"):
+        np.testing.assert_array_equal(ref[level][:], out[level][:])
