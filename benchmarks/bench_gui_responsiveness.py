@@ -42,6 +42,7 @@ Numbers on a loaded 2-core machine (a training job in the background) are pessim
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
 import json
 import os
@@ -167,7 +168,9 @@ class StallSampler:
 
     def _close(self, next_tick: float | None) -> None:
         cur, self._current = self._current, None
-        end = next_tick if next_tick is not None and next_tick > cur["since"] else time.perf_counter()
+        ticks = self.probe.ticks  # the stall ends at the first tick after it began (the sampler may
+        after = bisect.bisect_right(ticks, cur["since"])  # notice late on a loaded machine)
+        end = ticks[after] if after < len(ticks) else (next_tick or time.perf_counter())
         cpu1 = thread_cpu_s(self.main_native)
         # CPU the GUI thread used in the stall (from when the stall was noticed, 10 ms ticks): far
         # below gap_ms means the thread waited (other processes' load, the GIL, the GL driver)

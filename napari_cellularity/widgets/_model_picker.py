@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from . import _confirm
@@ -63,11 +63,12 @@ class ModelPicker(QWidget):
             default_ref = None
         self.combo.blockSignals(True)
         self.combo.clear()
-        for entry in entries:
-            marks = [entry.source] + (["default"] if entry.ref == default_ref else [])
-            if candidate_reason(entry.config_path):
-                marks.append("candidate: worse than its base")
-            self.combo.addItem(f"{entry.ref} ({', '.join(marks)})", entry)
+        for entry in entries:  # short entries (the panel is narrow); the source is in the info line
+            marks = (["default"] if entry.ref == default_ref else []) + (
+                ["candidate"] if candidate_reason(entry.config_path) else [])
+            self.combo.addItem(f"{entry.ref} ({', '.join(marks)})" if marks else entry.ref, entry)
+            self.combo.setItemData(self.combo.count() - 1, f"{entry.ref}: {entry.source} model"
+                                   + "".join(f", {m}" for m in marks), Qt.ToolTipRole)
         refs = [e.ref for e in entries]
         want = current if current in refs else default_ref
         self.combo.setCurrentIndex(refs.index(want) if want in refs else (0 if refs else -1))
@@ -159,5 +160,6 @@ class ModelPicker(QWidget):
         if cfg is None:
             self.info.setText("no segmentation model installed: train one (Retrain) or install the default")
             return
-        reason = candidate_reason(self.combo.currentData().config_path)
-        self.info.setText(f"{cfg.mpp:g} µm/px" + (f"; CANDIDATE, {reason}" if reason else ""))
+        entry = self.combo.currentData()
+        reason = candidate_reason(entry.config_path)
+        self.info.setText(f"{cfg.mpp:g} µm/px, {entry.source} model" + (f"; CANDIDATE, {reason}" if reason else ""))

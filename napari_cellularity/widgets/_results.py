@@ -40,16 +40,33 @@ def show_points(viewer: Any, result: Any, cls: str, translate_um: Sequence[float
     layer.visible = visible
 
 
+def heatmap_display(result: Any) -> tuple[np.ndarray, float]:
+    """The heatmap as drawn and its pixel size (µm).
+
+    Its last row / column of patches covers the region only in part; drawn as whole patches they
+    hung off the image's edge. A full-resolution result's heatmap is therefore drawn at the model
+    map's pixels, cut at the region's edge; a big region keeps the patch grid (its overhang is at
+    most one patch of a large region).
+    """
+    heat, pixel_um = result.heatmap, float(result.heatmap_pixel_um)
+    summary = result.summary
+    factor = round(pixel_um / float(summary.model_mpp))
+    if result.display is not None or factor <= 1:
+        return heat, pixel_um
+    rows, cols = display.region_map_shape(summary.region, summary.slide_mpp, summary.model_mpp)
+    fine = np.repeat(np.repeat(heat, factor, axis=0), factor, axis=1)[:rows, :cols]
+    return np.ascontiguousarray(fine), pixel_um / factor
+
+
 def show_heatmap(viewer: Any, result: Any, translate_um: Sequence[float], units: Any, visible: bool) -> None:
     """The cellularity heatmap (NaN off tissue), if the run made one."""
     if result.heatmap is None:
         return
     summary = result.summary
-    L.paste_map_layer(viewer, L.HEATMAP_LAYER, result.heatmap,
-                      display.overlay_translate_um(summary.region.origin_rc, summary.slide_mpp,
-                                                   result.heatmap_pixel_um, translate_um),
-                      result.heatmap_pixel_um, fill_value=np.nan, visible=visible, units=units,
-                      **L.heatmap_layer_kwargs())
+    heat, pixel_um = heatmap_display(result)
+    L.paste_map_layer(viewer, L.HEATMAP_LAYER, heat,
+                      display.overlay_translate_um(summary.region.origin_rc, summary.slide_mpp, pixel_um, translate_um),
+                      pixel_um, fill_value=np.nan, visible=visible, units=units, **L.heatmap_layer_kwargs())
 
 
 def done_text(summary: Any, untrained: Sequence[str]) -> str:

@@ -18,6 +18,8 @@ from . import _layers as L
 from ._legend import gradient_legend
 
 GREY = "#8a8a8a"
+#: Link colour readable on napari's dark and light themes (Qt's default link blue is not on dark).
+LINK_COLOR = "#5fa8ff"
 
 
 #: ``href`` of the "teach it" link in :func:`untrained_note` (opens the Annotate step).
@@ -29,7 +31,7 @@ def untrained_note(classes: Sequence[str], *, link: bool = False) -> str:
     if not classes:
         return ""
     names = ", ".join(CLASS_LABELS[c] for c in classes)
-    annotate = f"<a href='{TEACH_LINK}'>Annotate</a>" if link else "Annotate"
+    annotate = f"<a href='{TEACH_LINK}' style='color: {LINK_COLOR};'>Annotate</a>" if link else "Annotate"
     return (f"{names}: not learned by this model (no such cells in its training data), so its "
             f"counts mean nothing. Teach it: {annotate} (mark cells) → Retrain.")
 

@@ -65,7 +65,12 @@ def test_analyze_adds_layers_with_um_geometry(viewer_widget):
     heat = L.find_layer(viewer, L.HEATMAP_LAYER, Image)
     assert heat is not None and heat.colormap.name == L.HEATMAP_COLORMAP
     assert tuple(heat.contrast_limits) == (0.0, 1.0)
-    assert heat.scale[0] == pytest.approx(widget.last_result.heatmap_pixel_um)
+    # drawn at the model map's pixels and cut at the region's edge (whole patches hung off the image)
+    assert tuple(heat.scale) == (MODEL_MPP, MODEL_MPP) and heat.data.shape == (192, 224)
+    assert tuple(heat.translate) == pytest.approx(tuple(prob.translate))
+    patch = round(widget.last_result.heatmap_pixel_um / MODEL_MPP)
+    np.testing.assert_array_equal(heat.data[::patch, ::patch],
+                                  widget.last_result.heatmap[: -(-192 // patch), : -(-224 // patch)])
     summary = widget.last_result.summary
     assert summary.cellularity is None or 0.0 <= summary.cellularity <= 1.0
     assert summary.cellularity_model  # the regressor's ref, or the named fallback estimate
