@@ -49,6 +49,19 @@ def _settle(app, rounds: int = 30) -> None:
         app.processEvents()
 
 
+def _close_toasts(app) -> None:
+    """Close napari's notification pop-ups: they cover the scale bar (Qt API, no napari internals)."""
+    for widget in app.allWidgets():
+        if type(widget).__name__ == "NapariQtNotification" and widget.isVisible():
+            widget.close()
+    _settle(app)
+
+
+def _shot(viewer, app, path: Path) -> None:
+    _close_toasts(app)
+    viewer.screenshot(str(path), canvas_only=False)
+
+
 def _show_region(viewer, layer, center_px: tuple[float, float], height_um: float) -> None:
     """Centre the camera on level-0 pixel ``center_px`` showing ``height_um`` µm vertically."""
     scale = float(layer.scale[-1])
@@ -96,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     _show_region(viewer, aperio, (1000, 1150), 1024 * float(aperio.scale[-1]))
     _settle(app)
     print("aperio:", _analyse_view(app, panel))
-    viewer.screenshot(str(out / "screenshot_aperio_analyze.png"), canvas_only=False)
+    _shot(viewer, app, out / "screenshot_aperio_analyze.png")
     panel.show_step(panel.report)
     _settle(app)
-    viewer.screenshot(str(out / "screenshot_aperio_report.png"), canvas_only=False)
+    _shot(viewer, app, out / "screenshot_aperio_report.png")
     print("window geometry (left, top, width, height):", viewer.window.geometry())
     # 2. BRCA-M2C PNG: no resolution in the file -> prompt; state 0.5 µm/px -> analyse
     viewer.layers.clear()
@@ -112,16 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     viewer.reset_view()
     _settle(app)
     print("brca before stating:", panel.analyze.status.text())
-    viewer.screenshot(str(out / "screenshot_brca_resolution.png"), canvas_only=False)
+    _shot(viewer, app, out / "screenshot_brca_resolution.png")
     panel.analyze.mpp_spin.setValue(BRCA_MPP)
     panel.analyze.state_resolution()
     viewer.reset_view()
     _settle(app)
     print("brca:", _analyse_view(app, panel))
-    viewer.screenshot(str(out / "screenshot_brca_analyze.png"), canvas_only=False)
+    _shot(viewer, app, out / "screenshot_brca_analyze.png")
     panel.show_step(panel.retrain)
     _settle(app)
-    viewer.screenshot(str(out / "screenshot_retrain.png"), canvas_only=False)
+    _shot(viewer, app, out / "screenshot_retrain.png")
     print("window geometry (left, top, width, height):", viewer.window.geometry())
     viewer.close()
     return 0
