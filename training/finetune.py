@@ -26,28 +26,23 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from napari_cellularity.annotations.point_images import PointImage
-from napari_cellularity.models.config import CELL_CLASSES
 from napari_cellularity.progress import Progress, drain
 
+from .finetune_data import (  # noqa: F401 - check_items, count_points_on_glass: re-exported
+    FinetuneCancelled,
+    FinetuneError,
+    check_items,
+    count_points_on_glass,
+    prepare_data,
+)
 from .records import json_safe
 
 log = logging.getLogger(__name__)
 
 #: Learning rate decays from the first to the second value over the run.
-FINETUNE_LR: tuple[float, float] = (5e-5, 1e-5)
-
-
-class FinetuneError(ValueError):
-    """Fine-tuning was refused: too few points or classes, points outside images, bad settings."""
-
-
-class FinetuneCancelled(RuntimeError):
-    """Fine-tuning was cancelled by the user; no model was saved."""
+FINETUNE_LR: tuple[float, float] = (2e-4, 2e-5)
 
 
 @dataclass(frozen=True)
@@ -83,6 +78,35 @@ class FinetuneSettings:
         ``"auto"`` trains under bfloat16 autocast on CPUs with native BF16 (fp32 master weights;
         2.3x faster steps on this project's CPU) and CUDA autocast on a GPU; ``"fp32"`` turns
         the CPU part off.
+    partial_labels : bool
+        Train the new annotations as partial labels (:mod:`training.partial_labels`): supervised on
+        the clicked disks and the regions, elsewhere only where the base model is confident
+        (self-distillation); ``False``: every unlabelled pixel is a negative for every class.
+    pseudo_pos, pseudo_neg : float
+        The base model's probability at or above which a pixel is a confident positive, at or below
+        which a confident negative (pseudo-labels); in between it is not supervised.
+    pseudo_other : float or None
+        A class the base model does not know (e.g. ``normal``) is negative where the base sees a
+        nucleus of a class it knows at this probability; ``None``: it gets no gradient outside the
+        user's clicks and regions.
+    trainable : str
+        ``"all"``, ``"decoder"`` (encoder frozen) or ``"head"``; BatchNorm statistics stay frozen.
+    point_crop_frac : float
+        Share of training crops centred on an annotated cell (class-balanced).
+    reset_new_channels : bool
+        A clicked class the base model does not know (its channel never reaches ``pseudo_pos`` on the
+        user's images, e.g. ``normal`` of the shipped model) starts from a reset output row
+        (:func:`training.partial_labels.reset_head_channels`) instead of the base's "never".
+    head_lr_scale : float
+        The output layer's learning rate is this multiple of ``lr`` (a reset channel starts at zero
+        weights and must travel far in a few hundred steps; the rest moves slowly to keep what it knew).
+    stain_negatives : bool
+        Pixels without haematoxylin (stroma fibres, lumen, glass, cytoplasm) are negatives of every
+        cell class on the new images (:func:`training.partial_labels.no_nucleus_mask`): the only
+        negatives a new class gets away from the user's clicks and regions.
+    time_budget_s : float
+        Stop training after this many seconds even if ``steps`` are not done (0 = no limit); the
+        learning-rate schedule follows the larger of the step and the time fraction.
 
     Raises
     ------
@@ -90,7 +114,7 @@ class FinetuneSettings:
         A value out of range.
     """
 
-    steps: int = 150
+    steps: int = 100
     replay_ratio: float = 0.5
     val_fraction: float = 0.2
     seed: int = 0
@@ -105,6 +129,16 @@ class FinetuneSettings:
     name: str | None = None
     models_dir: str | Path | None = None
     precision: str = "auto"
+    partial_labels: bool = True
+    pseudo_pos: float = 0.6
+    pseudo_neg: float = 0.1
+    pseudo_other: float | None = None
+    trainable: str = "head"
+    point_crop_frac: float = 0.75
+    reset_new_channels: bool = True
+    head_lr_scale: float = 10.0
+    stain_negatives: bool = True
+    time_budget_s: float = 240.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -116,6 +150,16 @@ class FinetuneSettings:
         if self.batch_size < 1 or self.crop_px < 32 or self.crop_px % 32:
             raise FinetuneError(f"batch_size must be >= 1 and crop_px a multiple of 32, got {self.batch_size}, "
                                 f"{self.crop_px}")
+        if not 0.0 <= self.pseudo_neg < self.pseudo_pos <= 1.0:
+            raise FinetuneError(f"pseudo-label thresholds need 0 <= pseudo_neg < pseudo_pos <= 1, got "
+                                f"{self.pseudo_neg}, {self.pseudo_pos}")
+        if self.trainable not in ("all", "decoder", "head"):
+            raise FinetuneError(f"trainable must be all, decoder or head, got {self.trainable!r}")
+        if self.head_lr_scale <= 0:
+            raise FinetuneError(f"head_lr_scale must be positive, got {self.head_lr_scale}")
+        if not 0.0 <= self.point_crop_frac <= 1.0 or self.time_budget_s < 0:
+            raise FinetuneError(f"point_crop_frac must be in [0, 1] and time_budget_s >= 0, got "
+                                f"{self.point_crop_frac}, {self.time_budget_s}")
 
 
 @dataclass
@@ -156,78 +200,6 @@ def _headline(metrics: dict) -> float:
         return float("nan")
     thr = next(iter(metrics["detection"]))[1:]
     return headline(metrics, float(thr))
-
-
-def check_items(items: list[PointImage], min_points: int, min_classes: int) -> dict[str, int]:
-    """Validate new annotations; return cell counts per class.
-
-    Raises
-    ------
-    FinetuneError
-        No items, points outside their images (with how many), fewer than ``min_points`` cells
-        or fewer than ``min_classes`` cell classes.
-    """
-    if not items:
-        raise FinetuneError("no annotated images were given; annotate cells first")
-    outside = 0
-    for it in items:
-        h, w = it.image.shape[:2]
-        p = it.points_rc
-        outside += int(((p[:, 0] < -0.5) | (p[:, 0] > h - 0.5) | (p[:, 1] < -0.5) | (p[:, 1] > w - 0.5)).sum())
-    total = sum(len(it.points_rc) for it in items)
-    if outside:
-        raise FinetuneError(f"{outside} of {total} points lie outside their image; remove them or check the coordinates")
-    on_glass = sum(count_points_on_glass(it) for it in items)
-    if on_glass > 0.5 * max(1, total):
-        log.warning("%d of %d points sit on blank (glass-white) pixels; check that the points belong to "
-                    "these images and that x / y are not swapped", on_glass, total)
-    counts = {c: int(sum(np.sum(it.classes == c) for it in items)) for c in CELL_CLASSES}
-    n = sum(counts.values())
-    if n < min_points:
-        raise FinetuneError(f"only {n} annotated cells; fine-tuning needs at least {min_points}. Annotate more cells")
-    present = [c for c, k in counts.items() if k]
-    if len(present) < min_classes:
-        raise FinetuneError(f"annotated classes {present} ({counts}); fine-tuning needs at least {min_classes} "
-                            "cell classes, e.g. malignant and lymphocyte")
-    return counts
-
-
-def count_points_on_glass(item: PointImage, white: int = 225) -> int:
-    """Number of points whose 5x5 neighbourhood is glass-white (no tissue under the point)."""
-    h, w = item.image.shape[:2]
-    n = 0
-    for r, c in np.clip(np.rint(item.points_rc), 0, [h - 1, w - 1]).astype(int):
-        win = item.image[max(0, r - 2) : r + 3, max(0, c - 2) : c + 3]
-        n += int(win.min() >= white)
-    return n
-
-
-def prepare_data(
-    new_items: list[PointImage], replay_items: list[PointImage] | None, replay_ratio: float,
-    val_fraction: float, crop_px: int, model_mpp: float, seed: int,
-) -> tuple[list[PointImage], list[PointImage], dict[str, Any]]:
-    """Split new items into train / held-out and add replay tiles; return (train, val, description)."""
-    from .datasets.splits import effective_area_px, holdout_split, n_cells, replay_tiles
-
-    train, val, split = holdout_split(new_items, val_fraction, seed)
-    if n_cells(val) == 0 or n_cells(train) == 0:
-        raise FinetuneError(f"cannot hold out validation points disjoint from training points ({split}); "
-                            "annotate cells in more than one area")
-    replay: list[PointImage] = []
-    if replay_items and replay_ratio > 0:
-        target = effective_area_px(train, crop_px, model_mpp) * replay_ratio / (1.0 - replay_ratio)
-        n_tiles = max(1, int(round(target / crop_px**2)))
-        replay = replay_tiles(replay_items, n_tiles, crop_px, model_mpp, np.random.default_rng([seed, 1]))
-    desc = {
-        "split": split,
-        "n_train_images": len(train), "n_val_images": len(val),
-        "train_cells": n_cells(train), "val_cells": n_cells(val),
-        "image_ids": sorted({it.image_id for it in new_items})[:100],
-        "sources": sorted({it.source for it in new_items if it.source}),
-        "replay": {"ratio": replay_ratio, "n_tiles": len(replay),
-                   "sources": sorted({it.source for it in replay_items or [] if it.source})},
-    }
-    return train + replay, val, desc
 
 
 def _new_config(base, name: str | None, settings, data_desc: dict, counts: dict, before: dict):
@@ -308,22 +280,43 @@ def iter_finetune(
     replay_before = evaluate_segmentation(net, check, base, dev, thresholds=(thr,)) if check else None
     yield Progress("stage", 0, ft.steps, f"scored {base.ref} on the held-out points", stage="before",
                    data={"metrics": before})
+    n_new = desc["n_train_images"]
+    partial = [i < n_new for i in range(len(train))] if ft.partial_labels else None
+    pseudo = None
+    if ft.partial_labels:
+        pseudo = _pseudo_labels(net, train[:n_new], base, dev, ft) + [None] * (len(train) - n_new)
+        desc["pseudo_labels"] = {"known_channels": list(pseudo[0].known) if pseudo else [],
+                                 "pos": ft.pseudo_pos, "neg": ft.pseudo_neg, "other": ft.pseudo_other}
     settings = TrainSettings(steps=ft.steps, batch_size=ft.batch_size, crop_px=ft.crop_px, lr_start=ft.lr[0],
                              lr_end=ft.lr[1], val_every=ft.val_every or ft.steps, patience_evals=10**9, seed=ft.seed,
                              detection_thresholds=(thr,), freeze_bn=True, cpu_bf16=cpu_bf16,
-                             extra={"finetune_of": base.ref})
-    cfg = _new_config(base, ft.name, settings, desc, counts, before)
+                             trainable=ft.trainable, head_lr_scale=ft.head_lr_scale, point_crop_frac=ft.point_crop_frac,
+                             stain_negatives=ft.stain_negatives and ft.partial_labels,
+                             time_budget_s=ft.time_budget_s, extra={"finetune_of": base.ref})
     init_state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    if pseudo and ft.reset_new_channels:
+        from .partial_labels import reset_head_channels
+
+        new = [c for c, k in counts.items() if k and c not in pseudo[0].known]
+        desc["reset_channels"] = reset_head_channels(init_state, base.class_names, new)
+    cfg = _new_config(base, ft.name, settings, desc, counts, before)
     del net
     history: list[dict] = []
+    stopped = []
+
+    def stop() -> bool:
+        if should_stop is not None and should_stop():
+            stopped.append(True)
+        return bool(stopped)
+
     with _fresh_run_dir(ft.run_dir, f"finetune-{cfg.name}") as rdir:
         last_step = 0
         for rec in iter_training(train, val, cfg, settings, rdir, device=ft.device, init_state=init_state,
-                                 should_stop=should_stop):
+                                 should_stop=stop, partial=partial, pseudo=pseudo):
             last_step = rec.done if rec.kind == "step" else last_step
             history.append(_history_record(rec))
             yield rec
-        if last_step < ft.steps:
+        if stopped or last_step == 0:
             raise FinetuneCancelled(f"fine-tuning cancelled at step {last_step} of {ft.steps}; no model was saved")
         tuned, best = load_best(rdir, cfg, "cpu")
     after = best.get("metrics", {})
@@ -338,6 +331,17 @@ def iter_finetune(
     yield Progress("stage", ft.steps, ft.steps, f"saved {cfg.ref}" + (" (candidate)" if guard["candidate"] else ""),
                    stage="saved", data={"ref": cfg.ref, "config_path": str(path), "guard": guard, **result.summary()})
     return result
+
+
+def _pseudo_labels(net, items: list[PointImage], base, dev, ft: FinetuneSettings) -> list:
+    """The base model's maps on each new training image (at its mpp) as :class:`PseudoLabels`."""
+    from napari_cellularity.annotations.point_images import resample
+
+    from .partial_labels import PseudoLabels, known_channels, predict_maps
+
+    maps = [predict_maps(net, resample(it, base.mpp).image, base, dev) for it in items]
+    known = known_channels(maps, base.class_names, ft.pseudo_pos)
+    return [PseudoLabels(m, known, ft.pseudo_pos, ft.pseudo_neg, ft.pseudo_other) for m in maps]
 
 
 def _history_record(rec: Progress) -> dict:

@@ -89,6 +89,25 @@ def validate(net, val_items: list[PointImage], config: SegmentationConfig, dev,
     return {"score": by_t[best_t], "threshold": best_t, "metrics": res}
 
 
+def trainable_parameters(net, trainable: str = "all", head_lr_scale: float = 1.0) -> list[dict]:
+    """Optimiser parameter groups of the weights that train; freezes the rest.
+
+    ``trainable``: ``"all"``, ``"decoder"`` (decoder + head) or ``"head"``. The output layer
+    (``segmentation_head``) is its own group with ``lr_scale = head_lr_scale`` (the loop multiplies
+    the scheduled learning rate by each group's ``lr_scale``).
+    """
+    if trainable not in ("all", "decoder", "head"):
+        raise ValueError(f"unknown trainable part {trainable!r}; expected all, decoder or head")
+    head = {id(p) for p in net.segmentation_head.parameters()}
+    body_parts = {"all": [net], "decoder": [net.decoder], "head": []}[trainable]
+    body = {id(p) for part in body_parts for p in part.parameters()} - head
+    groups = [{"params": [p for p in net.parameters() if id(p) in body], "lr_scale": 1.0},
+              {"params": [p for p in net.parameters() if id(p) in head], "lr_scale": float(head_lr_scale)}]
+    for p in net.parameters():
+        p.requires_grad_(id(p) in body or id(p) in head)
+    return [g for g in groups if g["params"]]
+
+
 def _setup(config: SegmentationConfig, settings: TrainSettings, run_dir: Path, device: str,
            init_state: dict | None) -> tuple[Any, Any, Any, Any, dict]:
     """Device, network (initial or resumed weights), optimizer, grad scaler and run state."""
@@ -104,7 +123,7 @@ def _setup(config: SegmentationConfig, settings: TrainSettings, run_dir: Path, d
         net.load_state_dict(init_state)
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(net.parameters(), lr=settings.lr_start)
+    opt = torch.optim.Adam(trainable_parameters(net, settings.trainable, settings.head_lr_scale), lr=settings.lr_start)
     # fp16 autocast (CUDA GPUs without bf16) needs loss scaling or small gradients underflow to zero.
     scaler = torch.amp.GradScaler("cuda", enabled=needs_grad_scaling(dev))
     state = resume(run_dir, net, opt, dev)
@@ -115,8 +134,8 @@ def _setup(config: SegmentationConfig, settings: TrainSettings, run_dir: Path, d
     return dev, net, opt, scaler, state
 
 
-def _step(net, opt, scaler, x, y, weights: list[float], settings: TrainSettings, dev) -> float:
-    """One optimisation step on the batch (x, y); returns the loss."""
+def _step(net, opt, scaler, x, y, weights: list[float], settings: TrainSettings, dev, mask=None) -> float:
+    """One optimisation step on the batch (x, y) (supervised where ``mask`` > 0, if given); returns the loss."""
     from .losses import segmentation_loss
 
     net.train()
@@ -124,7 +143,7 @@ def _step(net, opt, scaler, x, y, weights: list[float], settings: TrainSettings,
         freeze_batchnorm(net)
     with train_autocast(dev, settings.cpu_bf16):
         logits = net(x)
-    loss, _ = segmentation_loss(logits, y, weights, settings.alpha)
+    loss, _ = segmentation_loss(logits, y, weights, settings.alpha, mask=mask)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(opt)
@@ -156,8 +175,14 @@ def iter_training(
     device: str = "auto",
     init_state: dict | None = None,
     should_stop: Callable[[], bool] | None = None,
+    partial: list[bool] | None = None,
+    pseudo: list | None = None,
 ) -> Generator[Progress, None, None]:
     """Train (or resume from ``run_dir/last.pt``), checkpointing at every validation.
+
+    ``partial`` / ``pseudo`` (one entry per training item) mark items labelled by sparse clicks and
+    give the base model's maps for their pseudo-labels (:class:`training.sampler.CropSampler`);
+    those items are trained with the partial-label loss.
 
     Yields
     ------
@@ -172,7 +197,8 @@ def iter_training(
     weights = [CLASS_LOSS_WEIGHTS.get(c, 1.0) for c in config.class_names]
     sampler = CropSampler(train_items, config, settings.crop_px, settings.aug_strength, settings.point_crop_frac,
                           tuple(settings.point_crop_classes), robust=settings.robustness(),
-                          scale_jitter=settings.aug_scale)
+                          scale_jitter=settings.aug_scale, partial=partial, pseudo=pseudo,
+                          stain_negatives=settings.stain_negatives)
     t0 = time.time()
     losses: list[float] = []
 
@@ -191,12 +217,13 @@ def iter_training(
             step = state["step"]
             x, y = sampler.to_tensors(*next(source))
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            y, mask = sampler.split(y)
             frac = schedule(step)
             out_of_time = settings.time_budget_s > 0 and frac >= 1.0
             lr = lr_at(step, settings.steps, settings.lr_start, settings.lr_end, frac=frac)
             for g in opt.param_groups:
-                g["lr"] = lr
-            loss = _step(net, opt, scaler, x, y, weights, settings, dev)
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            loss = _step(net, opt, scaler, x, y, weights, settings, dev, mask)
             losses.append(loss)
             state["step"] = step + 1
             yield Progress("step", state["step"], settings.steps, f"step {state['step']}/{settings.steps} loss {loss:.4f}",

@@ -1,4 +1,10 @@
-"""The paper's segmentation loss (Rakhlin et al., eqs. 1-3)."""
+"""The paper's segmentation loss (Rakhlin et al., eqs. 1-3), optionally restricted to supervised pixels.
+
+A supervision ``mask`` (same shape as the targets, 1 = known) turns it into a partial-label loss
+for fine-tuning on sparse clicks (:mod:`training.partial_labels`): BCE averaged over the supervised
+pixels of each channel, soft Jaccard over them only; an unsupervised pixel gets no gradient.
+Without a mask (full annotations) the loss is exactly the paper's.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ import torch.nn.functional as F
 ALPHA = 0.15
 
 
-def soft_jaccard(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+def soft_jaccard(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-class soft Jaccard (eq. 2), pooled over the batch: sum(y*p) / sum(y + p - y*p).
 
     Eq. (2) as printed averages ``y*p / (y + p - y*p)`` pixel by pixel; that ratio is 0 for every
@@ -23,11 +30,16 @@ def soft_jaccard(prob: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> 
     ----------
     prob, target : Tensor of shape (N, C, H, W)
         Sigmoid probabilities and binary targets.
+    mask : Tensor of shape (N, C, H, W), optional
+        Supervision weights: only pixels with ``mask > 0`` count (a channel without any scores 1,
+        a constant).
 
     Returns
     -------
     Tensor of shape (C,)
     """
+    if mask is not None:
+        prob, target = prob * mask, target * mask
     inter = (target * prob).sum(dim=(0, 2, 3))
     union = target.sum(dim=(0, 2, 3)) + prob.sum(dim=(0, 2, 3)) - inter
     return (inter + eps) / (union + eps)
@@ -38,8 +50,13 @@ def segmentation_loss(
     target: torch.Tensor,
     class_weights: Sequence[float],
     alpha: float = ALPHA,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted sum over classes of L^c = (1 - a) BCE^c - a J^c (eqs. 1 and 3).
+
+    ``mask`` (shape of ``target``, 1 = supervised, 0 = unknown): BCE^c is the mean over the
+    supervised pixels of channel c (0 for a channel with none) and J^c the soft Jaccard of the
+    supervised pixels; ``None`` is the paper's loss over every pixel.
 
     Returns the total loss and the per-class losses (shape (C,), detached).
     """
@@ -48,8 +65,16 @@ def segmentation_loss(
         raise ValueError(f"{weights.numel()} class weights for {logits.shape[1]} channels")
     logits = logits.float()
     target = target.float()
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=(0, 2, 3))
-    jac = soft_jaccard(torch.sigmoid(logits), target)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if mask is None:
+        bce = bce.mean(dim=(0, 2, 3))
+        jac = soft_jaccard(torch.sigmoid(logits), target)
+    else:
+        mask = mask.float()
+        if mask.shape != target.shape:
+            raise ValueError(f"supervision mask of shape {tuple(mask.shape)} for targets {tuple(target.shape)}")
+        bce = (bce * mask).sum(dim=(0, 2, 3)) / mask.sum(dim=(0, 2, 3)).clamp_min(1.0)
+        jac = soft_jaccard(torch.sigmoid(logits), target, mask=mask)
     per_class = (1.0 - alpha) * bce - alpha * jac
     total = (per_class * weights).sum() / weights.sum()
     return total, per_class.detach()

@@ -1,7 +1,9 @@
 """Training batches: random crops of point images with their rendered weak labels, augmented.
 
 :class:`CropSampler` holds the images resampled to the model's mpp with their targets and draws
-crops (uniform, or centred on annotated points of a class drawn uniformly). :func:`batches`
+crops (uniform, or centred on annotated points of a class drawn uniformly). Items labelled by sparse
+clicks (``partial``) carry a supervision mask (:mod:`training.partial_labels`): their target arrays
+then have ``2 C`` channels, the targets and the mask (:meth:`CropSampler.split`). :func:`batches`
 yields the batch of each step; batch ``k`` depends only on ``(seed, k)``, so preparing batches
 in worker processes (``workers > 0``) never changes what is trained on.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from napari_cellularity.annotations.point_images import PointImage, resample
 from napari_cellularity.models.config import CELL_CLASSES, SegmentationConfig
 
 from .augment import RobustnessAugment
+from .partial_labels import PseudoLabels, no_nucleus_mask, render_partial_targets
 from .targets import render_blob_targets
 
 #: Targets are kept as uint8 scaled by this (disks 0/255, centre Gaussians in between).
@@ -30,12 +33,20 @@ class CropSampler:
     ``robust`` adds the stain / scanner augmentation levers; ``scale_jitter`` (e.g. 0.2) resamples each
     crop by a factor drawn log-uniformly in ``[1 - j, 1 + j]`` (±20 % in µm/px), image bilinear and
     targets nearest, so nuclear size alone cannot decide the class.
+
+    ``partial[i]`` True marks item ``i`` as labelled by sparse clicks and regions: its targets and
+    supervision mask come from :func:`training.partial_labels.render_partial_targets` with the base
+    model's maps ``pseudo[i]`` (or none); the other items keep dense targets with a mask of ones.
+    ``stain_negatives`` adds, on partial items, the pixels without haematoxylin as negatives of every
+    cell class (:func:`training.partial_labels.no_nucleus_mask`). Without any partial item there is no
+    mask (the paper's loss).
     """
 
     def __init__(self, items: list[PointImage], config: SegmentationConfig, crop_px: int,
                  aug_strength: float = 1.0, point_crop_frac: float = 0.0,
                  point_crop_classes: tuple[str, ...] = CELL_CLASSES, robust: RobustnessAugment | None = None,
-                 scale_jitter: float = 0.0) -> None:
+                 scale_jitter: float = 0.0, partial: Sequence[bool] | None = None,
+                 pseudo: Sequence[PseudoLabels | None] | None = None, stain_negatives: bool = False) -> None:
         if not 0.0 <= scale_jitter < 1.0:
             raise ValueError(f"scale_jitter must be in [0, 1), got {scale_jitter}")
         self.robust = robust
@@ -49,13 +60,27 @@ class CropSampler:
         self.crop_px = crop_px
         self.aug_strength = aug_strength
         self.point_crop_frac = point_crop_frac
+        partial = list(partial) if partial is not None else [False] * len(items)
+        pseudo = list(pseudo) if pseudo is not None else [None] * len(items)
+        if len(partial) != len(items) or len(pseudo) != len(items):
+            raise ValueError(f"{len(items)} items but {len(partial)} partial flags and {len(pseudo)} pseudo-label maps")
+        #: True when the targets carry a supervision mask (2 C channels).
+        self.has_mask = any(partial)
         self.images: list[np.ndarray] = []
         self.targets: list[np.ndarray] = []
         cells: dict[str, list[np.ndarray]] = {c: [] for c in point_crop_classes}
-        for item in items:
+        for item, is_partial, maps in zip(items, partial, pseudo, strict=True):
             it = resample(item, config.mpp)
-            tgt = render_blob_targets(it.image.shape[:2], it.points_rc, it.classes,
-                                      config.blob_diameter_px, config.class_names)
+            if is_partial:
+                tgt, mask = render_partial_targets(it.image.shape[:2], it.points_rc, it.classes, it.regions,
+                                                   config.blob_diameter_px, config.class_names, maps,
+                                                   no_nucleus_mask(it.image) if stain_negatives else None)
+                tgt = np.concatenate([tgt, mask])
+            else:
+                tgt = render_blob_targets(it.image.shape[:2], it.points_rc, it.classes,
+                                          config.blob_diameter_px, config.class_names)
+                if self.has_mask:
+                    tgt = np.concatenate([tgt, np.ones_like(tgt)])
             tgt = np.rint(tgt * TARGET_SCALE).astype(np.uint8)
             img, tgt, offset = self._pad(it.image, tgt)
             for c in point_crop_classes:
@@ -142,6 +167,13 @@ class CropSampler:
 
         x = normalise_rgb(torch.from_numpy(images).permute(0, 3, 1, 2), self.config.normalisation)
         return x, torch.from_numpy(targets.astype(np.float32) / TARGET_SCALE)
+
+    def split(self, targets):
+        """(targets, mask) of a target tensor / array from this sampler; mask ``None`` without partial items."""
+        if not self.has_mask:
+            return targets, None
+        c = targets.shape[1] // 2
+        return targets[:, :c], targets[:, c:]
 
     def batch(self, rng: np.random.Generator, n: int):
         """``n`` augmented crops as tensors (:meth:`to_tensors` of :meth:`batch_arrays`)."""

@@ -8,6 +8,9 @@ from napari_cellularity.models.config import CELL_CLASSES
 
 from .augment import RobustnessAugment
 
+#: Choices of :attr:`TrainSettings.trainable`.
+TRAINABLE: tuple[str, ...] = ("all", "decoder", "head")
+
 
 @dataclass
 class TrainSettings:
@@ -43,6 +46,13 @@ class TrainSettings:
     time_budget_s: float = 0.0
     #: Keep BatchNorm running statistics fixed (fine-tuning on a few points must not re-estimate them).
     freeze_bn: bool = False
+    #: Which weights train: ``"all"``, ``"decoder"`` (decoder + head; the encoder is frozen) or ``"head"``
+    #: (the last convolution only). Frozen weights get no gradient and no optimiser state.
+    trainable: str = "all"
+    #: The output layer learns this many times faster than the rest (a reset channel must travel far).
+    head_lr_scale: float = 1.0
+    #: Items labelled by sparse clicks: pixels without haematoxylin are negatives of every cell class.
+    stain_negatives: bool = False
     detection_thresholds: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
     #: Stain / scanner robustness levers (0 = off; see :class:`training.augment.RobustnessAugment`).
     aug_hed_sigma: float = 0.0
@@ -52,6 +62,10 @@ class TrainSettings:
     #: Scale jitter: crops resampled by a factor in [1 - s, 1 + s] (0.2 = ±20 % in µm/px).
     aug_scale: float = 0.0
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
 
     def robustness(self) -> RobustnessAugment:
         """The enabled stain / scanner augmentation levers."""

@@ -1,0 +1,283 @@
+"""Learning curve of a class the base model never learned, taught through the Retrain widget's code path.
+
+Stand-in for a pathologist teaching "normal epithelium": BRCA-M2C **stromal** nuclei (label 3,
+mapped to ``background`` when the shipped ``fpn-resnet34-brca@2`` was trained, so the model was
+taught they are *not* cells of interest) are taught into the model's never-trained ``normal``
+channel. For each run:
+
+* clicks: ``K`` stromal nuclei (as ``normal``) drawn at random from ``--images`` BRCA-M2C train
+  images with many stromal nuclei (drawn per seed), plus ``--extra-clicks`` malignant and as many
+  lymphocyte clicks (the Retrain widget requires >= 2 classes; they also tell the new class what it
+  is not); or the polygon variant: ``R`` circular regions around clusters of stromal nuclei, every
+  stromal nucleus inside clicked and the region marked ``complete`` for ``normal``;
+* fine-tune through exactly ``training.finetune.iter_finetune(base, items, FinetuneSettings(...))``
+  with the default settings (only ``device``, ``seed``, ``name`` and the model folder set), no replay
+  data (a user install has none);
+* score the base and the new model on the 10 held-back BRCA-M2C val images
+  (``training.evaluate.evaluate_segmentation``, point F1 at 6 µm at the model's detection
+  threshold): the taught class (stromal ground truth vs predicted ``normal``) and malignant /
+  lymphocyte (forgetting).
+
+One JSON line per run in ``<out>/runs.jsonl`` (a killed run resumes, finished runs are skipped);
+``--table`` prints the mean ± sd table. Reproduce the documented table with::
+
+    nohup nice -n 5 .venv/bin/python benchmarks/learning_curve_new_class.py \\
+        --data ../shared/data/brca_m2c --out runs/learning_curve > runs/learning_curve.log 2>&1 &
+    .venv/bin/python benchmarks/learning_curve_new_class.py --out runs/learning_curve --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from napari_cellularity.annotations.point_images import LabelRegion, PointImage  # noqa: E402
+
+log = logging.getLogger("learning_curve")
+#: BRCA-M2C ids with the stromal nuclei as the class to teach.
+TEACH_MAP = {1: "lymphocyte", 2: "malignant", 3: "normal"}
+TAUGHT = "normal"
+REGION_RADIUS_UM = 40.0
+
+
+def pick_images(items: list[PointImage], n: int, min_taught: int, rng: np.random.Generator) -> list[PointImage]:
+    """``n`` train images with at least ``min_taught`` nuclei of the taught class, drawn at random."""
+    rich = [it for it in items if it.counts()[TAUGHT] >= min_taught]
+    if len(rich) < n:
+        raise SystemExit(f"only {len(rich)} images have >= {min_taught} {TAUGHT} points; need {n}")
+    return [rich[i] for i in sorted(rng.choice(len(rich), n, replace=False))]
+
+
+def _subset(item: PointImage, keep: np.ndarray, regions: list[LabelRegion] | None = None) -> PointImage:
+    return PointImage(item.image, item.points_rc[keep], item.classes[keep], item.mpp, item.image_id, item.patient_id,
+                      item.source, {}, regions or [])
+
+
+def _extra(item: PointImage, quota: dict[str, int], rng) -> np.ndarray:
+    keep = np.zeros(len(item.classes), bool)
+    for cls, n in quota.items():
+        idx = np.flatnonzero(item.classes == cls)
+        keep[rng.choice(idx, min(n, len(idx)), replace=False)] = True
+    return keep
+
+
+def click_items(images: list[PointImage], k: int, extra: int, rng) -> list[PointImage]:
+    """``k`` taught-class clicks pooled over the images, plus ``extra`` malignant and lymphocyte clicks each."""
+    pool = [(i, j) for i, it in enumerate(images) for j in np.flatnonzero(it.classes == TAUGHT)]
+    if len(pool) < k:
+        raise SystemExit(f"only {len(pool)} {TAUGHT} points in the chosen images; K={k} asked")
+    chosen = [pool[t] for t in rng.choice(len(pool), k, replace=False)]
+    items = []
+    for i, it in enumerate(images):
+        keep = _extra(it, {c: _share(extra, len(images), i) for c in ("malignant", "lymphocyte")}, rng)
+        keep[[j for (ii, j) in chosen if ii == i]] = True
+        if keep.any():
+            items.append(_subset(it, keep))
+    return items
+
+
+def _share(total: int, parts: int, i: int) -> int:
+    return total // parts + (1 if i < total % parts else 0)
+
+
+def circle(centre_rc: np.ndarray, radius: float, n: int = 32) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([centre_rc[0] + radius * np.sin(t), centre_rc[1] + radius * np.cos(t)], axis=1)
+
+
+def region_items(images: list[PointImage], n_regions: int, extra: int, rng) -> list[PointImage]:
+    """``n_regions`` circles (radius :data:`REGION_RADIUS_UM`) around dense clusters of the taught class,
+    spread over the images; every taught nucleus inside is clicked, the region is ``complete``."""
+    items = []
+    for i, it in enumerate(images):
+        n_here = _share(n_regions, len(images), i)
+        keep = _extra(it, {c: _share(extra, len(images), i) for c in ("malignant", "lymphocyte")}, rng)
+        regions = []
+        pts = it.cell_points(TAUGHT)
+        r = REGION_RADIUS_UM / it.mpp
+        taken = np.zeros(len(pts), bool)
+        for _ in range(n_here):
+            d = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+            density = ((d <= r) & ~taken[None]).sum(axis=1).astype(float)
+            density[taken] = -1
+            top = np.flatnonzero(density >= np.quantile(density[density >= 0], 0.8)) if (density >= 0).any() else []
+            if len(top) == 0:
+                break
+            centre = pts[rng.choice(top)]
+            inside = np.linalg.norm(pts - centre, axis=1) <= r
+            taken |= np.linalg.norm(pts - centre, axis=1) <= 2 * r  # the next region does not overlap
+            regions.append(LabelRegion(circle(centre, r), TAUGHT, "complete"))
+            keep[np.flatnonzero(it.classes == TAUGHT)[inside]] = True
+        if keep.any() or regions:
+            items.append(_subset(it, keep, regions))
+    return items
+
+
+def scores(metrics: dict, threshold: float) -> dict[str, float]:
+    """F1 at 6 µm per class, and the taught class's precision and recall."""
+    det = metrics["detection"][f"t{threshold:g}"]["6um"]
+    out = {c: float(det[c]["f1"]) for c in ("malignant", "lymphocyte", TAUGHT)}
+    out.update({f"{TAUGHT}_precision": float(det[TAUGHT]["precision"]), f"{TAUGHT}_recall": float(det[TAUGHT]["recall"])})
+    return out
+
+
+def evaluate(net, val: list[PointImage], config, threshold: float) -> dict[str, float]:
+    import torch
+
+    from training.evaluate import evaluate_segmentation
+
+    return scores(evaluate_segmentation(net, val, config, torch.device("cpu"), thresholds=(threshold,)), threshold)
+
+
+def run_one(args, variant: str, n: int, seed: int, train: list[PointImage], val: list[PointImage],
+            base_scores: dict, threshold: float) -> dict:
+    import resource
+
+    from napari_cellularity.models.registry import load_segmentation_model
+    from napari_cellularity.progress import drain
+    from training.finetune import FinetuneSettings, iter_finetune
+
+    rng = np.random.default_rng([seed, n, 0 if variant == "clicks" else 1])
+    images = pick_images(train, args.images, args.min_taught, rng)
+    items = (click_items(images, n, args.extra_clicks, rng) if variant == "clicks"
+             else region_items(images, n, args.extra_clicks, rng))
+    name = f"lc-{variant}-{n}-s{seed}"
+    models = Path(args.out) / "models"
+    overrides = json.loads(args.settings) if args.settings else {}
+    settings = FinetuneSettings(device="cpu", seed=seed, name=name, models_dir=models, **overrides)
+    steps = []
+
+    def progress(rec) -> None:
+        if rec.kind == "step":
+            steps.append(rec.done)
+            if rec.done % 25 == 0:
+                log.info("step %d/%d loss %.4f (%.0f s)", rec.done, rec.total, rec.data["loss"], time.time() - t0)
+        elif rec.kind == "stage":
+            log.info("%s", rec.message)
+
+    t0, c0 = time.time(), resource.getrusage(resource.RUSAGE_SELF)
+    result = drain(iter_finetune(args.base, items, settings), progress)
+    c1 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.time() - t0
+    cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    net, cfg = load_segmentation_model(str(result.config_path))
+    tuned = evaluate(net, val, cfg, threshold)
+    for f in result.config_path.parent.glob(f"{name}-v*"):
+        f.unlink()  # 45 MB each; the JSON line keeps what matters
+    counts = {c: int(sum((it.classes == c).sum() for it in items)) for c in ("malignant", "lymphocyte", TAUGHT)}
+    return {
+        "variant": variant, "n": n, "seed": seed, "images": [it.image_id for it in images], "clicks": counts,
+        "regions": sum(len(it.regions) for it in items), "steps_done": max(steps or [0]),
+        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "base": base_scores, "tuned": tuned,
+        "taught_f1": tuned[TAUGHT],
+        "delta": {c: tuned[c] - base_scores[c] for c in ("malignant", "lymphocyte")},
+        "guard": {k: result.guard.get(k) for k in ("candidate", "reasons")},
+        "settings": {k: v for k, v in vars(settings).items() if k not in ("models_dir", "run_dir")},
+    }
+
+
+def done_keys(path: Path) -> set[tuple]:
+    if not path.exists():
+        return set()
+    return {(r["variant"], r["n"], r["seed"]) for r in map(json.loads, path.read_text().splitlines()) if r}
+
+
+def table(path: Path) -> str:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["n"]), []).append(r)
+    out = ["| labels | seeds | taught F1@6µm | Δ malignant F1 | Δ lymphocyte F1 | steps | wall s | CPU s |",
+           "|---|---|---|---|---|---|---|---|"]
+
+    def ms(v) -> str:
+        v = np.asarray(v, float)
+        return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+    for (variant, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "clicks", kv[0][1])):
+        label = f"{n} clicks" if variant == "clicks" else f"{n} regions ({np.mean([r['clicks'][TAUGHT] for r in rs]):.0f} nuclei)"
+        out.append(f"| {label} | {len(rs)} | {ms([r['taught_f1'] for r in rs])} | "
+                   f"{ms([r['delta']['malignant'] for r in rs])} | {ms([r['delta']['lymphocyte'] for r in rs])} | "
+                   f"{np.mean([r['steps_done'] for r in rs]):.0f} | {np.mean([r['wall_s'] for r in rs]):.0f} | "
+                   f"{np.mean([r['cpu_s'] for r in rs]):.0f} |")
+    if rows:
+        b = rows[0]["base"]
+        out.append(f"\nBase model on the same images: {TAUGHT} (stromal) F1 {b[TAUGHT]:.3f}, malignant "
+                   f"{b['malignant']:.3f}, lymphocyte {b['lymphocyte']:.3f}.")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="../shared/data/brca_m2c", help="BRCA-M2C root (train/ and val/)")
+    p.add_argument("--base", default="fpn-resnet34-brca@2")
+    p.add_argument("--out", default="runs/learning_curve")
+    p.add_argument("--clicks", type=int, nargs="*", default=[100, 25, 50, 200], help="K values (clicks variant)")
+    p.add_argument("--regions", type=int, nargs="*", default=[6, 3], help="region counts (polygon variant)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--images", type=int, default=4, help="train images the labels come from")
+    p.add_argument("--min-taught", type=int, default=60, help="an image qualifies with this many taught nuclei")
+    p.add_argument("--extra-clicks", type=int, default=10, help="malignant and lymphocyte clicks each")
+    p.add_argument("--val-limit", type=int, default=0, help="score on the first N val images only (0 = all)")
+    p.add_argument("--settings", default="", help='FinetuneSettings overrides as JSON (pilots), e.g. \'{"steps": 50}\'')
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--table", action="store_true", help="print the table of the finished runs and exit")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    results = out / "runs.jsonl"
+    if args.table:
+        print(table(results))
+        return 0
+    import torch
+
+    from napari_cellularity.models.registry import load_segmentation_model
+    from training.datasets.brca_m2c import load_brca_m2c
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    train = load_brca_m2c(args.data, "train", TEACH_MAP)
+    val = load_brca_m2c(args.data, "val", TEACH_MAP)
+    val = val[: args.val_limit] if args.val_limit else val
+    net, cfg = load_segmentation_model(args.base, device="cpu")
+    threshold = float(cfg.detection["threshold"])
+    base_file = out / f"base-{cfg.ref.replace('@', '-v')}-{len(val)}.json"
+    if base_file.exists():
+        base_scores = json.loads(base_file.read_text())
+    else:
+        base_scores = evaluate(net, val, cfg, threshold)
+        base_file.write_text(json.dumps(base_scores))
+    log.info("base %s on %d val images: %s", cfg.ref, len(val), base_scores)
+    del net
+    finished = done_keys(results)
+    plan = [("clicks", k, s) for s in args.seeds for k in args.clicks] + \
+           [("regions", r, s) for s in args.seeds for r in args.regions]
+    # The issue's bars first (100 clicks, 6 regions) for every seed, then the rest of the curve seed by seed.
+    bars = {("clicks", 100), ("regions", 6)}
+    plan.sort(key=lambda t: ((t[0], t[1]) not in bars, t[2]))
+    for variant, n, seed in plan:
+        if (variant, n, seed) in finished:
+            continue
+        log.info("run %s n=%d seed=%d", variant, n, seed)
+        rec = run_one(args, variant, n, seed, train, val, base_scores, threshold)
+        log.info("-> taught F1 %.3f, Δ malignant %+.3f, Δ lymphocyte %+.3f, %d steps, %.0f s wall, %.0f s CPU",
+                 rec["taught_f1"], rec["delta"]["malignant"], rec["delta"]["lymphocyte"], rec["steps_done"],
+                 rec["wall_s"], rec["cpu_s"])
+        with results.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+    shutil.rmtree(out / "models", ignore_errors=True)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
