@@ -286,16 +286,21 @@ def show_downsampled_maps(
         layers.append(viewer.add_image(
             data, name=prob_layer_name(cls), scale=(pixel_um, pixel_um), translate=tuple(translate_um),
             visible=True if visible is None else visible.get(cls, True), metadata=meta,
-            **({} if units is None else {"units": units}), **prob_layer_kwargs(cls),
+            **({} if units is None else {"units": units}), **prob_layer_kwargs(cls, data.dtype),
         ))
     return layers
 
 
-def prob_layer_kwargs(cls: str) -> dict[str, Any]:
-    """Display settings of a class probability layer (transparent -> class colour)."""
+def prob_layer_kwargs(cls: str, dtype: Any = np.uint8) -> dict[str, Any]:
+    """Display settings of a class probability layer (transparent at 0 -> class colour at 1).
+
+    Probability maps are uint8 (0..255 for 0..1) or float; the contrast limits span the whole
+    scale of ``dtype`` (limits of 0..1 on uint8 maps drew every pixel above 1/255 in full colour).
+    """
+    kind = np.dtype(dtype)
     return {
         "colormap": class_colormap(cls),
-        "contrast_limits": (0.0, 1.0),
+        "contrast_limits": (0.0, float(np.iinfo(kind).max) if kind.kind in "ui" else 1.0),
         "opacity": PROB_OPACITY,
         "blending": "translucent",
     }

@@ -353,7 +353,7 @@ class AnalyzeWidget(QWidget):
                 L.paste_map_layer(self.viewer, L.prob_layer_name(cls), probs_u8[names.index(cls)],
                                   translate, model_mpp, visible=self.class_checks[cls].isChecked(),
                                   units=self.image_units, refresh=refresh,
-                                  **L.prob_layer_kwargs(cls))
+                                  **L.prob_layer_kwargs(cls, probs_u8.dtype))
 
     def _on_return(self, result: Any) -> None:
         """Queue the result's layers one per event-loop turn (no long GUI stall), then the summary."""

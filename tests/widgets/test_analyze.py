@@ -57,6 +57,7 @@ def test_analyze_adds_layers_with_um_geometry(viewer_widget):
         assert prob.data.shape == (192, 224)
         np.testing.assert_allclose(prob.colormap.colors[-1][:3], L.hex_to_rgba(L.CLASS_COLORS[cls])[:3])
         assert prob.colormap.colors[0][3] == 0  # transparent at probability 0
+        assert prob.data.dtype == np.uint8 and tuple(prob.contrast_limits) == (0.0, 255.0)  # full colour at p = 1
         pts = L.find_layer(viewer, L.points_layer_name(cls), Points)
         assert pts is not None and tuple(pts.scale) == (SLIDE_MPP, SLIDE_MPP)
         assert tuple(pts.translate) == (10.0, 20.0)
