@@ -36,6 +36,12 @@ loaded machine mostly for a CPU). ``imports_by_thread`` lists the modules first 
 the cold run per thread (GUI-thread imports are stalls). ``--profile-gui FILE.prof`` cProfiles
 the GUI thread during the cold run. Report ``load_average`` with every number.
 
+Before/after a change, alternate runs of both versions so they see the same machine load::
+
+    git archive REV napari_cellularity | tar -x -C /tmp/old_nc
+    xvfb-run -a -s "-screen 0 1366x768x24" python benchmarks/bench_gui_responsiveness.py \
+        --package-dir /tmp/old_nc --skip cancel error --json /tmp/old.json   # then without it
+
 Numbers on a loaded 2-core machine (a training job in the background) are pessimistic.
 """
 
@@ -362,6 +368,18 @@ def error_phase(app, probe, widget, timeout_s: float) -> dict[str, Any]:
     return {"notifications": seen[-2:], "final_status": out["final_status"], "wall_s": out["wall_s"]}
 
 
+def _use_package_dir(path: str) -> None:
+    """Import napari_cellularity from ``path``: drop the editable install's finder, put ``path`` first."""
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in str(f)]
+    sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in str(h)]
+    sys.path.insert(0, os.path.abspath(path))
+    import napari_cellularity
+
+    if not napari_cellularity.__file__.startswith(os.path.abspath(path)):
+        raise SystemExit(f"could not import napari_cellularity from {path} (got {napari_cellularity.__file__})")
+    print(f"benchmarking {napari_cellularity.__file__}", file=sys.stderr)
+
+
 def _copy_thumbnails() -> None:
     """Experiment (``--copy-thumbnails``): layer-list thumbnails as QImages that own their pixels."""
     from napari._qt.containers import qt_layer_model
@@ -395,10 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--copy-thumbnails", action="store_true",
                    help="experiment: napari's layer list builds each thumbnail QImage on a temporary bytes object; "
                         "patch it to return an owning copy (to test whether that is the native crash in its paint)")
+    p.add_argument("--package-dir", default=None, metavar="DIR",
+                   help="benchmark the napari_cellularity package in DIR (an older checkout, e.g. from "
+                        "`git archive REV napari_cellularity | tar -x -C DIR`) instead of the installed one")
     p.add_argument("--no-sampler", action="store_true", help="do not sample the GUI stack during stalls")
     p.add_argument("--profile-gui", default=None, metavar="FILE.prof",
                    help="cProfile the GUI thread during the cold run and write the stats here")
     args = p.parse_args(argv)
+    if args.package_dir:
+        _use_package_dir(args.package_dir)
     import faulthandler
 
     faulthandler.enable(all_threads=True)  # a native crash prints every thread's Python stack
