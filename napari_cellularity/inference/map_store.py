@@ -19,6 +19,9 @@ from typing import Any
 
 import numpy as np
 
+#: Columns converted at a time in :meth:`MapStore.write_rows` (keeps float temporaries independent of the slide).
+WRITE_BLOCK_COLS = 2048
+
 
 class MapStore:
     """Probability (C, H, W) and label (H, W) maps in RAM or in a (resumable) zarr store.
@@ -80,13 +83,18 @@ class MapStore:
 
     def write_rows(self, row: int, probs: np.ndarray) -> None:
         """Store finished rows ``[row, row + n)`` (float probabilities 0..1) and their arg-max labels."""
-        n = probs.shape[1]
-        if self.probs.dtype == np.uint8:
-            stored = np.rint(np.clip(probs, 0, 1) * 255).astype(np.uint8)
-        else:
-            stored = probs.astype(self.probs.dtype)
+        n, width = probs.shape[1:]
+        stored = np.empty(probs.shape, dtype=self.probs.dtype)
+        labels = np.empty((n, width), dtype=np.uint8)
+        for c in range(0, width, WRITE_BLOCK_COLS):  # temporaries of a block, not of the slide's width
+            block = probs[:, :, c:c + WRITE_BLOCK_COLS]
+            if self.probs.dtype == np.uint8:
+                stored[:, :, c:c + WRITE_BLOCK_COLS] = np.rint(np.clip(block, 0, 1) * 255)
+            else:
+                stored[:, :, c:c + WRITE_BLOCK_COLS] = block
+            labels[:, c:c + WRITE_BLOCK_COLS] = block.argmax(axis=0)
         self.probs[:, row:row + n, :] = stored
-        self.labels[row:row + n, :] = probs.argmax(axis=0).astype(np.uint8)
+        self.labels[row:row + n, :] = labels
         self.rows_done = row + n
         if self.tmp_path is not None:
             self.group.attrs["rows_done"] = self.rows_done
