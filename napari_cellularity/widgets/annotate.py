@@ -47,6 +47,7 @@ from ._layers import (
     points_layer_name,
 )
 from ._regions import RegionBox, to_layer_data
+from ._text import WrapLabel
 
 CLASS_KEYS: dict[str, str] = {"malignant": "1", "normal": "2", "lymphocyte": "3"}
 AUTOSAVE_INTERVAL_S = 2.0
@@ -118,8 +119,7 @@ class AnnotateWidget(QWidget):
                                      self._notify)
         layout.addWidget(self.regions_box)
         layout.addWidget(self._build_roi_box())
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = WrapLabel("")  # breaks inside long file names and paths too
         layout.addWidget(self.status)
         layout.addStretch(1)
 

@@ -41,6 +41,7 @@ from ._plots import LossPlot
 from ._regions import viewer_regions
 from ._retrain_text import finetune_defaults, format_refit_metrics
 from ._session import find_widgets, layer_mpp, layer_pixel_source
+from ._text import WrapLabel
 from ._worker import format_eta, run_generator
 from .annotate import image_layers, layer_slide_path
 
@@ -115,8 +116,7 @@ class RetrainWidget(QWidget):
         layout.addWidget(self.calibrate_check)
         layout.addWidget(self.refit_label)
         layout.addWidget(self.refit_metrics_label)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
+        self.status = WrapLabel("")
         layout.addWidget(self.status)
         layout.addStretch(1)
 

@@ -137,3 +137,20 @@ def test_geojson_save_load_and_restore_keep_regions(setup, tmp_path, make_napari
     assert [(r.cls, r.kind) for r in regions] == [("normal", "complete")]
     np.testing.assert_allclose(regions[0].polygon_rc, SQUARE_UM / MPP)
     assert "1 regions" in widget2.status.text()
+
+
+def test_long_file_names_never_widen_the_panel(make_napari_viewer, tmp_path):
+    """An autosave path without spaces (a TCGA name) wraps; the label stays narrow; text() is the plain text."""
+    from qtpy.QtWidgets import QLabel
+
+    slide = tmp_path / ("DX1_62501_26500_1000_1001_0.9872000000000001" * 3 + ".png")  # no space, no hyphen
+    slide.write_bytes(b"x")
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((40, 40, 3), np.uint8), rgb=True, scale=(MPP, MPP), metadata={"path": str(slide)})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Annotate")
+    viewer.layers[annotation_layer_name("normal")].add([[5.0, 5.0]])
+    assert widget.status.text() == f"Autosaved to {slide}.cellularity-annotations.geojson"
+    plain = QLabel(widget.status.text())
+    plain.setWordWrap(True)
+    assert plain.minimumSizeHint().width() > 600  # what a plain label would demand (seen: +80 px dock)
+    assert widget.status.minimumSizeHint().width() < 300
