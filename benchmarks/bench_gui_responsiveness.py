@@ -28,13 +28,16 @@ ticks (p50 / p95 / max) are how long the GUI thread was busy. Each camera step i
 ``camera.zoom``/``camera.center`` assignment + ``QApplication.processEvents()`` (the redraw).
 ``click_to_first_tile_s`` is from the Run click to the first painted tile.
 
-What blocked the GUI (``stalls`` of each run, longest first): a sampler thread records the GUI
+What blocked the GUI (``--sample-stalls``: ``stalls`` of each run, longest first): a sampler thread records the GUI
 thread's Python stack every 20 ms while its event loop has not ticked for 120 ms (and the other
 threads' innermost frames, to spot a worker holding the GIL), plus the CPU time the GUI thread
 used meanwhile (``gui_thread_cpu_ms_after_120ms``: far below the gap means it was waiting, on a
 loaded machine mostly for a CPU). ``imports_by_thread`` lists the modules first imported during
 the cold run per thread (GUI-thread imports are stalls). ``--profile-gui FILE.prof`` cProfiles
 the GUI thread during the cold run. Report ``load_average`` with every number.
+The sampler reads another thread's frames (``sys._current_frames``); with it about one run in three
+on a loaded machine died natively in napari's layer-list paint (CPython 3.11, seen 2026-12-01),
+without it 0 of 5 — so it is opt-in, for finding causes, not for the reported gaps.
 
 Before/after a change, alternate runs of both versions so they see the same machine load::
 
@@ -416,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--package-dir", default=None, metavar="DIR",
                    help="benchmark the napari_cellularity package in DIR (an older checkout, e.g. from "
                         "`git archive REV napari_cellularity | tar -x -C DIR`) instead of the installed one")
-    p.add_argument("--no-sampler", action="store_true", help="do not sample the GUI stack during stalls")
+    p.add_argument("--sample-stalls", action="store_true",
+                   help="sample the GUI thread's stack during stalls (see the module docstring: it can crash)")
     p.add_argument("--profile-gui", default=None, metavar="FILE.prof",
                    help="cProfile the GUI thread during the cold run and write the stats here")
     args = p.parse_args(argv)
@@ -445,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     pump(app, probe, lambda: time.perf_counter() - t_idle > 3.0, 10.0)
     results["idle"] = probe.summary()
     print(f"idle: {results['idle']}", file=sys.stderr, flush=True)
-    sampler, imports = (None if args.no_sampler else StallSampler(probe)), ImportLog()
+    sampler, imports = (StallSampler(probe) if args.sample_stalls else None), ImportLog()
     if sampler is not None:
         sampler.start()
     imports.install()
