@@ -20,6 +20,20 @@ def finetune_defaults() -> tuple[int, int, int]:
     return int(s.steps), int(s.min_points), int(s.min_classes)
 
 
+def finished_text(done: int, total: int) -> str:
+    """``"finished: 300 steps"``, or why a fine-tune stopped early (its wall-clock budget, when it has one)."""
+    if done >= total:
+        return f"finished: {done} steps"
+    try:
+        from training.finetune import FinetuneSettings
+
+        budget = float(getattr(FinetuneSettings(), "time_budget_s", 0.0))
+    except ImportError:
+        budget = 0.0
+    why = f" (the fine-tune's time budget of {budget:.0f} s was used)" if budget > 0 else ""
+    return f"finished after {done} of {total} steps{why}"
+
+
 def format_refit_metrics(result: Any) -> str:
     """Headline cross-validated agreement of a refit (MSE with 95 % CI, MAE, kappa, PK, n), or of a calibration."""
     m = result.cv_metrics
@@ -42,4 +56,4 @@ def format_refit_metrics(result: Any) -> str:
             f"kappa {f('kappa_4bins')}, PK {f('pk')}" + caveat)
 
 
-__all__ = ["FALLBACK_STEPS", "finetune_defaults", "format_refit_metrics"]
+__all__ = ["FALLBACK_STEPS", "finetune_defaults", "finished_text", "format_refit_metrics"]

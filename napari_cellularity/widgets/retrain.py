@@ -39,7 +39,7 @@ from . import _confirm
 from ._layers import annotation_layer_name, find_layer
 from ._plots import LossPlot
 from ._regions import viewer_regions
-from ._retrain_text import finetune_defaults, format_refit_metrics
+from ._retrain_text import finetune_defaults, finished_text, format_refit_metrics
 from ._session import find_widgets, layer_mpp, layer_pixel_source
 from ._text import WrapLabel
 from ._worker import format_eta, run_generator
@@ -268,7 +268,7 @@ class RetrainWidget(QWidget):
         self.metrics_label.setStyleSheet("color: #ffb000;" if candidate else "")
         self.use_button.setText("Use it anyway…" if candidate else "Use new model")
         self.use_button.setEnabled(True)
-        self.step_label.setText(f"finished: {len(self.loss_plot.values)} steps")
+        self.step_label.setText(finished_text(len(self.loss_plot.values), self.step_bar.maximum()))
         self.refresh()
         self._notify(f"Saved {result.new_ref}" + (" as a candidate (worse than its base; not activated)"
                                                   if candidate else ""))

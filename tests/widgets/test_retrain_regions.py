@@ -97,3 +97,14 @@ def test_overlays_are_never_taken_for_the_slide(make_napari_viewer, tmp_path):
     viewer.layers[annotation_layer_name("malignant")].add(np.array([[150.0, 20.0 + 10 * i] for i in range(12)]))
     viewer.layers[annotation_layer_name("lymphocyte")].add(np.array([[20.0, 20.0 + 10 * i] for i in range(12)]))
     assert sum(len(it.points_rc) for it in retrain.build_items()) == 24
+
+
+def test_finished_text_says_why_a_fine_tune_stopped_early():
+    from training.finetune import FinetuneSettings
+
+    from napari_cellularity.widgets._retrain_text import finished_text
+
+    assert finished_text(300, 300) == "finished: 300 steps"
+    budget = FinetuneSettings().time_budget_s
+    assert finished_text(60, 300) == (f"finished after 60 of 300 steps (the fine-tune's time budget of {budget:.0f} s "
+                                      "was used)")
