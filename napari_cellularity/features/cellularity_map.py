@@ -202,6 +202,10 @@ def _check_inputs(probs, config, regressor, tissue_mask) -> list[str]:
             f"cellularity model {rc.ref} expects maps at {rc.mpp} µm/px, segmentation model {config.ref} "
             f"works at {config.mpp} µm/px; pick a cellularity model trained on this segmentation model"
         )
+    missing = [c for c in rc.class_names if c not in config.class_names]
+    if missing:
+        raise CellularityMapError(f"cellularity model {rc.ref} needs map channels {missing} that segmentation model "
+                                  f"{config.ref} does not have ({tuple(config.class_names)})")
     warnings = []
     if rc.segmentation_model and rc.segmentation_model != config.ref:
         warnings.append(f"cellularity model {rc.ref} was trained on maps of {rc.segmentation_model}, "
@@ -234,6 +238,10 @@ def iter_cellularity_grid(
     if patch_px < 8:
         raise CellularityMapError(f"patch_px must be at least 8 map pixels, got {patch_px}")
     tissue = _PatchTissue(tissue_mask, (h, w))
+    # A regressor sees the channels it was trained on, by name (a model with extra channels, e.g. ``other``).
+    channels = [list(config.class_names).index(c) for c in regressor.config.class_names]
+    if channels == list(range(len(config.class_names))):
+        channels = slice(None)
     ys, xs = _edges(h, patch_px), _edges(w, patch_px)
     boxes = [(i, j, y0, y1, x0, x1) for i, (y0, y1) in enumerate(zip(ys[:-1], ys[1:], strict=True))
              for j, (x0, x1) in enumerate(zip(xs[:-1], xs[1:], strict=True))]
@@ -243,7 +251,7 @@ def iter_cellularity_grid(
     rows = []
     for s in range(0, len(scored), batch_size):
         chunk = scored[s : s + batch_size]
-        maps = [np.asarray(probs[:, y0:y1, x0:x1]) for _, _, y0, y1, x0, x1 in chunk]
+        maps = [np.asarray(probs[:, y0:y1, x0:x1])[channels] for _, _, y0, y1, x0, x1 in chunk]
         if getattr(regressor, "uses_tissue", False):  # the model-free estimates divide by the patch's tissue
             values = regressor.predict_maps(maps, config.mpp, [tissue.patch(*b[2:]) for b in chunk])
         else:

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_cellularity.models.config import CELL_CLASSES
+
 OVERLAY_MAX_SIDE_PX = 2048
 OVERLAY_ALPHA = 0.35
 CELLS_CSV_COLUMNS = ("x", "y", "class", "score")
@@ -102,12 +104,14 @@ def render_overlay(image_rgb: np.ndarray, labels: Any, class_names: tuple[str, .
     out = image_rgb.astype(np.float32)
     lab = _downsample_labels(labels, image_rgb.shape[:2])
     for k, name in enumerate(class_names):
-        if name == "background":
+        if name not in CELL_CLASSES or name not in class_colors:  # background and extra channels stay untinted
             continue
         sel = lab == k
         out[sel] = (1 - OVERLAY_ALPHA) * out[sel] + OVERLAY_ALPHA * _hex_rgb(class_colors[name])
     radius = 2 if max(image_rgb.shape[:2]) >= 256 else 1
     for (r, c), cls in zip(np.asarray(points_rc).reshape(-1, 2) * points_scale, point_classes, strict=True):
+        if cls not in CELL_CLASSES:  # the quick-look shows the three reported classes only
+            continue
         rr, cc = disk((r, c), radius, shape=image_rgb.shape[:2])
         out[rr, cc] = _hex_rgb(class_colors.get(cls, "#ffffff"))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)

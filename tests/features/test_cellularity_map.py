@@ -140,3 +140,24 @@ def test_direct_cell_area_estimate_on_the_grid():
     grid = cellularity_grid(probs, config, regressor=est, tissue_mask=np.ones((128, 256), bool))
     assert grid.method == "cell-area-estimate" and grid.heatmap.shape == (1, 2)
     assert grid.heatmap[0] == pytest.approx([1.0, 0.0], abs=0.02) and grid.image_cellularity == pytest.approx(0.5, abs=0.02)
+
+
+def test_a_regressor_gets_only_its_own_channels_from_a_model_with_extra_channels(seg_config):
+    """A segmentation model with extra channels (``other``, ``centre``) still feeds a regressor trained
+    on the four classic channels: they are picked by name, the result equals the four-channel one."""
+    probs, tissue = _maps()
+    names = (*CLASS_NAMES, "other", "centre")
+    wide = np.concatenate([probs, np.full((2, *probs.shape[1:]), 0.9, np.float32)])
+    wide_config = SegmentationConfig(name="fpn-resnet34", version=1, mpp=1.0, class_names=list(names))
+    for regressor in (MeanMalignant(), SegmentationAreaEstimate(1.0)):
+        four = cellularity_grid(probs, seg_config, regressor, patch_px=32, tissue_mask=tissue)
+        six = cellularity_grid(wide, wide_config, regressor, patch_px=32, tissue_mask=tissue)
+        np.testing.assert_array_equal(four.heatmap, six.heatmap)
+
+
+def test_a_regressor_needing_a_channel_the_model_lacks_is_refused(seg_config):
+    probs, tissue = _maps()
+    reg = MeanMalignant()
+    reg.config.class_names = [*CLASS_NAMES, "other"]
+    with pytest.raises(CellularityMapError, match="other"):
+        cellularity_grid(probs, seg_config, reg, patch_px=32, tissue_mask=tissue)
