@@ -191,13 +191,15 @@ def done_keys(path: Path) -> set[tuple]:
     return {(r["variant"], r["n"], r["seed"]) for r in map(json.loads, path.read_text().splitlines()) if r}
 
 
-def table(path: Path) -> str:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def table(out: Path) -> str:
+    """Mean ± sd per variant and label count over every ``runs.jsonl`` under ``out`` (runs split by seed)."""
+    rows = [json.loads(line) for f in sorted(out.rglob("runs.jsonl")) for line in f.read_text().splitlines()
+            if line.strip()]
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["variant"], r["n"]), []).append(r)
-    out = ["| labels | seeds | taught F1@6µm | Δ malignant F1 | Δ lymphocyte F1 | steps | wall s | CPU s |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| labels | seeds | taught F1@6µm | taught P / R | Δ malignant F1 | Δ lymphocyte F1 | steps | wall s | CPU s |",
+           "|---|---|---|---|---|---|---|---|---|"]
 
     def ms(v) -> str:
         v = np.asarray(v, float)
@@ -205,7 +207,9 @@ def table(path: Path) -> str:
 
     for (variant, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "clicks", kv[0][1])):
         label = f"{n} clicks" if variant == "clicks" else f"{n} regions ({np.mean([r['clicks'][TAUGHT] for r in rs]):.0f} nuclei)"
-        out.append(f"| {label} | {len(rs)} | {ms([r['taught_f1'] for r in rs])} | "
+        pr = f"{np.mean([r['tuned'][TAUGHT + '_precision'] for r in rs]):.2f} / " \
+             f"{np.mean([r['tuned'][TAUGHT + '_recall'] for r in rs]):.2f}"
+        out.append(f"| {label} | {len(rs)} | {ms([r['taught_f1'] for r in rs])} | {pr} | "
                    f"{ms([r['delta']['malignant'] for r in rs])} | {ms([r['delta']['lymphocyte'] for r in rs])} | "
                    f"{np.mean([r['steps_done'] for r in rs]):.0f} | {np.mean([r['wall_s'] for r in rs]):.0f} | "
                    f"{np.mean([r['cpu_s'] for r in rs]):.0f} |")
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     results = out / "runs.jsonl"
     if args.table:
-        print(table(results))
+        print(table(out))
         return 0
     import torch
 
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         with results.open("a") as f:
             f.write(json.dumps(rec) + "\n")
     shutil.rmtree(out / "models", ignore_errors=True)
-    print(table(results))
+    print(table(out))
     return 0
 
 

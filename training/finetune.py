@@ -114,7 +114,7 @@ class FinetuneSettings:
         A value out of range.
     """
 
-    steps: int = 100
+    steps: int = 300
     replay_ratio: float = 0.5
     val_fraction: float = 0.2
     seed: int = 0
@@ -297,7 +297,9 @@ def iter_finetune(
     if pseudo and ft.reset_new_channels:
         from .partial_labels import reset_head_channels
 
-        new = [c for c, k in counts.items() if k and c not in pseudo[0].known]
+        # only channels that never fire (below pseudo_neg on every new image): a weakly known class keeps its weights
+        firing = set(pseudo[0].firing)
+        new = [c for c, k in counts.items() if k and c not in pseudo[0].known and c not in firing]
         desc["reset_channels"] = reset_head_channels(init_state, base.class_names, new)
     cfg = _new_config(base, ft.name, settings, desc, counts, before)
     del net
@@ -341,7 +343,8 @@ def _pseudo_labels(net, items: list[PointImage], base, dev, ft: FinetuneSettings
 
     maps = [predict_maps(net, resample(it, base.mpp).image, base, dev) for it in items]
     known = known_channels(maps, base.class_names, ft.pseudo_pos)
-    return [PseudoLabels(m, known, ft.pseudo_pos, ft.pseudo_neg, ft.pseudo_other) for m in maps]
+    firing = known_channels(maps, base.class_names, ft.pseudo_neg)
+    return [PseudoLabels(m, known, ft.pseudo_pos, ft.pseudo_neg, ft.pseudo_other, firing=firing) for m in maps]
 
 
 def _history_record(rec: Progress) -> dict:

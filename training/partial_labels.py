@@ -60,6 +60,9 @@ class PseudoLabels:
         Confident positive / negative thresholds.
     other_pos : float or None
         An unknown channel is negative where a known cell class reaches this (``None``: never).
+    balance_new : bool
+        Weigh the positive and the negative pixels of an unknown cell-class channel equally (per
+        image): a few clicked disks against most of the image would otherwise teach "never".
     """
 
     probs: np.ndarray
@@ -67,6 +70,9 @@ class PseudoLabels:
     pos: float = PSEUDO_POS
     neg: float = PSEUDO_NEG
     other_pos: float | None = None
+    balance_new: bool = True
+    #: Channels that reach ``neg`` somewhere (weakly known); the others never fire and may be reset.
+    firing: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.neg < self.pos <= 1.0:
@@ -158,7 +164,23 @@ def render_partial_targets(
             if name in CELL_CLASSES or name == OTHER_CLASS:
                 free = no_nucleus & (mask[k] == 0)
                 target[k][free], mask[k][free] = 0.0, 1.0
+    if pseudo is not None and pseudo.balance_new:
+        for k, name in enumerate(class_names):
+            if (name in CELL_CLASSES or name == OTHER_CLASS) and name not in pseudo.known:
+                balance_channel(target[k], mask[k])
     return target, mask
+
+
+def balance_channel(target: np.ndarray, mask: np.ndarray) -> None:
+    """Scale the mask (in place) so that positive and negative supervised pixels carry equal total weight."""
+    pos, neg = (mask > 0) & (target >= 0.5), (mask > 0) & (target < 0.5)
+    n_pos, n_neg = float(mask[pos].sum()), float(mask[neg].sum())
+    if n_pos == 0 or n_neg == 0:
+        return
+    if n_neg > n_pos:
+        mask[neg] *= n_pos / n_neg
+    else:
+        mask[pos] *= n_neg / n_pos
 
 
 def _add_pseudo_labels(target: np.ndarray, mask: np.ndarray, class_names: tuple[str, ...],

@@ -75,7 +75,8 @@ class CropSampler:
                 tgt, mask = render_partial_targets(it.image.shape[:2], it.points_rc, it.classes, it.regions,
                                                    config.blob_diameter_px, config.class_names, maps,
                                                    no_nucleus_mask(it.image) if stain_negatives else None)
-                tgt = np.concatenate([tgt, mask])
+                # weights in (0, 1] (balanced channels) keep at least 1/255 after the uint8 rounding below
+                tgt = np.concatenate([tgt, np.where(mask > 0, np.maximum(mask, 1.0 / TARGET_SCALE), 0.0)])
             else:
                 tgt = render_blob_targets(it.image.shape[:2], it.points_rc, it.classes,
                                           config.blob_diameter_px, config.class_names)

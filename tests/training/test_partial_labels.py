@@ -72,7 +72,13 @@ def test_pseudo_labels_distil_known_channels_and_never_touch_an_unknown_one():
     assert mask[N, 45, 45] == 0
     tgt2, mask2 = render_partial_targets(SHAPE, np.array([[10.0, 10.0]]), ["normal"], (), 9, CLASS_NAMES,
                                          PseudoLabels(probs, known, other_pos=0.8))
-    assert mask2[N, 45, 45] == 1 and tgt2[N, 45, 45] == 0  # opt-in: a confident malignant nucleus is not normal
+    assert mask2[N, 45, 45] > 0 and tgt2[N, 45, 45] == 0  # opt-in: a confident malignant nucleus is not normal
+    # the new channel's positives and negatives weigh the same in total; known channels keep weights of 1
+    pos, neg = mask2[N][tgt2[N] >= 0.5].sum(), mask2[N][tgt2[N] < 0.5].sum()
+    assert pos == pytest.approx(neg, rel=1e-4) and set(np.unique(mask2[M])) <= {0.0, 1.0}
+    _, mask3 = render_partial_targets(SHAPE, np.array([[10.0, 10.0]]), ["normal"], (), 9, CLASS_NAMES,
+                                      PseudoLabels(probs, known, other_pos=0.8, balance_new=False))
+    assert mask3[N, 45, 45] == 1
     with pytest.raises(ValueError, match="neg < pos"):
         PseudoLabels(probs, known, pos=0.2, neg=0.5)
     with pytest.raises(ValueError, match="do not match"):
