@@ -100,9 +100,8 @@ def test_overlays_are_never_taken_for_the_slide(make_napari_viewer, tmp_path):
 
 
 def test_finished_text_says_why_a_fine_tune_stopped_early():
-    from training.finetune import FinetuneSettings
-
     from napari_cellularity.widgets._retrain_text import finished_text
+    from training.finetune import FinetuneSettings
 
     assert finished_text(300, 300) == "finished: 300 steps"
     budget = FinetuneSettings().time_budget_s
