@@ -202,8 +202,7 @@ def _check_inputs(probs, config, regressor, tissue_mask) -> list[str]:
             f"cellularity model {rc.ref} expects maps at {rc.mpp} µm/px, segmentation model {config.ref} "
             f"works at {config.mpp} µm/px; pick a cellularity model trained on this segmentation model"
         )
-    missing = [c for c in rc.class_names if c not in config.class_names]
-    if missing:
+    if missing := [c for c in rc.class_names if c not in config.class_names]:
         raise CellularityMapError(f"cellularity model {rc.ref} needs map channels {missing} that segmentation model "
                                   f"{config.ref} does not have ({tuple(config.class_names)})")
     warnings = []
@@ -238,10 +237,8 @@ def iter_cellularity_grid(
     if patch_px < 8:
         raise CellularityMapError(f"patch_px must be at least 8 map pixels, got {patch_px}")
     tissue = _PatchTissue(tissue_mask, (h, w))
-    # A regressor sees the channels it was trained on, by name (a model with extra channels, e.g. ``other``).
-    channels = [list(config.class_names).index(c) for c in regressor.config.class_names]
-    if channels == list(range(len(config.class_names))):
-        channels = slice(None)
+    channels = [list(config.class_names).index(c) for c in regressor.config.class_names]  # its own, by name
+    channels = slice(None) if channels == list(range(config.n_classes)) else channels
     ys, xs = _edges(h, patch_px), _edges(w, patch_px)
     boxes = [(i, j, y0, y1, x0, x1) for i, (y0, y1) in enumerate(zip(ys[:-1], ys[1:], strict=True))
              for j, (x0, x1) in enumerate(zip(xs[:-1], xs[1:], strict=True))]
