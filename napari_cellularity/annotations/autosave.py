@@ -47,10 +47,14 @@ def _beside(slide_path: str | Path) -> Path:
 
 
 def sidecar_path(slide_path: str | Path) -> Path:
-    """Where annotations of ``slide_path`` are autosaved (next to it when its folder is writable)."""
+    """Where annotations of ``slide_path`` are autosaved (next to it when its folder is writable).
+
+    A folder whose permission bits grant nobody write access (a read-only data share) counts as
+    not writable even for root, who could write there anyway.
+    """
     beside = _beside(slide_path)
     folder = beside.parent
-    if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK):
+    if folder.is_dir() and os.access(folder, os.W_OK | os.X_OK) and folder.stat().st_mode & 0o222:
         return beside
     return fallback_sidecar_path(slide_path)
 
