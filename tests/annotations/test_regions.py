@@ -88,7 +88,7 @@ def test_hint_counts_points_and_regions():
                     f"≥ {R.RECOMMENDED_REGIONS} regions recommended")
     enough = R.ClassCount(R.RECOMMENDED_POINTS, R.RECOMMENDED_REGIONS, 0)
     assert "enough" in R.hint_line("normal", enough)
-    assert R.hint_text(ann, ("malignant",)) == "malignant: 0 points in 0 regions; ≥ 100 in ≥ 3 regions recommended"
+    assert R.hint_text(ann, ("malignant",)) == f"malignant: 0 points in 0 regions; ≥ {R.RECOMMENDED_POINTS} in ≥ {R.RECOMMENDED_REGIONS} regions recommended"
     assert R.hint_text(ann) == line  # only the classes with points or regions
     assert R.hint_text(PointAnnotations()).startswith("No annotations yet: draw a region")
 
