@@ -22,7 +22,8 @@ def test_manifest_validates():
     manifest = _manifest()  # pydantic validation: raises on schema errors
     assert manifest.name == "napari-cellularity"
     contributions = manifest.contributions
-    assert {r.command for r in contributions.readers} == {"napari-cellularity.read_slide"}
+    assert {r.command for r in contributions.readers} == {"napari-cellularity.read_slide",
+                                                          "napari-cellularity.read_ome_zarr"}
     assert {s.key for s in contributions.sample_data} == {"patch", "slide"}
     command_ids = {c.id for c in contributions.commands}
     referenced = [r.command for r in contributions.readers] + [w.command for w in contributions.widgets]
@@ -64,6 +65,9 @@ def test_a_misspelt_python_name_fails(bad):
 def test_reader_patterns_match_supported_extensions():
     from napari_cellularity.io.slide import SUPPORTED_EXTENSIONS
 
-    [reader] = _manifest().contributions.readers
-    patterns = {p.lstrip("*") for p in reader.filename_patterns}
-    assert patterns == set(SUPPORTED_EXTENSIONS)
+    readers = {r.command: r for r in _manifest().contributions.readers}
+    slides = readers["napari-cellularity.read_slide"]
+    assert {p.lstrip("*") for p in slides.filename_patterns} == set(SUPPORTED_EXTENSIONS)
+    assert not slides.accepts_directories
+    maps = readers["napari-cellularity.read_ome_zarr"]  # analysis outputs (masks.ome.zarr folders)
+    assert maps.filename_patterns == ["*.zarr"] and maps.accepts_directories
