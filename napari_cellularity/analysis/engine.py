@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..models.config import CELL_CLASSES, PRECISIONS
+from ..models.defaults import untrained_classes
 from ..progress import Progress, notice
 from .cache import (
     KEEP_CACHED_ANALYSES,
@@ -226,7 +227,7 @@ def analyze_region(
         counts={c: int(len(v)) for c, v in nuclei.items()},
         tumour_bed_area_mm2=float(grid.tumour_bed_area_um2) / 1e6,
         device=pred.device, precision=pred.precision, duration_s=time.perf_counter() - t0,
-        notices=list(pred.notices) + list(grid.warnings),
+        notices=list(pred.notices) + list(grid.warnings), untrained_classes=list(untrained_classes(config)),
     )
     return RegionAnalysis(
         prediction=pred, detection=det, nuclei_level0=nuclei, nuclei_scores=scores, summary=summary, grid=grid,

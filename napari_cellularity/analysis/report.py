@@ -63,6 +63,8 @@ class AnalysisSummary:
     precision: str = "fp32"
     duration_s: float = 0.0
     notices: list[str] = field(default_factory=list)
+    #: Cell classes the segmentation model never learned (their counts mean nothing), e.g. ``["normal"]``.
+    untrained_classes: list[str] = field(default_factory=list)
     created_at: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
     )
@@ -104,6 +106,7 @@ def build_report(summary: AnalysisSummary) -> dict[str, Any]:
     for cls_name, n in summary.counts.items():
         report[f"count_{cls_name}"] = int(n)
     report["count_total"] = int(sum(summary.counts.values()))
+    report["classes_not_learned"] = ";".join(summary.untrained_classes)  # their counts above mean nothing
     report.update(
         segmentation_model=summary.segmentation_model,
         model_mpp=summary.model_mpp,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_cellularity.analysis import AnalysisSettings, Level0Box, analyze_region, cache
 
@@ -59,6 +60,7 @@ def test_small_region_result_is_consistent(coarse_model):
         assert box.contains(pts).all()
     s = result.summary
     assert (s.image_name, s.region_kind, s.region, s.segmentation_model) == ("he", "roi", box, "tiny-test@1")
+    assert s.untrained_classes == []  # a model without a training record claims nothing
     assert result.heatmap.shape == result.grid.heatmap.shape
     assert result.heatmap_pixel_um == result.grid.patch_px * 1.0
     assert set(result.timings_s) >= {"detect_s", "cellularity_s"}
@@ -85,3 +87,15 @@ def test_settings_are_validated():
         AnalysisSettings(batch_size=0)
     with pytest.raises(ValueError, match="precision"):
         AnalysisSettings(precision="fp8")
+
+
+
+@pytest.mark.shipped_models
+def test_summary_names_the_classes_the_model_never_learned(user_home):
+    """The shipped model never saw a normal-epithelium label: its summary and exported report say so."""
+    from napari_cellularity.analysis.report import build_report
+
+    shipped, _ = _drain(analyze_region(he_like_image(), slide_mpp=SLIDE_MPP, box=Level0Box(0, 0, 128, 128),
+                                       settings=AnalysisSettings(model_ref="fpn-resnet34-brca@2", device="cpu")))
+    assert shipped.summary.untrained_classes == ["normal"]
+    assert build_report(shipped.summary)["classes_not_learned"] == "normal"

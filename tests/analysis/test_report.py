@@ -38,6 +38,15 @@ def test_report_values():
     assert "case1.svs" in R.report_to_text(report)
 
 
+def test_report_names_classes_not_learned_and_reads_old_summaries():
+    assert R.build_report(make_summary())["classes_not_learned"] == ""
+    summary = make_summary(untrained_classes=["normal"])
+    assert R.build_report(summary)["classes_not_learned"] == "normal"
+    old = summary.to_dict()
+    del old["untrained_classes"]  # a summary.json written before the field existed
+    assert R.AnalysisSummary.from_dict(old).untrained_classes == []
+
+
 def test_report_without_cellularity_model():
     report = R.build_report(make_summary(cellularity=None, cellularity_model=None, tumour_bed_area_mm2=None))
     assert report["cellularity_pct"] is None and report["cellularity_category"] is None
