@@ -6,25 +6,15 @@ Skipped where nothing renders (``QT_QPA_PLATFORM=offscreen``, no ``DISPLAY``): r
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 from napari_cellularity.widgets import _layers as L
 
 from ..conftest import he_like_image
+from .rendering import drawn_bbox, needs_display
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("QT_QPA_PLATFORM") == "offscreen" or not os.environ.get("DISPLAY"),
-    reason="needs a display (run under Xvfb: scripts/test.sh)",
-)
-
-
-def _bbox(rgba: np.ndarray) -> np.ndarray:
-    """[[top, left], [bottom, right]] of the screenshot's non-black pixels."""
-    rows, cols = np.nonzero(rgba[..., :3].astype(int).sum(-1) > 40)
-    return np.array([[rows.min(), cols.min()], [rows.max(), cols.max()]])
+pytestmark = needs_display
 
 
 def test_rendered_overlay_lands_on_the_image(make_napari_viewer, coarse_model, tmp_path):
@@ -47,11 +37,11 @@ def test_rendered_overlay_lands_on_the_image(make_napari_viewer, coarse_model, t
         layer.visible = layer is image
     viewer.reset_view()
     QApplication.processEvents()
-    image_box = _bbox(viewer.screenshot(canvas_only=True, flash=False))
+    image_box = drawn_bbox(viewer.screenshot(canvas_only=True, flash=False))
     image.visible, prob.visible = False, True
     prob.colormap, prob.contrast_limits, prob.opacity = "gray", (0, 1), 1.0  # every analysed pixel white
     QApplication.processEvents()
-    overlay_box = _bbox(viewer.screenshot(canvas_only=True, flash=False))
+    overlay_box = drawn_bbox(viewer.screenshot(canvas_only=True, flash=False))
     span = image_box[1] - image_box[0]
     assert span.min() > 100  # the image fills a good part of the canvas
     # the overlay covers the image, not its top-left quarter: edges agree within 2 screen pixels

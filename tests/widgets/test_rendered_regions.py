@@ -6,26 +6,15 @@ Skipped where nothing renders (``QT_QPA_PLATFORM=offscreen``, no ``DISPLAY``): r
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import pytest
 
 from napari_cellularity.widgets._layers import points_layer_name
 from napari_cellularity.widgets._regions import DRAW_LAYER, REGIONS_LAYER
 
 from ..conftest import he_like_image
+from .rendering import drawn_bbox, needs_display
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("QT_QPA_PLATFORM") == "offscreen" or not os.environ.get("DISPLAY"),
-    reason="needs a display (run under Xvfb: scripts/test.sh)",
-)
-
-
-def _bbox(rgba: np.ndarray) -> np.ndarray:
-    """[[top, left], [bottom, right]] of the screenshot's non-black pixels."""
-    rows, cols = np.nonzero(rgba[..., :3].astype(int).sum(-1) > 40)
-    return np.array([[rows.min(), cols.min()], [rows.max(), cols.max()]])
+pytestmark = needs_display
 
 
 def test_rendered_region_lands_on_the_image(make_napari_viewer, tmp_path):
@@ -49,12 +38,12 @@ def test_rendered_region_lands_on_the_image(make_napari_viewer, tmp_path):
         layer.visible = layer is image
     viewer.reset_view()
     QApplication.processEvents()
-    image_box = _bbox(viewer.screenshot(canvas_only=True, flash=False))
+    image_box = drawn_bbox(viewer.screenshot(canvas_only=True, flash=False))
     image.visible, regions.visible = False, True
     regions.text.visible = False
     regions.face_color, regions.edge_color, regions.edge_width, regions.opacity = "white", "white", 0.0, 1.0
     QApplication.processEvents()
-    region_box = _bbox(viewer.screenshot(canvas_only=True, flash=False))
+    region_box = drawn_bbox(viewer.screenshot(canvas_only=True, flash=False))
     span = image_box[1] - image_box[0]
     assert span.min() > 100
     expected = np.array([image_box[0], [image_box[0][0] + span[0] / 2, image_box[1][1]]])
