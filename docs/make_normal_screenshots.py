@@ -34,17 +34,22 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from make_screenshots import (  # docs/ is on sys.path when run
+    BRCA_MPP,
+    SCREEN,
+    analyse_view,
+    settle,
+    shot,
+)
 
 DOCS = Path(__file__).resolve().parent
 BRCA = DOCS.parent.parent / "shared" / "data" / "brca_m2c"
-BRCA_MPP = 0.5
-SCREEN = (1366, 768)
 REGIONS_IMAGE = "val/images/TCGA-A8-A07E-01Z-00-DX1_55501_92001_1000_1000_0.93.png"
 #: ``teach``: the training image (Retrain trains on the image it shows; regions around stromal nuclei, which it
 #: has in all three kinds) and the different image (another patient) shown before / after.
 TEACH_IMAGE = "train/images/TCGA-A7-A4SD-01Z-00-DX1_62501_26500_1000_1001_0.9872000000000001.png"
 SHOW_IMAGE = "val/images/TCGA-A7-A2KD-01Z-00-DX1_91000_26001_1001_1000_0.9824.png"
-REGIONS_PER_IMAGE = 4  # ≥ 100 taught points in ≥ 3 regions: what the hint recommends
+REGIONS_PER_IMAGE = 4  # complete regions drawn on the training image (113 stromal nuclei in the run reported)
 REGION_WINDOW_PX = 140
 MATCH_UM = 6.0
 #: BRCA-M2C class ids: 1 lymphocyte, 2 tumour / epithelial, 3 stromal.
@@ -80,11 +85,6 @@ def hull(points: np.ndarray, margin_px: float) -> np.ndarray:
     return centre + away * (1 + margin_px / np.maximum(np.linalg.norm(away, axis=1, keepdims=True), 1e-6))
 
 
-def _settle(app, rounds: int = 30) -> None:
-    for _ in range(rounds):
-        app.processEvents()
-
-
 def _open(viewer, app, panel, png: Path):
     """Open a PNG as a user does (a copy in a temporary folder: autosave writes beside the image), state its
     resolution, analyse the whole image."""
@@ -98,14 +98,8 @@ def _open(viewer, app, panel, png: Path):
     panel.analyze.mpp_spin.setValue(BRCA_MPP)
     panel.analyze.state_resolution()
     viewer.reset_view()
-    _settle(app)
-    analyze = panel.analyze
-    analyze.refresh_layers()
-    analyze.region_combo.setCurrentText("Current view")
-    analyze.device_combo.setCurrentIndex(analyze.device_combo.findData("cpu"))
-    analyze.run()
-    _settle(app)
-    print(f"{png.name}: {analyze.status.text()}")
+    settle(app)
+    print(f"{png.name}: {analyse_view(app, panel)}")
     from napari_cellularity.widgets._layers import HEATMAP_LAYER, prob_layer_name
 
     for name in [HEATMAP_LAYER] + [prob_layer_name(c) for c in ("malignant", "normal", "lymphocyte")]:
@@ -161,9 +155,9 @@ def make_regions(out: Path) -> int:
     regions = viewer.layers[REGIONS_LAYER]
     viewer.layers.selection.active = regions
     _frame(viewer, np.concatenate([np.asarray(d) for d in regions.data]) * float(image.scale[-1]), margin_um=12.0)
-    _settle(app)
+    settle(app)
     print("hint:", panel.annotate.regions_box.hint.text().replace("\n", " | "))
-    viewer.screenshot(str(out / "screenshot_annotate_regions.png"), canvas_only=False)
+    shot(viewer, app, out / "screenshot_annotate_regions.png")
     print("window geometry (left, top, width, height):", viewer.window.geometry())
     viewer.close()
     return 0
@@ -219,12 +213,12 @@ def make_teach(out: Path, steps: int | None = None) -> int:
     show = BRCA / SHOW_IMAGE
     image = _open(viewer, app, panel, show)
     print("before:", stromal_agreement(viewer, show, image))
-    viewer.screenshot(str(out / "screenshot_normal_before.png"), canvas_only=False)
+    shot(viewer, app, out / "screenshot_normal_before.png")
     viewer.layers.clear()
     png = BRCA / TEACH_IMAGE
     layer = _open(viewer, app, panel, png)
     panel.show_step(panel.annotate)
-    _settle(app)
+    settle(app)
     panel.annotate.set_annotations(teaching_annotations(png, tuple(layer.data.shape[:2])))
     print(f"{png.name}: {panel.annotate.regions_box.hint.text()}")
     panel.show_step(panel.retrain)
@@ -234,21 +228,21 @@ def make_teach(out: Path, steps: int | None = None) -> int:
     print("retrain counts:", panel.retrain.counts_label.text().replace("\n", " | "))
     print("steps:", panel.retrain.steps_spin.value(), "base:", panel.retrain.model_combo.currentText())
     panel.retrain.start_retrain()  # synchronous (NAPARI_CELLULARITY_SYNC=1): the widget's own code path
-    _settle(app)
+    settle(app)
     result = panel.retrain.result
     print("retrain:", panel.retrain.status.text())
     print("guard:", panel.retrain.metrics_label.text())
     if result is None:
         return 1
     viewer.reset_view()  # the Retrain tab is wider than Annotate's: frame the image again
-    _settle(app)
-    viewer.screenshot(str(out / "screenshot_normal_retrain.png"), canvas_only=False)
+    settle(app)
+    shot(viewer, app, out / "screenshot_normal_retrain.png")
     _confirm.ask = lambda *a: True  # "Use it anyway…": the screenshot shows what it does, candidate or not
     panel.retrain.use_new_model()
     viewer.layers.clear()
     image = _open(viewer, app, panel, show)
     print("after:", stromal_agreement(viewer, show, image))
-    viewer.screenshot(str(out / "screenshot_normal_after.png"), canvas_only=False)
+    shot(viewer, app, out / "screenshot_normal_after.png")
     viewer.close()
     return 0
 

@@ -44,7 +44,7 @@ def _register_random_model(home: Path) -> None:
     save_segmentation_model(build_network(config), config, home / "models")
 
 
-def _settle(app, rounds: int = 30) -> None:
+def settle(app, rounds: int = 30) -> None:
     for _ in range(rounds):
         app.processEvents()
 
@@ -54,10 +54,10 @@ def _close_toasts(app) -> None:
     for widget in app.allWidgets():
         if type(widget).__name__ == "NapariQtNotification" and widget.isVisible():
             widget.close()
-    _settle(app)
+    settle(app)
 
 
-def _shot(viewer, app, path: Path) -> None:
+def shot(viewer, app, path: Path) -> None:
     _close_toasts(app)
     viewer.screenshot(str(path), canvas_only=False)
 
@@ -69,13 +69,13 @@ def _show_region(viewer, layer, center_px: tuple[float, float], height_um: float
     viewer.camera.zoom = viewer.canvas.size[0] / height_um
 
 
-def _analyse_view(app, panel) -> str:
+def analyse_view(app, panel) -> str:
     analyze = panel.analyze
     analyze.refresh_layers()
     analyze.region_combo.setCurrentText("Current view")
     analyze.device_combo.setCurrentIndex(analyze.device_combo.findData("cpu"))
     analyze.run()
-    _settle(app)
+    settle(app)
     return analyze.status.text()
 
 
@@ -105,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     viewer.scale_bar.visible = True
     # 1. Aperio slide: mpp from the file; analyse a 1024 x 1024 px view
     (aperio,) = viewer.open(str(APERIO), plugin="napari-cellularity")
-    _settle(app)
+    settle(app)
     _show_region(viewer, aperio, (1000, 1150), 1024 * float(aperio.scale[-1]))
-    _settle(app)
-    print("aperio:", _analyse_view(app, panel))
-    _shot(viewer, app, out / "screenshot_aperio_analyze.png")
+    settle(app)
+    print("aperio:", analyse_view(app, panel))
+    shot(viewer, app, out / "screenshot_aperio_analyze.png")
     panel.show_step(panel.report)
-    _settle(app)
-    _shot(viewer, app, out / "screenshot_aperio_report.png")
+    settle(app)
+    shot(viewer, app, out / "screenshot_aperio_report.png")
     print("window geometry (left, top, width, height):", viewer.window.geometry())
     # 2. BRCA-M2C PNG: no resolution in the file -> prompt; state 0.5 µm/px -> analyse
     viewer.layers.clear()
@@ -123,18 +123,18 @@ def main(argv: list[str] | None = None) -> int:
         (patch,) = viewer.open(str(brca), plugin="napari-cellularity")
     panel.show_step(panel.analyze)
     viewer.reset_view()
-    _settle(app)
+    settle(app)
     print("brca before stating:", panel.analyze.status.text())
-    _shot(viewer, app, out / "screenshot_brca_resolution.png")
+    shot(viewer, app, out / "screenshot_brca_resolution.png")
     panel.analyze.mpp_spin.setValue(BRCA_MPP)
     panel.analyze.state_resolution()
     viewer.reset_view()
-    _settle(app)
-    print("brca:", _analyse_view(app, panel))
-    _shot(viewer, app, out / "screenshot_brca_analyze.png")
+    settle(app)
+    print("brca:", analyse_view(app, panel))
+    shot(viewer, app, out / "screenshot_brca_analyze.png")
     panel.show_step(panel.retrain)
-    _settle(app)
-    _shot(viewer, app, out / "screenshot_retrain.png")
+    settle(app)
+    shot(viewer, app, out / "screenshot_retrain.png")
     print("window geometry (left, top, width, height):", viewer.window.geometry())
     viewer.close()
     return 0
