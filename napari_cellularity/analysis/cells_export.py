@@ -22,15 +22,10 @@ from typing import Any
 import numpy as np
 
 from ..files import atomic_path
-from ..models.config import CLASS_COLORS, CLASS_LABELS, EXTRA_COLORS
+from ..models.config import CLASS_COLORS, CLASS_LABELS, EXTRA_COLORS, hex_to_rgb
 
 META_KEY = "napari_cellularity"
 SCORE_MEASUREMENT = "Detection score"
-
-
-def _rgb(color: str) -> list[int]:
-    c = color.lstrip("#")
-    return [int(c[i:i + 2], 16) for i in (0, 2, 4)]
 
 
 def _number(value: float) -> str:
@@ -65,7 +60,7 @@ def write_cells_geojson(path: str | Path, points_level0_rc: np.ndarray, classes:
     if not len(pts) == len(classes) == len(scores):
         raise ValueError(f"{path}: {len(pts)} points, {len(classes)} classes and {len(scores)} scores differ")
     colors = {**CLASS_COLORS, **EXTRA_COLORS, **(class_colors or {})}
-    style = {c: json.dumps({"name": class_label(c), "color": _rgb(colors.get(c, "#ffffff"))})
+    style = {c: json.dumps({"name": class_label(c), "color": hex_to_rgb(colors.get(c, "#ffffff"))})
              for c in dict.fromkeys(classes.tolist())}
     path = Path(path)
     head = {"type": "FeatureCollection", META_KEY: {"kind": "detections", "coordinates": "level-0 pixels, x = column",

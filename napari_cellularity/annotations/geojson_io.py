@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellularity.models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
+from napari_cellularity.models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS, hex_to_rgb
 
 from ..files import write_text_atomic
 from .geojson_common import class_name as _class_name
@@ -54,12 +54,6 @@ class AnnotationDocument:
     points: PointAnnotations
     roi_estimates: list[RoiEstimate] = field(default_factory=list)
     skipped_geometries: int = 0
-
-
-def hex_to_rgb(color: str) -> list[int]:
-    """``"#ff0000"`` -> ``[255, 0, 0]``."""
-    c = color.lstrip("#")
-    return [int(c[i : i + 2], 16) for i in (0, 2, 4)]
 
 
 def to_feature_collection(ann: PointAnnotations, roi_estimates: list[RoiEstimate] | None = None) -> dict[str, Any]:

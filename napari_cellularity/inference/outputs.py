@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_cellularity.models.config import CELL_CLASSES
+from napari_cellularity.models.config import CELL_CLASSES, hex_to_rgb
 
 OVERLAY_MAX_SIDE_PX = 2048
 OVERLAY_ALPHA = 0.35
@@ -69,8 +69,7 @@ def write_label_tif(path: Path, labels: Any, mpp: float, tile_px: int = 512) -> 
 
 
 def _hex_rgb(color: str) -> np.ndarray:
-    color = color.lstrip("#")
-    return np.array([int(color[i:i + 2], 16) for i in (0, 2, 4)], dtype=np.float32)
+    return np.array(hex_to_rgb(color), dtype=np.float32)
 
 
 def _downsample_labels(labels: Any, out_shape_rc: tuple[int, int]) -> np.ndarray:

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ..models.config import hex_to_rgb
+
 NGFF_VERSION = "0.4"
 LABELS_NAME = "classes"
 #: Chunk side (pixels) of every level.
@@ -102,8 +104,7 @@ def build_pyramid(group, min_side_px: int | None = None) -> int:
 
 
 def _rgba(color: str, alpha: int = 255) -> list[int]:
-    color = color.lstrip("#")
-    return [int(color[i:i + 2], 16) for i in (0, 2, 4)] + [alpha]
+    return [*hex_to_rgb(color), alpha]
 
 
 def _datasets(n_levels: int, pixel_um: float, translate_um: tuple[float, float], channel: bool) -> list[dict]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..models.config import hex_to_rgb
 from .ome_zarr import OmeZarrMaps, is_ome_zarr, open_ome_zarr
 from .slide import SUPPORTED_EXTENSIONS, Slide, open_slide
 
@@ -106,8 +107,7 @@ def read_ome_zarr(path: str | list[str]) -> list[LayerData]:
 
 
 def _rgba01(color: str) -> list[float]:
-    c = color.lstrip("#")
-    return [int(c[i:i + 2], 16) / 255 for i in (0, 2, 4)] + [1.0]
+    return [v / 255 for v in hex_to_rgb(color)] + [1.0]
 
 
 def ome_zarr_layer_data(maps: OmeZarrMaps) -> list[LayerData]:

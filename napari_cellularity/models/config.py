@@ -35,6 +35,13 @@ CLASS_COLORS: dict[str, str] = {
     "lymphocyte": "#0050ff",
     "background": "#808080",
 }
+
+
+def hex_to_rgb(color: str) -> list[int]:
+    """``"#ff0000"`` -> ``[255, 0, 0]`` (the one parser of the hex colours above)."""
+    c = color.lstrip("#")
+    return [int(c[i : i + 2], 16) for i in (0, 2, 4)]
+
 #: Loss weights of eq. (3): malignant 4, the others 1.
 CLASS_LOSS_WEIGHTS: dict[str, float] = {
     "normal": 1.0,

@@ -27,7 +27,7 @@ from napari.layers import Image, Labels, Points
 
 from ..analysis.display import paste_on_canvas, place_on_canvas
 from ..analysis.regions import Level0Box
-from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
+from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS, hex_to_rgb
 
 META_KEY = "napari_cellularity"
 HEATMAP_LAYER = "Cellularity heatmap"
@@ -83,8 +83,7 @@ def annotation_layer_name(cls: str) -> str:
 
 def hex_to_rgba(color: str, alpha: float = 1.0) -> np.ndarray:
     """``"#ff0000"`` -> ``array([1., 0., 0., alpha])``."""
-    h = color.lstrip("#")
-    return np.array([int(h[i : i + 2], 16) / 255.0 for i in (0, 2, 4)] + [alpha])
+    return np.array([v / 255.0 for v in hex_to_rgb(color)] + [alpha])
 
 
 def class_colormap(cls: str) -> Any:
