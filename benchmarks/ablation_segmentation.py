@@ -12,6 +12,8 @@ when that file exists, so a killed ablation resumes by re-running the same comma
 
 ``--fold-major`` trains row one and row two (paper, paper + first lever) fold by fold, so a budget that runs
 out leaves paired folds; the table then also reports the per-fold (paired) gain, mean ± sd.
+``--pair-rows paper|lever`` trains one row of that pair only, so two processes (one per core) can share
+the folds without training the same fold twice; ``--report-only`` then writes the table.
 
 Writes ``OUT/ablation.md`` (the table for the model card) and ``OUT/ablation.json``.
 """
@@ -143,9 +145,13 @@ def ablate(args) -> dict:
     if args.fold_major and args.levers and not args.report_only:
         # rows one and two do not depend on any decision: train them fold by fold, so that a run stopped
         # early leaves paired folds (paper and paper + first lever on the same fold), not one complete row
+        pair = (PAPER, PAPER.plus(LEVERS[args.levers[0]]))
+        pair = pair[:1] if args.pair_rows == "paper" else pair[1:] if args.pair_rows == "lever" else pair
         for fold in args.folds_used:
-            for recipe in (PAPER, PAPER.plus(LEVERS[args.levers[0]])):
+            for recipe in pair:
                 run_row(recipe, args, base, items, folds_file, k, folds=[fold])
+        if args.pair_rows != "both":  # a second process trains the other row; report with --report-only
+            return {"rows": [], "best": PAPER.name}
     rows, best, best_summary, best_records = [], PAPER, None, []
     for lever in [None, *[LEVERS[n] for n in args.levers]]:
         recipe = PAPER if lever is None else best.plus(lever)
@@ -200,6 +206,8 @@ def parse_args(argv=None):
                    help="train nothing: table of the fold results already written (finished folds only)")
     p.add_argument("--fold-major", action="store_true",
                    help="train the paper row and the first lever's row fold by fold (paired folds when stopped early)")
+    p.add_argument("--pair-rows", choices=("both", "paper", "lever"), default="both",
+                   help="with --fold-major: train only this row of the pair (two processes can share the folds)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.tiny:
