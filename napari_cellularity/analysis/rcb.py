@@ -207,6 +207,39 @@ def bed_cellularity_pct(patches: np.ndarray, polygon_rc: np.ndarray | None = Non
     return float(100.0 * np.sum(p[:, 4] * weight) / weight.sum()), int(len(p))
 
 
+def heatmap_cellularity_in_outline(heatmap: np.ndarray, scale: tuple[float, float],
+                                   translate: tuple[float, float], outline_world: np.ndarray) -> tuple[float, int]:
+    """Overall cellularity in percent of the heatmap cells whose centre lies inside a drawn bed outline.
+
+    Parameters
+    ----------
+    heatmap : ndarray of shape (gh, gw)
+        Patch cellularity 0-1, NaN off tissue (the viewer's heatmap layer: one pixel per patch).
+    scale, translate : (row, col)
+        The heatmap layer's world scale (µm per patch) and offset of its top-left corner.
+    outline_world : ndarray of shape (M, 2)
+        Bed outline ``(row, col)`` in the same world units.
+
+    Returns
+    -------
+    (percent, number of patches used): the mean over patches with tissue (equal patch areas; the
+    heatmap layer does not carry each patch's tissue share); percent NaN when no patch is inside.
+    """
+    from skimage.measure import points_in_poly
+
+    heat = np.asarray(heatmap, dtype=np.float64)
+    if heat.ndim != 2 or len(outline_world) < 3:
+        return float("nan"), 0
+    rr, cc = np.mgrid[0:heat.shape[0], 0:heat.shape[1]]
+    centres = np.stack([translate[0] + (rr.ravel() + 0.5) * scale[0],
+                        translate[1] + (cc.ravel() + 0.5) * scale[1]], axis=1)
+    values = heat.ravel()[points_in_poly(centres, np.asarray(outline_world, dtype=np.float64))]
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), 0
+    return float(100.0 * values.mean()), int(len(values))
+
+
 def rcb_rows(result: RcbResult) -> list[tuple[str, str, str]]:
     """``(quantity, value, source)`` rows: the inputs, the terms, the index and the class."""
     inp = result.inputs
@@ -243,12 +276,14 @@ def write_rcb(result: RcbResult, path: str | Path) -> Path:
 
 def inputs_from_report(report: dict[str, Any] | None, *, d1_mm: float, d2_mm: float, in_situ_pct: float = 0.0,
                        positive_nodes: int = 0, largest_metastasis_mm: float = 0.0,
-                       cellularity_pct: float | None = None, bed_source: str | None = None) -> RcbInputs:
+                       cellularity_pct: float | None = None, bed_source: str | None = None,
+                       cellularity_source: str | None = None) -> RcbInputs:
     """RCB inputs for the report widget: cellularity from the analysis unless the user typed one.
 
     ``report`` is :func:`napari_cellularity.analysis.report.build_report`'s dict (or None);
     ``cellularity_pct`` None takes its ``cellularity_pct`` (source: the analysis heatmap), a number
-    overrides it (source: typed, with the analysis value for the record). ``bed_source`` names where
+    overrides it (source: typed, with the analysis value for the record) unless ``cellularity_source``
+    names where it came from (e.g. the heatmap inside a drawn bed outline). ``bed_source`` names where
     d1 / d2 came from (default typed).
     """
     analysed = None if report is None else report.get("cellularity_pct")
@@ -263,6 +298,8 @@ def inputs_from_report(report: dict[str, Any] | None, *, d1_mm: float, d2_mm: fl
                                       + f"): heatmap averaged over the tissue, weighted by area; model "
                                       f"{report.get('cellularity_model') or 'none'}"
                                       + (f"; {report['cellularity_scale']}" if report.get("cellularity_scale") else ""))
+    elif cellularity_source:
+        sources["cellularity_pct"] = cellularity_source
     elif analysed is not None and abs(float(cellularity_pct) - float(analysed)) > 0.05:
         sources["cellularity_pct"] = f"typed by the user (overrides the analysis value {float(analysed):.1f} %)"
     if bed_source:

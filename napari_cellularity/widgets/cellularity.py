@@ -7,7 +7,8 @@ stores on the ``"Malignant (prob)"`` layer, builds the report with
 on (:func:`~napari_cellularity.features.regressors.cellularity_scale_note`). The residual cancer
 burden section (:mod:`napari_cellularity.analysis.rcb`) takes the values the pathologist types,
 the cellularity prefilled from the analysis, and the bed dimensions typed or measured from a
-drawn outline; it shows every input with its source and exports them.
+drawn outline (which also averages the heatmap patches inside it, as the overall bed cellularity);
+it shows every input with its source and exports them.
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ class CellularityReportWidget(QWidget):
             self.report["cellularity_scale"] = cellularity_scale_note(self.report["cellularity_model"])
         self.summary_label.setText(self._html() if self.report else
                                    "No analysis yet: run <b>Analyze</b> on a region first.")
-        if self.report and self.report.get("cellularity_pct") is not None:
+        bed = self._bed_cellularity()
+        if bed is not None:  # measured inside the drawn bed of this very analysis: keep it
+            self.rcb_cellularity.setValue(bed[1])
+        elif self.report and self.report.get("cellularity_pct") is not None:
             self.rcb_cellularity.setValue(float(self.report["cellularity_pct"]))
         self.update_rcb()
 
@@ -170,6 +174,7 @@ class CellularityReportWidget(QWidget):
         self.rcb_nodes.setRange(0, 200)
         self.rcb_nodes.valueChanged.connect(self.update_rcb)
         self.rcb_bed_source: tuple[str, float, float] | None = None  # (source, d1, d2) of the last measurement
+        self.rcb_bed_cellularity: tuple[str, float, str] | None = None  # (source, %, analysed_at) inside the outline
         for label, w in (("Bed d1", self.rcb_d1), ("Bed d2", self.rcb_d2),
                          ("Overall cancer cellularity", self.rcb_cellularity), ("In situ share", self.rcb_in_situ),
                          ("Positive nodes", self.rcb_nodes), ("Largest nodal metastasis", self.rcb_met)):
@@ -191,11 +196,24 @@ class CellularityReportWidget(QWidget):
         """The RCB inputs as typed, the cellularity prefilled from the analysis (typed values win)."""
         analysed = None if not self.report else self.report.get("cellularity_pct")
         typed = float(self.rcb_cellularity.value())
+        bed = self._bed_cellularity()
+        if bed is not None and abs(typed - bed[1]) <= 0.05:
+            return RCB.inputs_from_report(
+                self.report, d1_mm=self.rcb_d1.value(), d2_mm=self.rcb_d2.value(), in_situ_pct=self.rcb_in_situ.value(),
+                positive_nodes=self.rcb_nodes.value(), largest_metastasis_mm=self.rcb_met.value(),
+                cellularity_pct=typed, cellularity_source=bed[0], bed_source=self._bed_source())
         return RCB.inputs_from_report(
             self.report, d1_mm=self.rcb_d1.value(), d2_mm=self.rcb_d2.value(), in_situ_pct=self.rcb_in_situ.value(),
             positive_nodes=self.rcb_nodes.value(), largest_metastasis_mm=self.rcb_met.value(),
             cellularity_pct=None if analysed is not None and abs(typed - float(analysed)) <= 0.05 else typed,
             bed_source=self._bed_source())
+
+    def _bed_cellularity(self) -> tuple[str, float] | None:
+        """(source, %) of the heatmap inside the drawn bed, while it belongs to the current analysis."""
+        bed = getattr(self, "rcb_bed_cellularity", None)
+        if bed is None or not self.report or bed[2] != self.report.get("analysed_at"):
+            return None
+        return bed[0], bed[1]
 
     def _bed_source(self) -> str | None:
         """The outline's name while d1 / d2 still hold the measured values; typed once edited."""
@@ -235,6 +253,7 @@ class CellularityReportWidget(QWidget):
             show_error("Select a Shapes layer with the tumour-bed outline (and run Analyze first).")
             return False
         world = np.asarray(layer.data[-1], float)[:, -2:] * np.asarray(layer.scale)[-2:]  # (row, col) in world units
+        world = world + np.asarray(layer.translate)[-2:]
         mpp = float(self.report["slide_mpp"])
         in_um = any(isinstance(im, Image) and abs(float(im.scale[-1]) - mpp) < 1e-6 * mpp and mpp != 1.0
                     for im in self.viewer.layers)
@@ -248,8 +267,26 @@ class CellularityReportWidget(QWidget):
         self.rcb_d2.setValue(d2)
         self.rcb_bed_source = (f"measured from the outline in '{layer.name}' (minimum bounding rectangle)",
                                self.rcb_d1.value(), self.rcb_d2.value())  # as the spin boxes round them
+        self._measure_bed_cellularity(world, layer.name)
         self.update_rcb()
         return True
+
+    def _measure_bed_cellularity(self, outline_world: Any, outline_name: str) -> None:
+        """Overall cellularity from the heatmap patches inside the outline (when the analysis drew one)."""
+        import numpy as np
+
+        heat = next((lay for lay in self.viewer.layers if lay.name == L.HEATMAP_LAYER), None)
+        self.rcb_bed_cellularity = None
+        if heat is None:
+            return
+        pct, n = RCB.heatmap_cellularity_in_outline(np.asarray(heat.data), tuple(heat.scale[-2:]),
+                                                    tuple(heat.translate[-2:]), outline_world)
+        if not np.isfinite(pct):
+            return
+        self.rcb_cellularity.setValue(pct)
+        self.rcb_bed_cellularity = (f"heatmap inside the outline in '{outline_name}': mean of {n} patches "
+                                    f"with tissue; model {self.report.get('cellularity_model') or 'none'}",
+                                    float(self.rcb_cellularity.value()), self.report.get("analysed_at"))
 
     def export_rcb_dialog(self) -> None:
         """Ask for a .json / .csv file and write the RCB with its inputs and sources."""

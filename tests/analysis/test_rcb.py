@@ -124,3 +124,18 @@ def test_cli_prints_inputs_with_sources_and_writes(tmp_path, capsys):
                  "--met", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["rcb_class"] == "RCB-II"
     assert main(["rcb", "--d1", "15", "--cellularity", "20"]) == 2  # no second dimension: one-line error
+
+
+def test_heatmap_cellularity_in_outline_uses_patch_centres_and_skips_nan():
+    import numpy as np
+
+    from napari_cellularity.analysis.rcb import heatmap_cellularity_in_outline
+
+    heat = np.array([[0.5, 0.9, np.nan], [0.1, 0.3, 0.7]])
+    square = np.array([[0, 0], [0, 300], [200, 300], [200, 0]], float)
+    pct, n = heatmap_cellularity_in_outline(heat, (100, 100), (0, 0), square)
+    assert n == 5 and abs(pct - 50.0) < 1e-9  # NaN (no tissue) left out
+    pct, n = heatmap_cellularity_in_outline(heat, (100, 100), (0, 0), square[:, ::-1] * [1, 0.5])
+    assert n == 2 and abs(pct - 30.0) < 1e-9  # rows 0-300, cols 0-100: the first column
+    pct, n = heatmap_cellularity_in_outline(heat, (100, 100), (1000, 1000), square)
+    assert n == 0 and np.isnan(pct)  # the outline misses the heatmap

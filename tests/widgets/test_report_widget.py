@@ -95,3 +95,28 @@ def test_report_greys_the_count_of_a_class_the_model_has_not_learned(make_napari
     store_summary(viewer, make_summary(segmentation_model="someone-elses@7",
                                        created_at="2026-01-02T00:00:00.000+00:00"))
     assert widget.untrained == () and "not learned" not in widget.summary_label.text()
+
+
+def test_report_widget_rcb_cellularity_from_the_heatmap_inside_the_drawn_bed(make_napari_viewer):
+    """Bed from outline also averages the heatmap patches inside the outline, named as the source."""
+    import numpy as np
+
+    from napari_cellularity.widgets._session import store_summary
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Cellularity report")
+    viewer.add_image(np.zeros((4, 4), np.uint8), name=L.prob_layer_name("malignant"))
+    store_summary(viewer, make_summary(cellularity=0.2, created_at="2026-01-01T00:00:00.000+00:00"))
+    heat = np.array([[0.5, 0.9, np.nan], [0.1, 0.3, 0.7]], np.float32)
+    viewer.add_image(heat, name=L.HEATMAP_LAYER, scale=(100, 100), translate=(10, 10))
+    # patches centred at rows 60 / 160, cols 60 / 160 / 260: the outline holds the top two
+    shapes = viewer.add_shapes([np.array([[0, 0], [0, 200], [100, 200], [100, 0]], float)], shape_type="polygon")
+    viewer.layers.selection.active = shapes
+    assert widget.measure_bed()
+    assert widget.rcb_cellularity.value() == 70.0
+    source = widget.rcb_inputs().sources["cellularity_pct"]
+    assert "inside the outline" in source and "2 patches" in source
+    widget.rcb_cellularity.setValue(40)  # the pathologist's own estimate wins and says so
+    assert "typed by the user" in widget.rcb_inputs().sources["cellularity_pct"]
+    store_summary(viewer, make_summary(cellularity=0.3, created_at="2026-01-02T00:00:00.000+00:00"))
+    assert widget.rcb_cellularity.value() == 30.0  # a new analysis: the old bed's value no longer applies
