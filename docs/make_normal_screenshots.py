@@ -121,11 +121,13 @@ def _viewer():
 
 def _frame(viewer, vertices_um: np.ndarray, margin_um: float) -> None:
     """Centre and zoom the camera on the box around ``vertices_um`` (world µm) plus ``margin_um``."""
+    from napari_cellularity.widgets._camera import viewer_camera
+
     lo, hi = vertices_um.min(axis=0) - margin_um, vertices_um.max(axis=0) + margin_um
     height, width = viewer.canvas.size  # pixels
     zoom = min(height / (hi[0] - lo[0]), width / (hi[1] - lo[1]))
-    viewer.camera.center = (lo[0] + height / zoom / 2, (lo[1] + hi[1]) / 2)  # top-aligned: the image fills below
-    viewer.camera.zoom = zoom
+    viewer_camera(viewer).center = (lo[0] + height / zoom / 2, (lo[1] + hi[1]) / 2)  # top-aligned: the image fills below
+    viewer_camera(viewer).zoom = zoom
 
 
 def _draw_and_apply(viewer, panel, polygon_rc: np.ndarray, cls: str, kind: str):

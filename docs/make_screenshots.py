@@ -64,9 +64,11 @@ def shot(viewer, app, path: Path) -> None:
 
 def _show_region(viewer, layer, center_px: tuple[float, float], height_um: float) -> None:
     """Centre the camera on level-0 pixel ``center_px`` showing ``height_um`` µm vertically."""
+    from napari_cellularity.widgets._camera import viewer_camera
+
     scale = float(layer.scale[-1])
-    viewer.camera.center = (center_px[0] * scale, center_px[1] * scale)
-    viewer.camera.zoom = viewer.canvas.size[0] / height_um
+    viewer_camera(viewer).center = (center_px[0] * scale, center_px[1] * scale)
+    viewer_camera(viewer).zoom = viewer.canvas.size[0] / height_um
 
 
 def analyse_view(app, panel) -> str:

@@ -33,6 +33,7 @@ from ..analysis import AnalysisSettings, display, regions
 from ..models.config import CELL_CLASSES
 from . import _layers as L
 from . import _session
+from ._camera import current_view_box
 from ._model_picker import ModelPicker
 from ._results import done_text, result_steps
 from ._session import image_source, layer_mpp, recall_mpp, state_mpp, store_summary
@@ -225,8 +226,7 @@ class AnalyzeWidget(QWidget):
             idx = sorted(shapes.selected_data)[-1] if shapes.selected_data else len(shapes.data) - 1
             return regions.shape_box(shapes.data[idx], shapes.scale, shapes.translate,
                                      layer.scale, layer.translate, shape_rc)
-        return regions.view_box(self.viewer.camera.center, L.canvas_size_px(self.viewer),
-                                self.viewer.camera.zoom, layer.scale, layer.translate, shape_rc)
+        return current_view_box(self.viewer, layer.scale, layer.translate, shape_rc)
 
     def _inputs(self) -> dict[str, Any]:
         """Read the controls; raises a named error with advice when something is missing."""

@@ -31,18 +31,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..analysis.regions import RegionError, shape_box, view_box
+from ..analysis.regions import RegionError, shape_box
 from ..annotations.autosave import AutosaveError, Autosaver, load_sidecar
 from ..annotations.csv_io import read_points_csv, write_points_csv
 from ..annotations.geojson_io import read_geojson_document, write_points_geojson
 from ..annotations.points import AnnotationError, PointAnnotations
 from ..annotations.roi_estimates import RoiEstimate
 from ..models.config import CELL_CLASSES, CLASS_COLORS, CLASS_LABELS
+from ._camera import current_view_box
 from ._layers import (
     META_KEY,
     NUCLEUS_SIZE_UM,
     annotation_layer_name,
-    canvas_size_px,
     find_layer,
     points_layer_name,
 )
@@ -358,8 +358,7 @@ class AnnotateWidget(QWidget):
         if shapes is not None:
             box = shape_box(shapes.data[-1], shapes.scale, shapes.translate, img.scale, img.translate, shape_rc)
         else:
-            cam = self.viewer.camera
-            box = view_box(cam.center, canvas_size_px(self.viewer), cam.zoom, img.scale, img.translate, shape_rc)
+            box = current_view_box(self.viewer, img.scale, img.translate, shape_rc)
         return (box.row0, box.col0, box.rows, box.cols)
 
     def record_estimate(self, cellularity_pct: float, note: str = "",
