@@ -161,24 +161,32 @@ def _child(args: argparse.Namespace) -> None:
 def _run_child(mode: str, slide: Path, args, store: str = "", resume: bool = False, kill_at: float = 0.0) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--slide", str(slide), "--model", args.model,
            "--threads", str(args.threads), "--store", store] + (["--resume"] if resume else [])
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu_s()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    result, first = {}, None
+    result, first, tiles = {}, None, 0
     for line in proc.stdout:
-        if line.startswith("TILE") and first is None:
-            first = int(line.split()[1])  # a resumed run starts past the tiles it did not redo
+        if line.startswith("TILE"):
+            tiles += 1  # tiles this process predicted
+            first = int(line.split()[1]) if first is None else first  # a resumed run starts past the skipped ones
         if line.startswith("TILE") and kill_at:
             done, total = (int(v) for v in line.split()[1:3])
             if done >= kill_at * total:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
-                return {"killed_after_tiles": done, "of": total, "wall_s": time.perf_counter() - t0,
-                        "load_avg": _load()}
+                return {"killed_after_tiles": done, "tiles_predicted": tiles, "of": total, "wall_s": time.perf_counter() - t0,
+                        "cpu_s": round(_children_cpu_s() - cpu0, 2), "load_avg": _load()}
         elif line.startswith("RESULT"):
             result = json.loads(line[len("RESULT "):])
     proc.wait()
-    result.update(wall_s=time.perf_counter() - t0, first_tile_done=first, load_avg=_load())
+    result.update(wall_s=time.perf_counter() - t0, cpu_s=round(_children_cpu_s() - cpu0, 2), first_tile_done=first,
+                  tiles_predicted=tiles, load_avg=_load())
     return result
+
+
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of the finished child processes (the machine's load does not change it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _load() -> list[float]:
@@ -284,8 +292,12 @@ def main(argv: list[str] | None = None) -> int:
             killed = _run_child("streaming", slide, args, resumed, resume=True, kill_at=0.5)
             rerun = _run_child("streaming", slide, args, resumed, resume=True)
             entry["resume"] = {"killed": killed, "rerun_s": rerun["wall_s"], "rerun_compute_s": rerun["seconds"],
-                               "tiles_redone": killed["killed_after_tiles"] - (rerun["first_tile_done"] or 1) + 1,
-                               "rerun_timings_s": rerun.get("timings_s"),
+                               "rerun_tiles_predicted": rerun["tiles_predicted"],
+                               # tiles both runs predicted (each reported as finished) beyond the slide's total
+                               "tiles_redone": killed["tiles_predicted"] + rerun["tiles_predicted"] - killed["of"],
+                               "rerun_timings_s": rerun.get("timings_s"), "rerun_cpu_s": rerun["cpu_s"],
+                               "cpu_total_vs_uninterrupted": round((killed["cpu_s"] + rerun["cpu_s"])
+                                                                   / entry["streaming"]["cpu_s"], 3),
                                "total_vs_uninterrupted": round((killed["wall_s"] + rerun["wall_s"])
                                                                / entry["streaming"]["wall_s"], 2),
                                "maps_identical": _same_maps(store, resumed)}

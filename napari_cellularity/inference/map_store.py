@@ -6,9 +6,17 @@ path; when the last row is written the coarser pyramid levels and the NGFF metad
 the store is renamed (the rename is the completion marker: a store at the final path is
 complete, pyramid included). While it is written, the store's attributes record the job it belongs to
 (``job_key``: model, region, tiling, precision, ...) and how many rows are final
-(``rows_done``, updated after each strip of rows is written; zarr writes each chunk
-atomically). A job started again with ``resume=True`` and the same key continues from
-``rows_done``; any other key, or ``resume=False``, starts over.
+(``rows_done``, updated after each strip of rows is written; zarr writes each chunk and each
+attribute file atomically, by rename). A job started again with ``resume=True`` and the same key
+continues from ``rows_done``; any other key, or ``resume=False``, starts over.
+
+The blend of the rows below ``rows_done`` that finished tiles already touched (the overlap of the
+last finished strip, see :class:`~.tiling.StripAccumulator`) is kept too, once per strip
+(:meth:`MapStore.save_pending`): summed weighted probabilities and summed weights in a float32 array
+``pending_<n>`` (all-zero chunks are not written), and one attribute ``pending`` naming that array,
+the first row it covers and how many tiles it holds. The attribute is replaced only after its array
+is complete (then the older array is removed), so a kill at any moment leaves a consistent record,
+and a resumed job continues with the next tile, computing nothing twice.
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ import numpy as np
 
 #: Columns converted at a time in :meth:`MapStore.write_rows` (keeps float temporaries independent of the slide).
 WRITE_BLOCK_COLS = 2048
+#: Attribute naming the blend of unfinished rows (see :meth:`MapStore.save_pending`).
+PENDING_KEY = "pending"
+#: Rows x columns of a chunk of the pending blend (all-zero chunks, beyond the tiles done, are not stored).
+PENDING_CHUNK_RC = (64, 1024)
 
 
 class MapStore:
@@ -99,6 +111,61 @@ class MapStore:
         if self.tmp_path is not None:
             self.group.attrs["rows_done"] = self.rows_done
 
+    def save_pending(self, tiles_done: int, row: int, sums: np.ndarray, weights: np.ndarray) -> None:
+        """Record the blend of the unfinished rows from ``row`` on: ``sums`` (C, n, W) and ``weights`` (n, W)
+        float32 after the first ``tiles_done`` tiles (call after :meth:`write_rows` of the rows above ``row``).
+
+        Written to a new array, then named in the attributes in one atomic write, then the previous
+        array is removed. Nothing is kept for maps in RAM.
+        """
+        if self.tmp_path is None:
+            return
+        import numcodecs
+
+        previous = dict(self.group.attrs).get(PENDING_KEY) or {}
+        name = f"pending_{int(previous.get('seq', -1)) + 1}"
+        n, width = weights.shape
+        shutil.rmtree(self.tmp_path / name, ignore_errors=True)  # left by a job killed while writing it
+        array = self.group.create_array(
+            name, shape=(sums.shape[0] + 1, max(1, n), width), dtype="float32", fill_value=0.0,
+            chunks=(sums.shape[0] + 1, *(min(k, m) for k, m in zip(PENDING_CHUNK_RC, (max(1, n), width),
+                                                                     strict=True))),
+            compressors=numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE),
+            chunk_key_encoding={"name": "v2", "separator": "/"})
+        for c in range(0, width, WRITE_BLOCK_COLS):
+            block = np.concatenate([sums[:, :, c:c + WRITE_BLOCK_COLS], weights[None, :, c:c + WRITE_BLOCK_COLS]])
+            array[:, :n, c:c + WRITE_BLOCK_COLS] = block
+        self.group.attrs[PENDING_KEY] = {"array": name, "seq": int(previous.get("seq", -1)) + 1, "row": int(row),
+                                         "rows": int(n), "tiles_done": int(tiles_done)}
+        if previous.get("array") and previous["array"] != name:
+            shutil.rmtree(self.tmp_path / previous["array"], ignore_errors=True)
+
+    def load_pending(self) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+        """``(tiles_done, row, sums, weights)`` saved by :meth:`save_pending`, or None (none, or unreadable)."""
+        if self.tmp_path is None:
+            return None
+        record = dict(self.group.attrs).get(PENDING_KEY)
+        try:
+            if not str(record["array"]).startswith("pending_"):
+                return None
+            array = self.group[record["array"]]
+            n, row, tiles_done = int(record["rows"]), int(record["row"]), int(record["tiles_done"])
+            if array.shape[0] != self.probs.shape[0] + 1 or array.shape[2] != self.probs.shape[2] or n > array.shape[1]:
+                return None
+            block = np.asarray(array[:, :n], dtype=np.float32)
+        except Exception:  # noqa: BLE001 - no record or a damaged one: the caller falls back to rows_done
+            return None
+        return tiles_done, row, block[:-1], block[-1]
+
+    def _drop_pending(self) -> None:
+        record = dict(self.group.attrs).get(PENDING_KEY)
+        if record is None:
+            return
+        del self.group.attrs[PENDING_KEY]
+        name = str(record.get("array", "")) if isinstance(record, dict) else ""
+        if name.startswith("pending_"):
+            shutil.rmtree(self.tmp_path / name, ignore_errors=True)
+
     def commit(self, attrs: dict[str, Any]) -> None:
         """Record ``attrs``, add the pyramid and NGFF metadata, rename the store to its final path (last).
 
@@ -112,6 +179,7 @@ class MapStore:
         from ..io.ome_zarr import build_pyramid, level0_arrays, write_metadata
         from ..models.config import CLASS_COLORS
 
+        self._drop_pending()
         self.group.attrs.update(attrs)
         mpp, per_px = float(attrs["mpp"]), float(attrs["level0_per_px"])
         level0_mpp = mpp / per_px

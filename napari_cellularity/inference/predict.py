@@ -254,21 +254,21 @@ def predict_region(
                    batch_size)
     outputs = MapStore(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None,
                        job_key=key, resume=resume)
-    start_row = outputs.rows_done
     acc = StripAccumulator(config.n_classes, shape, blend_window(grid.tile_shape_rc),
                            label_sink(outputs, config.class_names), default_fill(config.class_names),
-                           start_row=start_row)
-    timings = {"tissue_s": tissue_s, "read_s": 0.0, "read_wait_s": 0.0, "network_s": 0.0, "blend_s": 0.0}
+                           start_row=outputs.rows_done)
+    timings = {"tissue_s": tissue_s, "read_s": 0.0, "read_wait_s": 0.0, "network_s": 0.0, "blend_s": 0.0,
+               "save_pending_s": 0.0}
     committed, notices, read_batch = False, [], max(1, int(batch_size))
-    # resume: batches stay aligned with an uninterrupted run, so every tile is computed identically
-    first = next((i for i, t in enumerate(todo) if t.row + t.height > start_row), len(todo))
-    done = (first // read_batch) * read_batch
+    done = _resume_point(outputs, acc, todo, read_batch)
+    saved_row = acc.band_start
     try:
         yield Progress("start", done=done, total=len(todo), message=f"{len(todo)} tiles with tissue of {len(grid)}")
         if not todo:
             yield notice("no tissue found: every tile was skipped as background")
-        if start_row:
-            yield notice(f"resuming: {start_row} of {shape[0]} map rows were already finished", done, len(todo))
+        if done or acc.band_start:
+            yield notice(f"resuming: {acc.band_start} of {shape[0]} map rows and {done} of {len(todo)} tiles were "
+                         "already finished", done, len(todo))
         t_wait = time.perf_counter()
         for first, batch, pixels, read_s in read_batches(source, region, scale, todo, done, read_batch, shape,
                                                           read_ahead, stain):
@@ -282,7 +282,12 @@ def predict_region(
             last = first + len(batch)
             acc.flush(todo[last].row if last < len(todo) else shape[0])
             timings["network_s"] += t2 - t1
-            timings["blend_s"] += time.perf_counter() - t2
+            t3 = time.perf_counter()
+            timings["blend_s"] += t3 - t2
+            if acc.band_start > saved_row and last < len(todo):  # a strip was finished: keep its overlap
+                outputs.save_pending(last, *acc.pending())
+                saved_row = acc.band_start
+                timings["save_pending_s"] += time.perf_counter() - t3
             while runner.notices:
                 notices.append(runner.notices.pop(0))
                 yield notice(notices[-1], done, len(todo))
@@ -303,6 +308,23 @@ def predict_region(
         outputs.probs, outputs.labels, tuple(config.class_names), float(config.mpp), source.level0_mpp,
         (region[0], region[1]), scale, region, len(grid), len(grid) - len(todo), str(runner.device),
         runner.batch_size, outputs.final_path, timings, notices, resolve_precision(runner.device, precision))
+
+
+def _resume_point(outputs: MapStore, acc: StripAccumulator, todo: list, read_batch: int) -> int:
+    """Index of the first tile to predict. With a saved blend of the unfinished rows (a resumed store), the tile
+    after those it holds: nothing is computed twice. Otherwise (a new store, or one without that record) the
+    first batch touching a row after ``rows_done``; batches stay aligned with an uninterrupted run, so every
+    tile is computed identically."""
+    saved = outputs.load_pending()
+    if saved is not None:
+        tiles_done, row, sums, weights = saved
+        aligned = tiles_done == len(todo) or (0 < tiles_done < len(todo) and tiles_done % read_batch == 0
+                                              and todo[tiles_done].row >= row)
+        if aligned and row <= outputs.rows_done:
+            acc.restore(row, sums, weights)
+            return tiles_done
+    first = next((i for i, t in enumerate(todo) if t.row + t.height > acc.start_row), len(todo))
+    return (first // read_batch) * read_batch
 
 
 def _stain_transform(config, source, region, scale: float, todo: list, shape_rc):

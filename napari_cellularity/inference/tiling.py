@@ -220,6 +220,23 @@ class StripAccumulator:
         """Flush every remaining row."""
         self.flush(self.shape_rc[0])
 
+    def pending(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """The unfinished rows' blend: ``(first row, sums (C, n, W), weights (n, W))``, views cropped
+        to the last row any tile touched (what :meth:`restore` needs to continue exactly)."""
+        touched = np.flatnonzero(self._weight.any(axis=1))
+        n = int(touched[-1]) + 1 if len(touched) else 0
+        return self.band_start, self._sum[:, :n], self._weight[:n]
+
+    def restore(self, row: int, sums: np.ndarray, weights: np.ndarray) -> None:
+        """Continue from a saved :meth:`pending` state: rows above ``row`` are finished, the blend
+        below holds the tiles added before; later tiles then give the same maps as one run."""
+        if sums.shape != (self.n_channels, weights.shape[0], self.shape_rc[1]) or weights.shape[1] != self.shape_rc[1]:
+            raise TilingError(f"saved blend of shape {sums.shape} does not fit maps of {self.n_channels} x "
+                              f"{self.shape_rc}")
+        self.start_row = self.band_start = int(row)
+        self._sum = np.array(sums, np.float32)
+        self._weight = np.array(weights, np.float32)
+
 
 def tiles_with_tissue(grid: TileGrid, mask: np.ndarray, mask_scale: float) -> np.ndarray:
     """Which tiles contain any tissue; ``mask_scale`` = grid pixels per mask pixel.

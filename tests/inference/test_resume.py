@@ -21,6 +21,7 @@ def _net() -> torch.nn.Module:
 IMG = np.random.default_rng(11).integers(0, 256, (300, 260, 3), dtype=np.uint8)
 KW = dict(mpp=1.0, device="cpu", skip_background=False, precision="fp32", batch_size=2)
 CONFIG = SegmentationConfig(mpp=1.0, tile_size_px=64)
+STRIP_TILES = 6  # tiles per row of the 300 x 260 grid (64 px tiles, 16 px overlap)
 
 
 def _full(tmp_path, **kw):
@@ -49,8 +50,61 @@ def test_stopped_job_resumes_to_identical_maps(tmp_path, stop_after_tiles):
     n_tiles = sum(r.kind == "tile" for r in records)
     start = next(r for r in records if r.kind == "start")
     assert start.done + n_tiles == start.total  # only the unfinished part was computed again
+    # the resumed run starts right after the tiles of the last saved strip: at most that strip is redone
+    assert stop_after_tiles - start.done <= STRIP_TILES + KW["batch_size"]
     if stop_after_tiles == 29:  # four strips were finished: their tiles are not computed again
-        assert any("resuming" in r.message for r in records) and start.done >= 12
+        assert any("resuming" in r.message for r in records) and start.done >= 24
+    assert not any(p.name.startswith("pending") for p in store.iterdir())  # the final store holds maps only
+
+
+def _pending(store):
+    import zarr
+
+    group = zarr.open_group(str(store.with_name(f".{store.name}.partial")), mode="r")
+    return dict(group.attrs).get("pending")
+
+
+@pytest.mark.parametrize("strips", [1, 3])
+def test_job_stopped_after_a_strip_redoes_no_tile(tmp_path, strips):
+    full = _full(tmp_path)
+    store = tmp_path / "job.zarr"
+    gen = predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **KW)
+    tiles, saved = 0, 0
+    for record in gen:
+        tiles += record.kind == "tile"
+        if record.kind == "tile" and (_pending(store) or {}).get("tiles_done") == tiles:
+            saved += 1  # the batch that finished a strip: its overlap is stored with the tiles done
+            if saved == strips:
+                break
+    gen.close()
+    records = []
+    resumed = run_prediction(predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **KW),
+                             records.append)
+    predicted = [r.done for r in records if r.kind == "tile"]
+    start = next(r for r in records if r.kind == "start")
+    assert start.done == tiles and predicted[0] == tiles + 1  # not one tile predicted twice
+    assert tiles + len(predicted) == start.total
+    np.testing.assert_array_equal(np.asarray(resumed.probs[:]), np.asarray(full.probs[:]))
+    np.testing.assert_array_equal(np.asarray(resumed.labels[:]), np.asarray(full.labels[:]))
+
+
+def test_damaged_pending_record_falls_back_to_finished_rows(tmp_path):
+    import zarr
+
+    full = _full(tmp_path)
+    store = tmp_path / "job.zarr"
+    gen = predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **KW)
+    for i, _ in enumerate(gen):
+        if i == 25:
+            break
+    gen.close()
+    group = zarr.open_group(str(store.with_name(f".{store.name}.partial")), mode="r+")
+    group.attrs["pending"] = {**group.attrs["pending"], "array": "pending_99"}  # its array is missing
+    records = []
+    resumed = run_prediction(predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **KW),
+                             records.append)
+    np.testing.assert_array_equal(np.asarray(resumed.probs[:]), np.asarray(full.probs[:]))
+    assert 0 < next(r for r in records if r.kind == "start").done  # finished rows were still kept
 
 
 def test_another_job_or_no_resume_starts_over(tmp_path):
