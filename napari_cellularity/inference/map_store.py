@@ -31,6 +31,8 @@ import numpy as np
 WRITE_BLOCK_COLS = 2048
 #: Attribute naming the blend of unfinished rows (see :meth:`MapStore.save_pending`).
 PENDING_KEY = "pending"
+#: Attribute recording which tiles of the grid the job predicts (tissue), reused when resumed.
+TILE_MASK_KEY = "tissue_tiles"
 #: Rows x columns of a chunk of the pending blend (all-zero chunks, beyond the tiles done, are not stored).
 PENDING_CHUNK_RC = (64, 1024)
 
@@ -157,6 +159,29 @@ class MapStore:
             return None
         return tiles_done, row, block[:-1], block[-1]
 
+    def save_tile_mask(self, keep: np.ndarray) -> None:
+        """Record which tiles the job predicts (its tissue tiles), so that a resumed job need not measure them."""
+        if self.tmp_path is not None:
+            import base64
+
+            packed = base64.b64encode(np.packbits(np.asarray(keep, bool)).tobytes()).decode("ascii")
+            self.group.attrs[TILE_MASK_KEY] = {"n": int(len(keep)), "packed": packed}
+
+    def load_tile_mask(self, n_tiles: int) -> np.ndarray | None:
+        """The tiles recorded by :meth:`save_tile_mask` for a grid of ``n_tiles``, or None."""
+        if self.tmp_path is None:
+            return None
+        import base64
+
+        record = dict(self.group.attrs).get(TILE_MASK_KEY)
+        try:
+            if int(record["n"]) != n_tiles:
+                return None
+            bits = np.frombuffer(base64.b64decode(record["packed"]), np.uint8)
+            return np.unpackbits(bits, count=n_tiles).astype(bool)
+        except Exception:  # noqa: BLE001 - none (a new store) or damaged: measured again
+            return None
+
     def _drop_pending(self) -> None:
         record = dict(self.group.attrs).get(PENDING_KEY)
         if record is None:
@@ -180,6 +205,7 @@ class MapStore:
         from ..models.config import CLASS_COLORS
 
         self._drop_pending()
+        self.group.attrs.pop(TILE_MASK_KEY, None)
         self.group.attrs.update(attrs)
         mpp, per_px = float(attrs["mpp"]), float(attrs["level0_per_px"])
         level0_mpp = mpp / per_px

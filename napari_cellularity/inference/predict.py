@@ -31,12 +31,9 @@ from .tiling import (
     blend_window,
     default_fill,
     make_grid,
-    tiles_with_tissue,
 )
-from .tissue import tissue_mask
+from .tissue import tissue_tiles
 from .tta import forward_tta, tta_mode
-
-THUMBNAIL_SIDE_PX = 2048
 
 
 class InferenceMemoryError(RuntimeError):
@@ -139,37 +136,6 @@ class _BatchRunner:
         return np.concatenate(out)
 
 
-def _thumbnail_is_costly(source, region) -> bool:
-    """A small region of a slide whose smallest stored level is large (e.g. a one-level 65535² file):
-    a whole-slide thumbnail would decode the entire slide to analyse a few tiles."""
-    slide = getattr(source, "slide", None)
-    if slide is None:
-        return False
-    smallest = min(int(r) * int(c) for r, c in slide.info.level_dimensions)
-    rows, cols = source.level0_shape_rc
-    return smallest > 16 * THUMBNAIL_SIDE_PX ** 2 and region[2] * region[3] * 16 <= rows * cols
-
-
-def _tissue_keep(source, grid, region, level0_per_px: float) -> np.ndarray:
-    """Tiles that contain tissue: an Otsu mask of the source's thumbnail (or, for a small region of a
-    slide without small levels, a fixed-threshold mask of that region read at low resolution)."""
-    from scipy import ndimage as ndi
-
-    r, c, h, w = region
-    if _thumbnail_is_costly(source, region):
-        ds = max(1.0, max(h, w) / THUMBNAIL_SIDE_PX)
-        small = source.read((r, c), (h, w), (max(1, round(h / ds)), max(1, round(w / ds))))
-        crop = tissue_mask(small, source.level0_mpp * ds, method="stain")
-        crop = ndi.binary_dilation(crop, iterations=1) if crop.any() else crop
-        return tiles_with_tissue(grid, crop, ds / level0_per_px)
-    thumb, thumb_ds = source.thumbnail(THUMBNAIL_SIDE_PX)
-    thumb_mpp = source.level0_mpp * thumb_ds
-    mask = tissue_mask(thumb, thumb_mpp, method="otsu")
-    crop = mask[int(r / thumb_ds):int(np.ceil((r + h) / thumb_ds)), int(c / thumb_ds):int(np.ceil((c + w) / thumb_ds))]
-    crop = ndi.binary_dilation(crop, iterations=1) if crop.any() else crop
-    return tiles_with_tissue(grid, crop, thumb_ds / level0_per_px)
-
-
 def predict_region(
     net: torch.nn.Module,
     config: SegmentationConfig,
@@ -245,15 +211,21 @@ def predict_region(
     shape = (max(1, round(region[2] / scale)), max(1, round(region[3] / scale)))
     grid = make_grid(shape, tile_size_px or config.tile_size_px, overlap_px)
     t_tissue = time.perf_counter()
-    keep = _tissue_keep(source, grid, region, scale) if skip_background else np.ones(len(grid), bool)
-    tissue_s = time.perf_counter() - t_tissue
-    todo = [t for t in grid if keep[t.index]]
-    stain = _stain_transform(config, source, region, scale, todo, shape) if stain_norm else None
+    keep = _tiles_with_tissue(source, grid, region, scale, skip_background) if stain_norm else None
+    stain = _stain_transform(config, source, region, scale, [t for t in grid if keep[t.index]], shape) if stain_norm \
+        else None
     runner = _BatchRunner(net, select_device(device), batch_size, tta, precision, config.normalisation)
     key = _job_key(config, region, scale, grid, skip_background, (tta_mode(tta), stain and stain.key()), precision, probs_dtype,
                    batch_size)
     outputs = MapStore(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None,
                        job_key=key, resume=resume)
+    if keep is None:  # a resumed job reuses the tiles its first run found tissue in (no thumbnail read)
+        keep = outputs.load_tile_mask(len(grid))
+    if keep is None:
+        keep = _tiles_with_tissue(source, grid, region, scale, skip_background)
+        outputs.save_tile_mask(keep)
+    tissue_s = time.perf_counter() - t_tissue
+    todo = [t for t in grid if keep[t.index]]
     acc = StripAccumulator(config.n_classes, shape, blend_window(grid.tile_shape_rc),
                            label_sink(outputs, config.class_names), default_fill(config.class_names),
                            start_row=outputs.rows_done)
@@ -308,6 +280,10 @@ def predict_region(
         outputs.probs, outputs.labels, tuple(config.class_names), float(config.mpp), source.level0_mpp,
         (region[0], region[1]), scale, region, len(grid), len(grid) - len(todo), str(runner.device),
         runner.batch_size, outputs.final_path, timings, notices, resolve_precision(runner.device, precision))
+
+
+def _tiles_with_tissue(source, grid, region, scale: float, skip_background: bool) -> np.ndarray:
+    return tissue_tiles(source, grid, region, scale) if skip_background else np.ones(len(grid), bool)
 
 
 def _resume_point(outputs: MapStore, acc: StripAccumulator, todo: list, read_batch: int) -> int:

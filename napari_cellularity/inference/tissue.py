@@ -22,6 +22,9 @@ from typing import Literal
 
 import numpy as np
 
+#: Longest side of the image a tissue mask is computed on (slide thumbnails, regions read at low
+#: resolution); bigger images are masked on a downsampled copy (see :func:`tissue_mask`).
+MASK_MAX_SIDE_PX = 2048
 #: Minimal HSV saturation (after a 2 µm Gaussian blur) of stained tissue (``method="stain"``).
 MIN_SATURATION = 0.05
 #: Pixels darker than this HSV value are tissue whatever their saturation (dense nuclei, folds).
@@ -117,3 +120,41 @@ def _otsu_mask(img: np.ndarray, min_saturation: float, min_object_px: int) -> np
     if mask.any():
         mask = remove_small_objects(mask, max_size=min_object_px)
     return mask
+
+
+def thumbnail_is_costly(source, region) -> bool:
+    """A small region of a slide whose smallest stored level is large (e.g. a one-level 65535² file):
+    a whole-slide thumbnail would decode the entire slide to analyse a few tiles."""
+    slide = getattr(source, "slide", None)
+    if slide is None:
+        return False
+    smallest = min(int(r) * int(c) for r, c in slide.info.level_dimensions)
+    rows, cols = source.level0_shape_rc
+    return smallest > 16 * MASK_MAX_SIDE_PX ** 2 and region[2] * region[3] * 16 <= rows * cols
+
+
+def tissue_tiles(source, grid, region, level0_per_px: float) -> np.ndarray:
+    """Which tiles of ``grid`` (over the level-0 ``region`` of an inference image source) contain tissue:
+    an Otsu mask of the source's thumbnail (or, for a small region of a slide without small levels, a
+    fixed-threshold mask of that region read at low resolution), dilated by one pixel.
+
+    Returns
+    -------
+    ndarray of shape (n_tiles,), bool
+    """
+    from scipy import ndimage as ndi
+
+    from .tiling import tiles_with_tissue
+
+    r, c, h, w = region
+    if thumbnail_is_costly(source, region):
+        ds = max(1.0, max(h, w) / MASK_MAX_SIDE_PX)
+        small = source.read((r, c), (h, w), (max(1, round(h / ds)), max(1, round(w / ds))))
+        crop = tissue_mask(small, source.level0_mpp * ds, method="stain")
+        crop = ndi.binary_dilation(crop, iterations=1) if crop.any() else crop
+        return tiles_with_tissue(grid, crop, ds / level0_per_px)
+    thumb, thumb_ds = source.thumbnail(MASK_MAX_SIDE_PX)
+    mask = tissue_mask(thumb, source.level0_mpp * thumb_ds, method="otsu")
+    crop = mask[int(r / thumb_ds):int(np.ceil((r + h) / thumb_ds)), int(c / thumb_ds):int(np.ceil((c + w) / thumb_ds))]
+    crop = ndi.binary_dilation(crop, iterations=1) if crop.any() else crop
+    return tiles_with_tissue(grid, crop, thumb_ds / level0_per_px)

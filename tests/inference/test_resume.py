@@ -65,8 +65,12 @@ def _pending(store):
 
 
 @pytest.mark.parametrize("strips", [1, 3])
-def test_job_stopped_after_a_strip_redoes_no_tile(tmp_path, strips):
+def test_job_stopped_after_a_strip_redoes_no_tile(tmp_path, monkeypatch, strips):
+    from napari_cellularity.inference import predict
+
     full = _full(tmp_path)
+    measured, real = [], predict._tiles_with_tissue
+    monkeypatch.setattr(predict, "_tiles_with_tissue", lambda *a: measured.append(1) or real(*a))
     store = tmp_path / "job.zarr"
     gen = predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **KW)
     tiles, saved = 0, 0
@@ -83,6 +87,7 @@ def test_job_stopped_after_a_strip_redoes_no_tile(tmp_path, strips):
     predicted = [r.done for r in records if r.kind == "tile"]
     start = next(r for r in records if r.kind == "start")
     assert start.done == tiles and predicted[0] == tiles + 1  # not one tile predicted twice
+    assert len(measured) == 1  # the resumed run reused the first run's tissue tiles
     assert tiles + len(predicted) == start.total
     np.testing.assert_array_equal(np.asarray(resumed.probs[:]), np.asarray(full.probs[:]))
     np.testing.assert_array_equal(np.asarray(resumed.labels[:]), np.asarray(full.labels[:]))
@@ -150,17 +155,17 @@ def test_accumulator_started_below_the_top_drops_finished_rows_only():
 def test_small_region_of_a_slide_without_small_levels_never_reads_a_whole_slide_thumbnail():
     from types import SimpleNamespace
 
-    from napari_cellularity.inference.predict import _thumbnail_is_costly
+    from napari_cellularity.inference.tissue import thumbnail_is_costly
 
     def source(levels):
         info = SimpleNamespace(level_dimensions=levels)
         return SimpleNamespace(slide=SimpleNamespace(info=info), level0_shape_rc=levels[0])
 
     one_level = source([(65535, 65535)])
-    assert _thumbnail_is_costly(one_level, (0, 0, 512, 512))
-    assert not _thumbnail_is_costly(one_level, (0, 0, 65535, 65535))  # a whole slide needs the overview
-    assert not _thumbnail_is_costly(source([(65535, 65535), (1024, 1024)]), (0, 0, 512, 512))  # has a small level
-    assert not _thumbnail_is_costly(SimpleNamespace(level0_shape_rc=(9, 9)), (0, 0, 1, 1))  # an array
+    assert thumbnail_is_costly(one_level, (0, 0, 512, 512))
+    assert not thumbnail_is_costly(one_level, (0, 0, 65535, 65535))  # a whole slide needs the overview
+    assert not thumbnail_is_costly(source([(65535, 65535), (1024, 1024)]), (0, 0, 512, 512))  # has a small level
+    assert not thumbnail_is_costly(SimpleNamespace(level0_shape_rc=(9, 9)), (0, 0, 1, 1))  # an array
 
 
 def test_job_key_tells_tilings_apart():
