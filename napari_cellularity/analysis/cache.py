@@ -26,9 +26,11 @@ def analysis_cache_root() -> Path:
     return user_data_dir() / "cache" / "analyses"
 
 
-def analysis_store_dir(image_name: str, box: Level0Box, model_ref: str, tta: bool, precision: str = "auto") -> Path:
+def analysis_store_dir(image_name: str, box: Level0Box, model_ref: str, tta: bool, precision: str = "auto",
+                       stain_norm: bool = False) -> Path:
     """Cache folder of one big analysis (same image, region, model and settings -> same folder)."""
     key = f"{image_name}|{box.row0},{box.col0},{box.rows},{box.cols}|{model_ref}|{bool(tta)}|{precision}"
+    key += "|stain-norm" if stain_norm else ''  # keeps the folders of earlier analyses
     return analysis_cache_root() / hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 

@@ -52,6 +52,9 @@ class AnalysisSettings:
         Tiles per forward pass.
     tta : bool
         8-fold flip / rotation test-time augmentation.
+    stain_norm : bool
+        Reinhard colour normalisation to the model's recorded training reference (measured: no gain on
+        the checks, so off by default; see the model card).
     precision : {"auto", "fp32"}
         Network precision (see :func:`~napari_cellularity.inference.predict.predict_region`).
     cellularity_model : str or None
@@ -62,6 +65,7 @@ class AnalysisSettings:
     device: str = "auto"
     batch_size: int = 4
     tta: bool = False
+    stain_norm: bool = False
     precision: str = "auto"
     cellularity_model: str | None = None
 
@@ -129,7 +133,7 @@ def _store_path(store_dir: Path | None, image_name: str, box: Level0Box, config:
     """Where a big region's maps go: ``store_dir/masks.zarr``, else the analysis cache."""
     if store_dir is not None:
         return Path(store_dir) / "masks.zarr"
-    folder = analysis_store_dir(image_name, box, config.ref, settings.tta, settings.precision)
+    folder = analysis_store_dir(image_name, box, config.ref, settings.tta, settings.precision, settings.stain_norm)
     clean_analysis_cache(keep=KEEP_CACHED_ANALYSES - 1, exclude=folder)
     folder.mkdir(parents=True, exist_ok=True)
     folder.touch()
@@ -200,7 +204,8 @@ def analyze_region(
     store = (yield from _store_path(store_dir, image_name, box, config, settings, shape_rc)) if big else None
     pred = yield from predict_region(
         net, config, image, mpp=slide_mpp, region=(box.row0, box.col0, box.rows, box.cols),
-        device=settings.device, batch_size=settings.batch_size, tta=settings.tta, store_path=store,
+        device=settings.device, batch_size=settings.batch_size, tta=settings.tta, stain_norm=settings.stain_norm,
+        store_path=store,
         precision=settings.precision, resume=store is not None and (store_dir is None if resume is None else resume),
     )
     yield notice("detecting nuclei")

@@ -229,6 +229,7 @@ def write_result(folder: Path, slide: Any, result: RegionAnalysis, settings: Ana
         "n_cells": len(det),
         "tiles": {"total": pred.n_tiles, "skipped_background": pred.n_skipped, "batch_size": pred.batch_size},
         "tta": bool(settings.tta),
+        "stain_norm": bool(settings.stain_norm),
         "notices": list(pred.notices),
         "timings_s": {**timings, "write_s": round(write_s, 3)},
         "outputs": {"cells": "cells.csv", "cells_geojson": "cells.geojson", "masks": masks, "labels": "labels.tif", "overlay": "overlay.png"},
@@ -249,7 +250,8 @@ def _provenance(slide: Any, result: RegionAnalysis, settings: AnalysisSettings) 
             "model": config.ref, "weights_sha256": getattr(config, "hashes", {}).get("weights_sha256", ""),
             "slide": str(slide.info.path), "slide_mpp": slide.mpp, "region_level0_xywh": [c, r, w, h],
             "model_mpp": float(config.mpp), "level0_per_px": float(pred.level0_per_px),
-            "precision": pred.precision, "tta": bool(settings.tta), "device": pred.device}
+            "precision": pred.precision, "tta": bool(settings.tta), "stain_norm": bool(settings.stain_norm),
+            "device": pred.device}
 
 
 def _write_overlay(path: Path, slide: Any, pred: Any, colors: dict[str, str], points0: np.ndarray,

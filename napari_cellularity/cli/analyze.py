@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mpp", type=mpp_arg, default=None, help="level-0 µm/px when the file does not record it")
     parser.add_argument("--roi", type=roi_arg, default=None, help="X,Y,W,H region in level-0 pixels (x = column)")
     parser.add_argument("--tta", action="store_true", help="8-fold flip/rotation test-time augmentation")
+    parser.add_argument("--stain-norm", action="store_true",
+                        help="Reinhard colour normalisation to the model's recorded training reference "
+                             "(off by default: it did not improve the measured checks; see MODEL_CARD.md)")
     parser.add_argument("--batch-size", type=int_range(1, 1024, "batch size"), default=4, help="tiles per forward pass (default 4)")
     parser.add_argument("--cellularity-model", default=None, help="cellularity regressor NAME[@VERSION]")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
@@ -102,12 +105,17 @@ def run(args: argparse.Namespace) -> int:
 
     _check_out(args.out)
     settings = AnalysisSettings(model_ref=args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
-                                precision=args.precision, cellularity_model=args.cellularity_model)
+                                stain_norm=args.stain_norm, precision=args.precision,
+                                cellularity_model=args.cellularity_model)
     roi = parse_roi(args.roi)
     with warnings.catch_warnings(record=True) as caught:  # broken model configs: one line each
         warnings.simplefilter("always")
         model = load_model(args.model, args.device)
         load_regressor(args.cellularity_model)  # an unknown regressor fails before any input is read
+        if args.stain_norm:  # a model without a recorded reference fails before any input is read
+            from ..inference.stain import model_reference
+
+            model_reference(model[1])
     for message in dict.fromkeys(str(w.message) for w in caught):
         print(f"warning: {message}", file=sys.stderr)
     if _is_cohort(args):

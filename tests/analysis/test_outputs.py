@@ -262,3 +262,30 @@ def test_interrupted_big_analysis_resumes_to_identical_outputs(tmp_path, tiny_mo
         np.testing.assert_array_equal(ref[level][:], out[level][:])
     assert (tmp_path / "ref/big/cells.csv").read_bytes() == (tmp_path / "out/big/cells.csv").read_bytes()
     assert not [p.name for p in (tmp_path / "out").iterdir() if p.name.startswith(".") and "lock" not in p.name]
+
+
+def test_cli_stain_norm_needs_a_reference_and_is_recorded(tmp_path, tiny_model, user_home, capsys):
+    """--stain-norm: refused before any input when the model records no reference; recorded when used."""
+    import torch
+
+    from napari_cellularity.models.config import SegmentationConfig
+    from napari_cellularity.models.fpn import build_network
+    from napari_cellularity.models.registry import save_segmentation_model
+
+    from ..conftest import TINY_ARCH
+
+    src = _png(tmp_path / "a.png")
+    rc = main(["analyze", str(src), "--out", str(tmp_path / "o"), "--mpp", "0.5", "--model", tiny_model,
+               "--stain-norm"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "records no stain reference" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "a").exists()
+    torch.manual_seed(0)
+    reference = {"method": "reinhard", "lab_mean": [60.0, 20.0, -10.0], "lab_std": [15.0, 8.0, 6.0]}
+    config = SegmentationConfig(name="tiny-ref", architecture=dict(TINY_ARCH), tile_size_px=64,
+                                training={"stain_reference": reference})
+    save_segmentation_model(build_network(config), config)
+    rc = main(["analyze", str(src), "--out", str(tmp_path / "o"), "--mpp", "0.5", "--model", config.ref,
+               "--stain-norm", "--batch-size", "2"])
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "a" / "summary.json").read_text())["stain_norm"] is True
