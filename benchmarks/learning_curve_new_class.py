@@ -181,6 +181,7 @@ def run_one(args, variant: str, n: int, seed: int, train: list[PointImage], val:
         "taught_f1": tuned[TAUGHT],
         "delta": {c: tuned[c] - base_scores[c] for c in ("malignant", "lymphocyte")},
         "guard": {k: result.guard.get(k) for k in ("candidate", "reasons")},
+        "class_gain": dict(cfg.detection.get("class_gain") or {}),
         "settings": {k: v for k, v in vars(settings).items() if k not in ("models_dir", "run_dir")},
     }
 

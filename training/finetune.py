@@ -1,20 +1,17 @@
 """Fine-tune a registered segmentation model on new point annotations (the Retrain widget's engine).
 
-Recipe: load the base model from the registry, hold out a patient- / region-disjoint share of
-the NEW points for validation (a held-out stripe when there is one image), evaluate the base
-model on it, train a few hundred steps at a low learning rate (5e-5 -> 1e-5, a tenth of the
-paper's 1e-4 start; Rakhlin et al., section 4) on the new points mixed with replay tiles of the
-original data, evaluate again, and save a NEW version in the user registry with
-``parent = <base ref>``, a description of the data and the before / after metrics. Nothing is
-saved when the run is cancelled or fails; the base model is never modified. The before / after guard
-(:mod:`training.finetune_guard`, per class, on the held-back points and a fixed replay set) marks
-a version worse than its base as a *candidate*: saved, never the default nor auto-selected.
+Recipe: load the base model from the registry, hold out a patient- / region-disjoint share of the NEW
+points, score the base model on it, train (:class:`FinetuneSettings`: partial labels, head only by
+default) on the new points mixed with replay tiles of the original data when given, score again, and
+save a NEW version in the user registry with ``parent = <base ref>``, a description of the data and the
+before / after metrics. Nothing is saved when the run is cancelled or fails; the base model is never
+modified. The before / after guard (:mod:`training.finetune_guard`) marks a version worse than its base
+as a *candidate*: saved, never the default nor auto-selected. A class the base never learned is taught
+with the steps of :mod:`training.new_class`. The "after" score is measured once, on the final weights
+(unless ``val_every`` asks for intermediate evaluations, which then select the best).
 
-The "after" score is measured once, on the final weights, so it is not tuned to the held-out
-points (unless ``val_every`` asks for intermediate evaluations, which then select the best).
-
-Settings: :class:`FinetuneSettings`. Command line: ``napari-cellularity train finetune --base NAME
---data folder=PATH [--steps N] [--replay brca_m2c=../shared/data/brca_m2c:train]``
+Command line: ``napari-cellularity train finetune --base NAME --data folder=PATH [--steps N]
+[--replay brca_m2c=../shared/data/brca_m2c:train]``
 """
 
 from __future__ import annotations
@@ -30,6 +27,7 @@ from pathlib import Path
 from napari_cellularity.annotations.point_images import PointImage
 from napari_cellularity.progress import Progress, drain
 
+from . import new_class
 from .finetune_data import (  # noqa: F401 - check_items, count_points_on_glass: re-exported
     FinetuneCancelled,
     FinetuneError,
@@ -51,13 +49,12 @@ class FinetuneSettings:
 
     Attributes
     ----------
-    steps : int
-        Optimisation steps (>= 1).
+    steps, seed : int
+        Optimisation steps (>= 1); random seed.
     replay_ratio : float
         Share of the training area taken from replay tiles of the original data, in [0, 1).
     val_fraction : float
         Share of the new points held out for the before / after scores, in (0, 1).
-    seed : int
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
     run_dir : str or Path or None
@@ -70,10 +67,8 @@ class FinetuneSettings:
         Learning rate at the first and the last step (exponential decay).
     val_every : int or None
         Validate every this many steps (``None``: once, at the end).
-    name : str or None
-        Name of the new model (``None``: the base name, next version).
-    models_dir : str or Path or None
-        Where to save (``None``: the user models folder).
+    name, models_dir : str or None, str or Path or None
+        Name of the new model (``None``: the base name, next version); where to save (``None``: the user folder).
     precision : str
         ``"auto"`` trains under bfloat16 autocast on CPUs with native BF16 (fp32 master weights;
         2.3x faster steps on this project's CPU) and CUDA autocast on a GPU; ``"fp32"`` turns
@@ -84,7 +79,7 @@ class FinetuneSettings:
         (self-distillation); ``False``: every unlabelled pixel is a negative for every class.
     pseudo_pos, pseudo_neg : float
         The base model's probability at or above which a pixel is a confident positive, at or below
-        which a confident negative (pseudo-labels); in between it is not supervised.
+        which a confident negative (pseudo-labels).
     pseudo_other : float or None
         A class the base model does not know (e.g. ``normal``) is negative where the base sees a
         nucleus of a class it knows at this probability; ``None``: it gets no gradient outside the
@@ -107,6 +102,15 @@ class FinetuneSettings:
     time_budget_s : float
         Stop training after this many seconds even if ``steps`` are not done (0 = no limit); the
         learning-rate schedule follows the larger of the step and the time fraction.
+    train_channels : str
+        ``"all"``, or ``"new"``: only the reset channels are supervised (:func:`training.new_class.restrict`);
+        with ``trainable="head"`` the other channels' maps stay exactly the base model's (their output
+        rows get zero gradient; replay tiles are then not used). Needs ``partial_labels``.
+    new_pos_weight : float
+        Weight of a reset channel's positive pixels after balancing (< 1 trades recall for precision).
+    tune_new_gain : bool
+        Choose the reset channel's ``detection.class_gain`` on the user's clicks
+        (:func:`training.new_class.choose_class_gain`) and store it in the new model's config.
 
     Raises
     ------
@@ -139,6 +143,9 @@ class FinetuneSettings:
     head_lr_scale: float = 10.0
     stain_negatives: bool = True
     time_budget_s: float = 240.0
+    train_channels: str = "all"
+    new_pos_weight: float = 1.0
+    tune_new_gain: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -160,6 +167,9 @@ class FinetuneSettings:
         if not 0.0 <= self.point_crop_frac <= 1.0 or self.time_budget_s < 0:
             raise FinetuneError(f"point_crop_frac must be in [0, 1] and time_budget_s >= 0, got "
                                 f"{self.point_crop_frac}, {self.time_budget_s}")
+        if self.train_channels not in ("all", "new") or self.new_pos_weight <= 0:
+            raise FinetuneError(f"train_channels must be all or new and new_pos_weight positive, got "
+                                f"{self.train_channels!r}, {self.new_pos_weight}")
 
 
 @dataclass
@@ -282,11 +292,15 @@ def iter_finetune(
                    data={"metrics": before})
     n_new = desc["n_train_images"]
     partial = [i < n_new for i in range(len(train))] if ft.partial_labels else None
-    pseudo = None
+    pseudo, new = None, []
     if ft.partial_labels:
-        pseudo = _pseudo_labels(net, train[:n_new], base, dev, ft) + [None] * (len(train) - n_new)
+        pseudo = new_class.pseudo_labels(net, train[:n_new], base, dev, ft) + [None] * (len(train) - n_new)
         desc["pseudo_labels"] = {"known_channels": list(pseudo[0].known) if pseudo else [],
                                  "pos": ft.pseudo_pos, "neg": ft.pseudo_neg, "other": ft.pseudo_other}
+        new = new_class.new_channels(counts, pseudo[:n_new])
+        if ft.train_channels == "new" and new:  # the other rows untouched: replay would train them
+            train, partial, pseudo = train[:n_new], partial[:n_new], new_class.restrict(pseudo[:n_new], new)
+            desc["trained_channels"] = new
     settings = TrainSettings(steps=ft.steps, batch_size=ft.batch_size, crop_px=ft.crop_px, lr_start=ft.lr[0],
                              lr_end=ft.lr[1], val_every=ft.val_every or ft.steps, patience_evals=10**9, seed=ft.seed,
                              detection_thresholds=(thr,), freeze_bn=True, cpu_bf16=cpu_bf16,
@@ -294,12 +308,9 @@ def iter_finetune(
                              stain_negatives=ft.stain_negatives and ft.partial_labels,
                              time_budget_s=ft.time_budget_s, extra={"finetune_of": base.ref})
     init_state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    if pseudo and ft.reset_new_channels:
+    if new and ft.reset_new_channels:  # channels that never fire; a weakly known class keeps its weights
         from .partial_labels import reset_head_channels
 
-        # only channels that never fire (below pseudo_neg on every new image): a weakly known class keeps its weights
-        firing = set(pseudo[0].firing)
-        new = [c for c, k in counts.items() if k and c not in pseudo[0].known and c not in firing]
         desc["reset_channels"] = reset_head_channels(init_state, base.class_names, new)
     cfg = _new_config(base, ft.name, settings, desc, counts, before)
     del net
@@ -322,6 +333,11 @@ def iter_finetune(
             raise FinetuneCancelled(f"fine-tuning cancelled at step {last_step} of {ft.steps}; no model was saved")
         tuned, best = load_best(rdir, cfg, "cpu")
     after = best.get("metrics", {})
+    if ft.tune_new_gain and new:
+        gains = {c: new_class.choose_class_gain(tuned.to(dev), train[:n_new] + val, cfg, dev, c) for c in new}
+        cfg.detection["class_gain"] = {**(cfg.detection.get("class_gain") or {}), **{c: g for c, (g, _) in gains.items()}}
+        cfg.training["finetune"]["class_gain_scores"] = {c: sc for c, (_, sc) in gains.items()}
+        after = evaluate_segmentation(tuned, val, cfg, dev, thresholds=(thr,))
     replay_after = evaluate_segmentation(tuned.to(dev), check, cfg, dev, thresholds=(thr,)) if check else None
     guard = judge(before, after, thr, replay_before=replay_before, replay_after=replay_after).to_dict()
     cfg.metrics["finetune"].update(after=json_safe(after), after_step=best.get("step"),
@@ -333,18 +349,6 @@ def iter_finetune(
     yield Progress("stage", ft.steps, ft.steps, f"saved {cfg.ref}" + (" (candidate)" if guard["candidate"] else ""),
                    stage="saved", data={"ref": cfg.ref, "config_path": str(path), "guard": guard, **result.summary()})
     return result
-
-
-def _pseudo_labels(net, items: list[PointImage], base, dev, ft: FinetuneSettings) -> list:
-    """The base model's maps on each new training image (at its mpp) as :class:`PseudoLabels`."""
-    from napari_cellularity.annotations.point_images import resample
-
-    from .partial_labels import PseudoLabels, known_channels, predict_maps
-
-    maps = [predict_maps(net, resample(it, base.mpp).image, base, dev) for it in items]
-    known = known_channels(maps, base.class_names, ft.pseudo_pos)
-    firing = known_channels(maps, base.class_names, ft.pseudo_neg)
-    return [PseudoLabels(m, known, ft.pseudo_pos, ft.pseudo_neg, ft.pseudo_other, firing=firing) for m in maps]
 
 
 def _history_record(rec: Progress) -> dict:
@@ -375,10 +379,8 @@ def finetune(
         :class:`FinetuneSettings` (default: ``FinetuneSettings()``).
     replay_items
         Original training data mixed in as replay tiles.
-    should_stop
-        Polled every step; True cancels.
-    progress
-        Called with every record :func:`iter_finetune` yields.
+    should_stop, progress
+        Polled every step (True cancels); called with every record :func:`iter_finetune` yields.
 
     Returns
     -------

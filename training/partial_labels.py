@@ -73,10 +73,17 @@ class PseudoLabels:
     balance_new: bool = True
     #: Channels that reach ``neg`` somewhere (weakly known); the others never fire and may be reset.
     firing: tuple[str, ...] = ()
+    #: Supervise only these channels (``None``: all): with the rest of the network frozen, the other
+    #: channels' output rows get exactly zero gradient, so their maps stay the base model's.
+    only: tuple[str, ...] | None = None
+    #: Weight of an unknown cell-class channel's positive pixels after balancing (< 1: fewer false positives).
+    new_pos_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.neg < self.pos <= 1.0:
             raise ValueError(f"pseudo-label thresholds need 0 <= neg < pos <= 1, got neg={self.neg}, pos={self.pos}")
+        if self.new_pos_weight <= 0:
+            raise ValueError(f"new_pos_weight must be positive, got {self.new_pos_weight}")
 
     def as_float(self) -> np.ndarray:
         p = np.asarray(self.probs)
@@ -164,10 +171,14 @@ def render_partial_targets(
             if name in CELL_CLASSES or name == OTHER_CLASS:
                 free = no_nucleus & (mask[k] == 0)
                 target[k][free], mask[k][free] = 0.0, 1.0
-    if pseudo is not None and pseudo.balance_new:
+    if pseudo is not None:
         for k, name in enumerate(class_names):
             if (name in CELL_CLASSES or name == OTHER_CLASS) and name not in pseudo.known:
-                balance_channel(target[k], mask[k])
+                if pseudo.balance_new:
+                    balance_channel(target[k], mask[k])
+                mask[k][target[k] >= 0.5] *= pseudo.new_pos_weight
+            if pseudo.only is not None and name not in pseudo.only:
+                mask[k] = 0.0
     return target, mask
 
 
