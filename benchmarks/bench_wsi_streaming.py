@@ -173,6 +173,7 @@ def _run_child(mode: str, slide: Path, args, store: str = "", resume: bool = Fal
             if done >= kill_at * total:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+                tiles += sum(rest.startswith("TILE") for rest in proc.stdout)  # reported before it died
                 return {"killed_after_tiles": done, "tiles_predicted": tiles, "of": total, "wall_s": time.perf_counter() - t0,
                         "cpu_s": round(_children_cpu_s() - cpu0, 2), "load_avg": _load()}
         elif line.startswith("RESULT"):
