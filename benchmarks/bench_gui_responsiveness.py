@@ -24,7 +24,19 @@ What it does, in one ``napari.Viewer(show=True)`` with the Analyze dock (threade
    and the status line says what failed.
 
 Event-loop latency is measured with a ``QTimer`` firing every 10 ms: the gaps between its
-ticks (p50 / p95 / max) are how long the GUI thread was busy. Each camera step is timed as
+ticks (p50 / p95 / max) are how long the GUI thread was busy. On a loaded machine a wall gap also
+counts the time the GUI thread waited for a CPU, so every tick also reads ``time.thread_time()`` on
+the GUI thread: ``tick_gap_gui_cpu`` is the GUI thread's own CPU per gap (load-independent: ours,
+napari's, vispy's GL calls). From Linux ``schedstat`` each tick also reads the GUI thread's run-queue
+wait (``tick_gap_gui_runqueue_wait``: runnable, waiting for a CPU, i.e. the machine's load) and the
+CPU and run-queue wait of Mesa's software-GL rasteriser threads (``tick_gap_gl_threads_cpu`` /
+``_runqueue_wait``, threads ``llvmpipe-N``, summed: the draw's pixels are filled there, not on the GUI
+thread). ``worst_gaps`` lists the longest gaps with
+their wall ms, these three parts and the calls that overlapped them (``calls``: name, wall ms, CPU ms; ``ours_cpu_ms``
+sums our callbacks, i.e. everything but the benchmark's camera steps). ``callbacks`` aggregates our
+GUI-thread callbacks (the worker's ``_on_yield`` / ``_on_return``, each call the widget queues on its
+``GuiQueue``, the activity bar's flush, the Run click) by name; ``headline`` collects the numbers for
+an issue note. Each camera step is timed as
 ``camera.zoom``/``camera.center`` assignment + ``QApplication.processEvents()`` (the redraw).
 ``click_to_first_tile_s`` is from the Run click to the first painted tile.
 
@@ -88,35 +100,134 @@ def _stats_ms(values_s: list[float]) -> dict[str, float]:
 
 @dataclass
 class Probe:
-    """Records QTimer tick gaps, camera-step timings and yielded-callback timings."""
+    """Records QTimer ticks, camera steps and our GUI-thread callbacks, each with GUI-thread CPU time.
+
+    Every record is taken on the GUI thread, so ``time.thread_time()`` there is the GUI thread's own
+    CPU time: a gap's CPU delta is the work the GUI thread did in it (ours, napari's, the software-GL
+    draw), its wall length minus that is waiting (the machine's load, the GIL, the X server).
+    """
 
     viewer: Any
     ticks: list[float] = field(default_factory=list)
+    #: per tick: GUI-thread CPU s, its run-queue wait s (waiting for a CPU), the GL threads' CPU s and wait s
+    tick_cpu: list[tuple[float, float, float, float]] = field(default_factory=list)
     camera_s: list[float] = field(default_factory=list)
+    #: (name, start, end, GUI-thread CPU s) of each callback of ours and each camera step
+    calls: list[tuple[str, float, float, float]] = field(default_factory=list)
     step: int = 0
+    gl_tids: list[str] = field(default_factory=lambda: thread_ids_named("llvmpipe"))
 
     def tick(self) -> None:
         self.ticks.append(time.perf_counter())
+        wait = schedstat_s("/proc/thread-self/schedstat")[1]
+        gl = [schedstat_s(f"/proc/self/task/{tid}/schedstat") for tid in self.gl_tids]
+        self.tick_cpu.append((time.thread_time(), wait, sum(g[0] for g in gl), sum(g[1] for g in gl)))
 
     def reset(self) -> None:
-        self.ticks, self.camera_s = [], []
+        self.ticks, self.tick_cpu, self.camera_s, self.calls = [], [], [], []
+
+    def gap_parts_ms(self, i: int) -> dict[str, float]:
+        """Gap ``i`` (tick i to i + 1) split: GUI-thread CPU and its wait for a CPU, the GL threads' (summed)."""
+        keys = ("gui_cpu_ms", "gui_runqueue_wait_ms", "gl_threads_cpu_ms", "gl_threads_runqueue_wait_ms")
+        return {k: round((b - a) * 1e3, 1) for k, a, b in zip(keys, self.tick_cpu[i], self.tick_cpu[i + 1], strict=True)}
+
+    def timed(self, name: str, fn: Any) -> Any:
+        """``fn`` wrapped to record its wall and GUI-thread CPU time in :attr:`calls` (call it on the GUI thread)."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            t0, c0 = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.calls.append((name, t0, time.perf_counter(), time.thread_time() - c0))
+
+        return call
 
     def camera_step(self, app: Any) -> None:
         """One programmatic pan or zoom, then process events (incl. the redraw); timed."""
         cam = viewer_camera(self.viewer)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         if self.step % 2:
             cam.zoom = cam.zoom * (1.1 if self.step % 4 == 1 else 1 / 1.1)
         else:
             dy = 20.0 if self.step % 4 == 0 else -20.0
             cam.center = (cam.center[-2] + dy, cam.center[-1] - dy)
         app.processEvents()
-        self.camera_s.append(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        self.camera_s.append(t1 - t0)
+        self.calls.append(("camera_step+processEvents", t0, t1, time.thread_time() - c0))
         self.step += 1
 
-    def summary(self) -> dict[str, Any]:
+    def worst_gaps(self, origin: float, n: int = 5) -> list[dict[str, Any]]:
+        """The ``n`` longest event-loop gaps: wall, GUI-thread CPU, and the calls that overlapped them.
+
+        ``ours`` lists the callbacks overlapping the gap with their own wall / CPU ms (a camera step
+        runs nested event processing, so our callbacks can run inside it and appear in both).
+        """
+        wall = np.diff(self.ticks) if len(self.ticks) > 1 else np.zeros(0)
+        out = []
+        for i in np.argsort(-wall)[:n]:
+            t0, t1 = self.ticks[i], self.ticks[i + 1]
+            inside = [c for c in self.calls if c[1] < t1 and c[2] > t0]
+            out.append({
+                "at_s": round(t0 - origin, 2), "wall_ms": round(float(wall[i]) * 1e3, 1), **self.gap_parts_ms(i),
+                "ours_cpu_ms": round(sum(c[3] for c in inside if not c[0].startswith("camera")) * 1e3, 1),
+                "calls": [[c[0], round((c[2] - c[1]) * 1e3, 1), round(c[3] * 1e3, 1)] for c in inside][:8],
+            })
+        return out
+
+    def callbacks(self) -> dict[str, dict[str, float]]:
+        """Per callback name: count, total and longest wall / GUI-thread CPU ms."""
+        out: dict[str, dict[str, float]] = {}
+        for name, t0, t1, cpu in self.calls:
+            agg = out.setdefault(name, {"n": 0, "wall_ms": 0.0, "cpu_ms": 0.0, "max_wall_ms": 0.0, "max_cpu_ms": 0.0})
+            agg["n"] += 1
+            agg["wall_ms"] = round(agg["wall_ms"] + (t1 - t0) * 1e3, 1)
+            agg["cpu_ms"] = round(agg["cpu_ms"] + cpu * 1e3, 1)
+            agg["max_wall_ms"] = round(max(agg["max_wall_ms"], (t1 - t0) * 1e3), 1)
+            agg["max_cpu_ms"] = round(max(agg["max_cpu_ms"], cpu * 1e3), 1)
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["max_cpu_ms"]))
+
+    def summary(self, origin: float | None = None) -> dict[str, Any]:
         gaps = list(np.diff(self.ticks)) if len(self.ticks) > 1 else []
-        return {"tick_gap": _stats_ms(gaps), "camera_step": _stats_ms(self.camera_s)}
+        parts = np.diff(np.asarray(self.tick_cpu).reshape(-1, 4), axis=0)
+        out = {"tick_gap": _stats_ms(gaps), "tick_gap_gui_cpu": _stats_ms(list(parts[:, 0])),
+               "tick_gap_gui_runqueue_wait": _stats_ms(list(parts[:, 1])),
+               "tick_gap_gl_threads_cpu": _stats_ms(list(parts[:, 2])),
+               "tick_gap_gl_threads_runqueue_wait": _stats_ms(list(parts[:, 3])),
+               "gl_threads": len(self.gl_tids), "camera_step": _stats_ms(self.camera_s)}
+        if origin is not None:
+            out["worst_gaps"] = self.worst_gaps(origin)
+            out["callbacks"] = self.callbacks()
+        return out
+
+
+def schedstat_s(path: str) -> tuple[float, float]:
+    """A thread's Linux ``schedstat``: seconds on a CPU, seconds runnable but waiting for one (the
+    machine's load); zeros where the kernel does not provide it."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            on_cpu, waiting = fh.read().split()[:2]
+        return int(on_cpu) * 1e-9, int(waiting) * 1e-9
+    except (OSError, ValueError):
+        return 0.0, 0.0
+
+
+def thread_ids_named(prefix: str) -> list[str]:
+    """Ids of this process's threads whose name starts with ``prefix`` (Mesa's software GL: ``llvmpipe-N``)."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return []
+    out = []
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm", encoding="ascii") as fh:
+                if fh.read().startswith(prefix):
+                    out.append(tid)
+        except OSError:
+            continue
+    return out
 
 
 def thread_cpu_s(native_id: int | None) -> float | None:
@@ -250,13 +361,44 @@ def pump(app: Any, probe: Probe, until: Any, timeout_s: float, camera_every_s: f
     return time.perf_counter() - t0
 
 
-def instrument(widget: Any, cancel_after: int | None = None) -> dict[str, list]:
-    """Wrap the widget's yielded callback to time it on the GUI thread and log progress/ETA."""
+def _call_name(fn: Any, args: tuple) -> str:
+    """``_paint(malignant)``, ``show_points(lymphocyte)``: a queued call's function and its class argument."""
+    inner = getattr(fn, "func", fn)  # functools.partial
+    name = getattr(inner, "__name__", type(inner).__name__)
+    strings = [a for a in (*getattr(fn, "args", ()), *args) if isinstance(a, str)]
+    strings += [a[0] for a in args if isinstance(a, tuple) and len(a) == 1 and isinstance(a[0], str)]
+    return f"{name}({strings[0]})" if strings else name
+
+
+def instrument_gui_thread(widget: Any, probe: Probe) -> None:
+    """Time (wall + GUI-thread CPU) every call the widget queues on its GuiQueue, and the activity bar's flush.
+
+    Patched once per process; an older ``--package-dir`` without these parts is measured without them.
+    """
+    gui = getattr(widget, "gui", None)
+    if gui is not None and not getattr(gui, "_bench_timed", False):
+        add = gui.add
+        gui.add = lambda fn, *args: add(probe.timed(_call_name(fn, args), fn), *args)
+        gui._bench_timed = True
+    try:
+        from napari_cellularity.widgets._activity import ActivityBar
+    except ImportError:
+        return
+    if not getattr(ActivityBar.flush, "_bench_timed", False):
+        flush = ActivityBar.flush
+        timed_flush = lambda self: probe.timed("ActivityBar.flush", flush)(self)  # noqa: E731
+        timed_flush._bench_timed = True
+        ActivityBar.flush = timed_flush
+
+
+def instrument(widget: Any, probe: Probe, cancel_after: int | None = None) -> dict[str, list]:
+    """Wrap the widget's worker callbacks to time them on the GUI thread (wall + CPU) and log progress/ETA."""
     log: dict[str, list] = {"on_yield_s": [], "progress": [], "status": []}
+    instrument_gui_thread(widget, probe)
 
     def timed(record: Any) -> None:
         t0 = time.perf_counter()
-        original(record)
+        probe.timed(f"_on_yield({getattr(record, 'kind', '?')})", original)(record)
         log["on_yield_s"].append(time.perf_counter() - t0)
         log["progress"].append(widget.progress.value())
         log["status"].append(widget.status.text())
@@ -278,7 +420,7 @@ def instrument(widget: Any, cancel_after: int | None = None) -> dict[str, list]:
 
     def timed_return(result: Any) -> None:
         t0 = time.perf_counter()
-        original_return(result)
+        probe.timed("_on_return", original_return)(result)
         log["on_return_s"] = [time.perf_counter() - t0]
 
     widget._on_yield = timed  # run() looks the bound methods up at click time
@@ -289,11 +431,11 @@ def instrument(widget: Any, cancel_after: int | None = None) -> dict[str, list]:
 def run_phase(app, probe, widget, timeout_s: float, cancel_after: int | None = None,
               sampler: StallSampler | None = None, imports: ImportLog | None = None) -> dict[str, Any]:
     """Click Run, keep panning/zooming until the worker finishes; optionally click Cancel."""
-    log = instrument(widget, cancel_after)
+    log = instrument(widget, probe, cancel_after)
     probe.reset()
     cpu_start = thread_cpu_s(threading.main_thread().native_id)
     t_click = time.perf_counter()
-    widget.run_button.click()
+    probe.timed("run (the click)", widget.run_button.click)()
     click_return_s = time.perf_counter() - t_click
     for name in ("returned", "errored", "aborted", "finished"):
         sig = getattr(widget.worker, name, None)
@@ -314,7 +456,7 @@ def run_phase(app, probe, widget, timeout_s: float, cancel_after: int | None = N
         "on_yield_total_s": round(float(sum(log["on_yield_s"])), 2),
         "on_return_ms": [round(v * 1e3, 1) for v in log.get("on_return_s", [])],
         "progress_values_seen": sorted(set(log["progress"]))[-3:], "distinct_etas": len(set(etas)),
-        "final_status": widget.status.text(), **probe.summary(),
+        "final_status": widget.status.text(), **probe.summary(t_click),
         "gui_thread_cpu_s": round(thread_cpu_s(threading.main_thread().native_id) - cpu_start, 2),
         "load_average": os.getloadavg(),
     }
@@ -378,6 +520,21 @@ def error_phase(app, probe, widget, timeout_s: float) -> dict[str, Any]:
     finally:
         widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
     return {"notifications": seen[-2:], "final_status": out["final_status"], "wall_s": out["wall_s"]}
+
+
+def headline(phase: dict[str, Any]) -> dict[str, Any]:
+    """The numbers an issue note needs: longest gap (wall) and the GUI thread's CPU in it, gaps > 250 ms
+    by wall and by GUI-thread CPU, the largest GUI-thread CPU of any gap, and our costliest callback."""
+    worst = (phase.get("worst_gaps") or [{}])[0]
+    ours = next(iter((phase.get("callbacks") or {}).items()), None)
+    return {"longest_gap_ms": worst.get("wall_ms"), "its_gui_cpu_ms": worst.get("gui_cpu_ms"),
+            "its_gui_runqueue_wait_ms": worst.get("gui_runqueue_wait_ms"),
+            "its_gl_threads_cpu_ms": worst.get("gl_threads_cpu_ms"), "its_ours_cpu_ms": worst.get("ours_cpu_ms"),
+            "gaps_over_250ms": phase["tick_gap"].get("over_250ms"),
+            "max_gap_gui_cpu_ms": phase["tick_gap_gui_cpu"].get("max_ms"),
+            "gaps_gui_cpu_over_250ms": phase["tick_gap_gui_cpu"].get("over_250ms"),
+            "costliest_callback": None if ours is None else [ours[0], ours[1]["max_cpu_ms"]],
+            "load_average": phase.get("load_average")}
 
 
 def _use_package_dir(path: str) -> None:
@@ -456,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
                                "load_average_start": os.getloadavg()}
     t_idle = time.perf_counter()
     pump(app, probe, lambda: time.perf_counter() - t_idle > 3.0, 10.0)
-    results["idle"] = probe.summary()
+    results["idle"] = probe.summary(t_idle)
     print(f"idle: {results['idle']}", file=sys.stderr, flush=True)
     sampler, imports = (StallSampler(probe) if args.sample_stalls else None), ImportLog()
     if sampler is not None:
@@ -477,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     probe.reset()  # the same pan/zoom with the result layers shown and no job: the drawing baseline
     t_idle = time.perf_counter()
     pump(app, probe, lambda: time.perf_counter() - t_idle > 3.0, 10.0)
-    results["idle_with_results"] = {**probe.summary(), "load_average": os.getloadavg()}
+    results["idle_with_results"] = {**probe.summary(t_idle), "load_average": os.getloadavg()}
     print(f"idle with results: {results['idle_with_results']}", file=sys.stderr, flush=True)
     if "warm" not in args.skip:
         results["run_warm"] = run_phase(app, probe, widget, args.timeout, sampler=sampler)
@@ -491,6 +648,9 @@ def main(argv: list[str] | None = None) -> int:
     results["load_average_end"] = os.getloadavg()
     runs = [results[k] for k in ("run_cold", "run_warm") if k in results]
     results["max_gap_ms_during_runs"] = max(r["tick_gap"].get("max_ms", 0.0) for r in runs)
+    results["headline"] = {k: headline(results[k]) for k in ("idle", "run_cold", "idle_with_results", "run_warm")
+                           if k in results}
+    print(f"headline: {json.dumps(results['headline'])}", file=sys.stderr, flush=True)
     results["verdict"] = ("ok" if results["max_gap_ms_during_runs"] <= MAX_GAP_MS
                           else f"GUI stalled > {MAX_GAP_MS:.0f} ms")
     text = json.dumps(results, indent=1, default=str)
