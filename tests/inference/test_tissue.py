@@ -53,3 +53,28 @@ def test_stain_mask_separates_glass_from_stain():
 def test_bad_inputs_raise(image, mpp, method, match):
     with pytest.raises(TissueInputError, match=match):
         tissue_mask(image, mpp, method=method)
+
+
+@pytest.mark.parametrize("method", ["stain", "otsu"])
+def test_big_image_is_masked_on_a_downsampled_copy(monkeypatch, method):
+    from napari_cellularity.inference import tissue
+
+    monkeypatch.setattr(tissue, "MASK_MAX_SIDE_PX", 64)
+    rng = np.random.default_rng(3)
+    img = _he_like((256, 192), rng, box=(40, 200, 30, 150))
+    mpp = 2.0
+    mask = tissue_mask(img, mpp, method=method)
+    assert mask.shape == (256, 192) and mask.dtype == bool
+    small = tissue_mask(_lanczos(img, (64, 48)), mpp * 4, method=method)
+    np.testing.assert_array_equal(mask, np.repeat(np.repeat(small, 4, axis=0), 4, axis=1))  # each pixel: its block
+    truth = np.zeros((256, 192), bool)
+    truth[40:200, 30:150] = True
+    assert (mask & truth).sum() / (mask | truth).sum() > 0.9
+    floats = tissue_mask(img.astype(np.float32) / 255, mpp, method=method)  # 0..1 floats: the same mask
+    assert (floats == mask).mean() > 0.99
+
+
+def _lanczos(img, size_rc):
+    from napari_cellularity.io.pixels import resize_rgb
+
+    return resize_rgb(img, size_rc, method="lanczos")
