@@ -31,8 +31,8 @@ import numpy as np
 WRITE_BLOCK_COLS = 2048
 #: Attribute naming the blend of unfinished rows (see :meth:`MapStore.save_pending`).
 PENDING_KEY = "pending"
-#: Attribute recording which tiles of the grid the job predicts (tissue), reused when resumed.
-TILE_MASK_KEY = "tissue_tiles"
+#: Attribute recording which tiles of the grid the job predicts (tissue) and the batch size, reused when resumed.
+PLAN_KEY = "plan"
 #: Rows x columns of a chunk of the pending blend (all-zero chunks, beyond the tiles done, are not stored).
 PENDING_CHUNK_RC = (64, 1024)
 
@@ -159,26 +159,28 @@ class MapStore:
             return None
         return tiles_done, row, block[:-1], block[-1]
 
-    def save_tile_mask(self, keep: np.ndarray) -> None:
-        """Record which tiles the job predicts (its tissue tiles), so that a resumed job need not measure them."""
+    def save_plan(self, keep: np.ndarray, batch_size: int) -> None:
+        """Record which tiles the job predicts (its tissue tiles) and in batches of how many, so that a
+        resumed job need not measure them again and keeps its batches aligned with the first run."""
         if self.tmp_path is not None:
             import base64
 
             packed = base64.b64encode(np.packbits(np.asarray(keep, bool)).tobytes()).decode("ascii")
-            self.group.attrs[TILE_MASK_KEY] = {"n": int(len(keep)), "packed": packed}
+            self.group.attrs[PLAN_KEY] = {"n": int(len(keep)), "packed": packed, "batch_size": int(batch_size)}
 
-    def load_tile_mask(self, n_tiles: int) -> np.ndarray | None:
-        """The tiles recorded by :meth:`save_tile_mask` for a grid of ``n_tiles``, or None."""
+    def load_plan(self, n_tiles: int) -> tuple[np.ndarray, int] | None:
+        """``(tiles predicted, batch size)`` recorded by :meth:`save_plan` for a grid of ``n_tiles``, or None."""
         if self.tmp_path is None:
             return None
         import base64
 
-        record = dict(self.group.attrs).get(TILE_MASK_KEY)
+        record = dict(self.group.attrs).get(PLAN_KEY)
         try:
-            if int(record["n"]) != n_tiles:
+            batch_size = int(record["batch_size"])
+            if int(record["n"]) != n_tiles or batch_size < 1:
                 return None
             bits = np.frombuffer(base64.b64decode(record["packed"]), np.uint8)
-            return np.unpackbits(bits, count=n_tiles).astype(bool)
+            return np.unpackbits(bits, count=n_tiles).astype(bool), batch_size
         except Exception:  # noqa: BLE001 - none (a new store) or damaged: measured again
             return None
 
@@ -205,7 +207,7 @@ class MapStore:
         from ..models.config import CLASS_COLORS
 
         self._drop_pending()
-        self.group.attrs.pop(TILE_MASK_KEY, None)
+        self.group.attrs.pop(PLAN_KEY, None)
         self.group.attrs.update(attrs)
         mpp, per_px = float(attrs["mpp"]), float(attrs["level0_per_px"])
         level0_mpp = mpp / per_px

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from ..models.config import CENTRE_CHANNEL, SegmentationConfig
-from ..models.device import autocast_context, is_out_of_memory, resolve_precision, select_device
+from ..models.device import (
+    DEFAULT_BATCH_SIZE,
+    auto_batch_size,
+    autocast_context,
+    is_out_of_memory,
+    resolve_precision,
+    select_device,
+)
 from ..models.fpn import normalise_rgb
 from ..progress import Progress, drain, notice
 from .cells import points_to_level0
@@ -120,6 +127,15 @@ class _BatchRunner:
                 "not enough memory to run the network even with batch size 1 on the CPU; "
                 "close other programs or use a smaller tile size") from exc
 
+    def choose_batch(self, tile_shape_rc: tuple[int, int]) -> str | None:
+        """Set the batch size from free GPU memory (:func:`~..models.device.auto_batch_size`, probed on one
+        blank tile); returns how it was chosen, None on the CPU (which keeps its default)."""
+        if self.device.type != "cuda":
+            return None
+        self.batch_size, message = auto_batch_size(
+            self.device, lambda n: self._forward(np.zeros((n, *tile_shape_rc, 3), np.uint8)))
+        return message
+
     def run(self, tiles_uint8: np.ndarray) -> np.ndarray:
         """(N, h, w, 3) uint8 -> (N, C, h, w) float32 probabilities."""
         out, i = [], 0
@@ -144,7 +160,7 @@ def predict_region(
     mpp: float | None = None,
     region: tuple[int, int, int, int] | None = None,
     device: str | torch.device | None = "auto",
-    batch_size: int = 4,
+    batch_size: int | None = None,
     tta: bool | str = False,
     stain_norm: bool = False,
     tile_size_px: int | None = None,
@@ -168,8 +184,10 @@ def predict_region(
         Level-0 µm per pixel; overrides the slide's value, required for arrays.
     region : tuple of int, optional
         Level-0 (row, col, height, width); default the whole image.
-    batch_size : int
-        Tiles per forward pass (halved automatically on GPU out-of-memory).
+    batch_size : int, optional
+        Tiles per forward pass (halved automatically on GPU out-of-memory). None: 4 on the CPU; on CUDA chosen
+        from the free GPU memory and the memory one tile takes (at most 64; logged and yielded as a notice;
+        a resumed job keeps its first run's batch).
     tta : bool or {"none", "flips", "d4"}
         Test-time augmentation: ``True`` / ``"d4"`` averages the 8 flips / 90-degree rotations (8x slower),
         ``"flips"`` the 4 flips (4x); off by default.
@@ -214,16 +232,14 @@ def predict_region(
     keep = _tiles_with_tissue(source, grid, region, scale, skip_background) if stain_norm else None
     stain = _stain_transform(config, source, region, scale, [t for t in grid if keep[t.index]], shape) if stain_norm \
         else None
-    runner = _BatchRunner(net, select_device(device), batch_size, tta, precision, config.normalisation)
+    runner = _BatchRunner(net, select_device(device), DEFAULT_BATCH_SIZE if batch_size is None else batch_size, tta,
+                          precision, config.normalisation)
     key = _job_key(config, region, scale, grid, skip_background, (tta_mode(tta), stain and stain.key()), precision, probs_dtype,
-                   batch_size)
+                   "auto" if batch_size is None else runner.batch_size)
     outputs = MapStore(config.n_classes, shape, probs_dtype, Path(store_path) if store_path else None,
                        job_key=key, resume=resume)
-    if keep is None:  # a resumed job reuses the tiles its first run found tissue in (no thumbnail read)
-        keep = outputs.load_tile_mask(len(grid))
-    if keep is None:
-        keep = _tiles_with_tissue(source, grid, region, scale, skip_background)
-        outputs.save_tile_mask(keep)
+    keep, read_batch, batch_note = _plan(outputs, runner, keep, batch_size is None,
+                                         (source, grid, region, scale, skip_background))
     tissue_s = time.perf_counter() - t_tissue
     todo = [t for t in grid if keep[t.index]]
     acc = StripAccumulator(config.n_classes, shape, blend_window(grid.tile_shape_rc),
@@ -231,13 +247,15 @@ def predict_region(
                            start_row=outputs.rows_done)
     timings = {"tissue_s": tissue_s, "read_s": 0.0, "read_wait_s": 0.0, "network_s": 0.0, "blend_s": 0.0,
                "save_pending_s": 0.0}
-    committed, notices, read_batch = False, [], max(1, int(batch_size))
+    committed, notices = False, []
     done = _resume_point(outputs, acc, todo, read_batch)
     saved_row = acc.band_start
     try:
         yield Progress("start", done=done, total=len(todo), message=f"{len(todo)} tiles with tissue of {len(grid)}")
         if not todo:
             yield notice("no tissue found: every tile was skipped as background")
+        if batch_note:
+            yield notice(batch_note, done, len(todo))
         if done or acc.band_start:
             yield notice(f"resuming: {acc.band_start} of {shape[0]} map rows and {done} of {len(todo)} tiles were "
                          "already finished", done, len(todo))
@@ -280,6 +298,21 @@ def predict_region(
         outputs.probs, outputs.labels, tuple(config.class_names), float(config.mpp), source.level0_mpp,
         (region[0], region[1]), scale, region, len(grid), len(grid) - len(todo), str(runner.device),
         runner.batch_size, outputs.final_path, timings, notices, resolve_precision(runner.device, precision))
+
+
+def _plan(outputs: MapStore, runner: _BatchRunner, keep: np.ndarray | None, auto_batch: bool, tissue_args: tuple,
+          ) -> tuple[np.ndarray, int, str | None]:
+    """Tissue tiles and read batch of the job, with the line saying how an automatic batch was chosen: those
+    of its first run when resumed (no thumbnail read again, batches aligned with it), else measured (the
+    batch from free GPU memory when none was given) and recorded in the store."""
+    saved = outputs.load_plan(len(tissue_args[1]))
+    if saved is not None:
+        runner.batch_size = saved[1]
+        return (saved[0] if keep is None else keep), saved[1], None
+    keep = _tiles_with_tissue(*tissue_args) if keep is None else keep
+    note = runner.choose_batch(tissue_args[1].tile_shape_rc) if auto_batch else None
+    outputs.save_plan(keep, runner.batch_size)
+    return keep, runner.batch_size, note
 
 
 def _tiles_with_tissue(source, grid, region, scale: float, skip_background: bool) -> np.ndarray:
@@ -343,7 +376,7 @@ def _job_key(config, region, scale, grid, skip_background, tta, precision, probs
     """What makes two predictions identical (a partial store is resumed only for the same key)."""
     weights = getattr(config, "hashes", {}).get("weights_sha256", "")
     return "|".join(str(v) for v in (config.ref, weights, tuple(region), round(scale, 9), grid.tile_shape_rc,
-                                      grid.overlap_rc, skip_background, tta, precision, probs_dtype, int(batch_size)))
+                                      grid.overlap_rc, skip_background, tta, precision, probs_dtype, batch_size))
 
 
 def _tile_record(tile, probs, done, total, region, scale, shape_rc) -> Progress:

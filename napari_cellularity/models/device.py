@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from .config import PRECISIONS
+
+log = logging.getLogger(__name__)
+
+#: Tiles per forward pass on the CPU (and on CUDA when the user sets none and memory cannot be measured).
+DEFAULT_BATCH_SIZE = 4
+#: Largest automatic batch on CUDA (beyond it a bigger batch no longer speeds up a 256-512 px tile FPN).
+AUTO_BATCH_MAX = 64
+#: Share of the free GPU memory the tiles of an automatic batch may take; the rest is headroom for
+#: allocator fragmentation, cuDNN workspaces that grow with the batch, the blended strip and other programs.
+AUTO_BATCH_MEMORY_SHARE = 0.6
 
 
 class DeviceError(RuntimeError):
@@ -104,3 +116,51 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def batch_from_memory(free_bytes: int, per_tile_bytes: int, cap: int = AUTO_BATCH_MAX,
+                      share: float = AUTO_BATCH_MEMORY_SHARE) -> int:
+    """Tiles per batch that fit ``share`` of ``free_bytes`` at ``per_tile_bytes`` each, in ``1 .. cap``."""
+    return int(max(1, min(int(cap), int(free_bytes * share) // max(1, int(per_tile_bytes)))))
+
+
+def auto_batch_size(device: torch.device, probe: Callable[[int], object]) -> tuple[int, str]:
+    """Tiles per forward pass when the user chose none: :data:`DEFAULT_BATCH_SIZE` on the CPU; on CUDA
+    measured from free memory.
+
+    ``probe(n)`` must run the real forward pass (precision, test-time augmentation) on ``n`` tiles. It is
+    run once on one tile: its peak memory above what was allocated before (``torch.cuda.max_memory_allocated``:
+    input, activations, outputs, workspaces) is the per-tile cost, counted in full for every tile of a
+    batch (conservative: weights and fixed workspaces are not per tile). The batch is then
+    :func:`batch_from_memory` of the free memory (``torch.cuda.mem_get_info``, after releasing cached
+    blocks). A batch that still runs out of memory is halved by the caller.
+
+    Returns
+    -------
+    (int, str)
+        The batch size and a line saying how it was chosen (also logged).
+    """
+    if device.type != "cuda":
+        return DEFAULT_BATCH_SIZE, f"batch size {DEFAULT_BATCH_SIZE} on the CPU"
+    try:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        allocated = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        probe(1)
+        torch.cuda.synchronize(device)
+        per_tile = max(1, torch.cuda.max_memory_allocated(device) - allocated)
+        torch.cuda.empty_cache()
+        free, _total = torch.cuda.mem_get_info(device)
+    except Exception as exc:  # noqa: BLE001 - out of memory on one tile: the smallest batch; the rest re-raised
+        if not is_out_of_memory(exc):
+            raise
+        torch.cuda.empty_cache()
+        message = "batch size 1: one tile already fills the GPU memory"
+        log.info(message)
+        return 1, message
+    batch = batch_from_memory(free, per_tile)
+    message = (f"batch size {batch} chosen from {free / 2**30:.1f} GiB free GPU memory "
+               f"({per_tile / 2**20:.0f} MiB per tile, at most {AUTO_BATCH_MAX})")
+    log.info(message)
+    return batch, message

@@ -245,3 +245,54 @@ def test_auto_precision_uses_native_cpu_bf16_close_to_fp32(monkeypatch):
 def test_unknown_precision_fails_before_reading_tiles():
     with pytest.raises(ValueError, match="precision must be one of"):
         _predict(_conv_net(), np.zeros((64, 64, 3), np.uint8), precision="int8")
+
+
+def _auto_batch(monkeypatch, batch):
+    """A runner that chooses ``batch`` as CUDA would (the probe itself is tested in tests/models/test_device.py)."""
+    from napari_cellularity.inference import predict
+
+    chosen = []
+
+    def choose(self, tile_shape_rc):
+        chosen.append(tile_shape_rc)
+        self.batch_size = batch
+        return f"batch size {batch} chosen from 10.0 GiB free GPU memory"
+
+    monkeypatch.setattr(predict._BatchRunner, "choose_batch", choose)
+    return chosen
+
+
+def test_unset_batch_size_is_chosen_once_and_reported(monkeypatch):
+    img = np.random.default_rng(8).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    chosen = _auto_batch(monkeypatch, 3)
+    pred, records = _predict(_conv_net(), img, batch_size=None)
+    assert chosen == [(64, 64)] and pred.batch_size == 3
+    assert "batch size 3 chosen from 10.0 GiB free GPU memory" in [r.message for r in records if r.kind == "notice"]
+    fixed, _ = _predict(_conv_net(), img, batch_size=3)
+    np.testing.assert_array_equal(pred.probs, fixed.probs)
+
+
+def test_chosen_batch_that_runs_out_of_memory_is_halved_not_fatal(monkeypatch):
+    img = np.random.default_rng(9).integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    _auto_batch(monkeypatch, 16)
+    wrapped = _OOMOnce(_conv_net(), max_batch=5)
+    pred, records = _predict(wrapped, img, batch_size=None)
+    assert wrapped.calls[:3] == [16, 8, 4] and pred.batch_size == 4
+    base, _ = _predict(_conv_net(), img, batch_size=4)
+    np.testing.assert_allclose(pred.probs, base.probs, atol=1e-6)
+
+
+def test_resumed_job_keeps_the_batch_of_its_first_run(tmp_path, monkeypatch):
+    img = np.random.default_rng(10).integers(0, 256, (300, 200, 3), dtype=np.uint8)
+    chosen = _auto_batch(monkeypatch, 3)
+    kw = dict(mpp=1.0, device="cpu", skip_background=False, precision="fp32", batch_size=None, resume=True)
+    gen = predict_region(_conv_net(), _config(), img, store_path=tmp_path / "m.zarr", **kw)
+    for i, _ in enumerate(gen):
+        if i == 12:
+            break
+    gen.close()
+    _auto_batch(monkeypatch, 5)  # the GPU has other free memory now
+    pred = run_prediction(predict_region(_conv_net(), _config(), img, store_path=tmp_path / "m.zarr", **kw))
+    assert len(chosen) == 1 and pred.batch_size == 3  # not measured again: batches stay aligned
+    full, _ = _predict(_conv_net(), img, batch_size=3)
+    np.testing.assert_array_equal(np.asarray(pred.probs[:]), full.probs)
