@@ -294,8 +294,11 @@ def main(argv: list[str] | None = None) -> int:
             rerun = _run_child("streaming", slide, args, resumed, resume=True)
             entry["resume"] = {"killed": killed, "rerun_s": rerun["wall_s"], "rerun_compute_s": rerun["seconds"],
                                "rerun_tiles_predicted": rerun["tiles_predicted"],
-                               # tiles both runs predicted (each reported as finished) beyond the slide's total
-                               "tiles_redone": killed["tiles_predicted"] + rerun["tiles_predicted"] - killed["of"],
+                               # tiles the killed run had saved (the rerun starts after them) and tiles it reported
+                               # that the rerun predicted again (a lower bound: a killed run may have computed up to
+                               # a batch more than it reported)
+                               "tiles_kept": (rerun["first_tile_done"] or 1) - 1,
+                               "tiles_redone": max(0, killed["tiles_predicted"] - (rerun["first_tile_done"] or 1) + 1),
                                "rerun_timings_s": rerun.get("timings_s"), "rerun_cpu_s": rerun["cpu_s"],
                                "cpu_total_vs_uninterrupted": round((killed["cpu_s"] + rerun["cpu_s"])
                                                                    / entry["streaming"]["cpu_s"], 3),
