@@ -11,12 +11,12 @@ attribute file atomically, by rename). A job started again with ``resume=True`` 
 continues from ``rows_done``; any other key, or ``resume=False``, starts over.
 
 The blend of the rows below ``rows_done`` that finished tiles already touched (the overlap of the
-last finished strip, see :class:`~.tiling.StripAccumulator`) is kept too, once per strip
-(:meth:`MapStore.save_pending`): summed weighted probabilities and summed weights in a float32 array
-``pending_<n>`` (all-zero chunks are not written), and one attribute ``pending`` naming that array,
-the first row it covers and how many tiles it holds. The attribute is replaced only after its array
-is complete (then the older array is removed), so a kill at any moment leaves a consistent record,
-and a resumed job continues with the next tile, computing nothing twice.
+last finished strip, see :class:`~.tiling.StripAccumulator`) is kept too, at the end of a strip
+(:meth:`MapStore.save_pending`): summed weighted probabilities and summed weights, float32, in a file
+``pending_<k>.npy``, and one attribute ``pending`` naming that file, the first row it covers and how
+many tiles it holds. The attribute is replaced only after its file is complete (then the older file
+is removed), so a kill at any moment leaves a consistent record, and a resumed job continues with the
+next tile, computing nothing twice.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ WRITE_BLOCK_COLS = 2048
 PENDING_KEY = "pending"
 #: Attribute recording which tiles of the grid the job predicts (tissue) and the batch size, reused when resumed.
 PLAN_KEY = "plan"
-#: Rows x columns of a chunk of the pending blend (all-zero chunks, beyond the tiles done, are not stored).
-PENDING_CHUNK_RC = (64, 1024)
 
 
 class MapStore:
@@ -117,30 +115,27 @@ class MapStore:
         """Record the blend of the unfinished rows from ``row`` on: ``sums`` (C, n, W) and ``weights`` (n, W)
         float32 after the first ``tiles_done`` tiles (call after :meth:`write_rows` of the rows above ``row``).
 
-        Written to a new array, then named in the attributes in one atomic write, then the previous
-        array is removed. Nothing is kept for maps in RAM.
+        Written to a new ``pending_<k>.npy`` file (see :func:`_split_band`: the full-width overlap rows, then
+        the box the next strip's first tiles cover), then named in the attributes in one atomic write, then
+        the previous file is removed. Nothing is kept for maps in RAM.
         """
         if self.tmp_path is None:
             return
-        import numcodecs
-
         previous = dict(self.group.attrs).get(PENDING_KEY) or {}
-        name = f"pending_{int(previous.get('seq', -1)) + 1}"
-        n, width = weights.shape
-        shutil.rmtree(self.tmp_path / name, ignore_errors=True)  # left by a job killed while writing it
-        array = self.group.create_array(
-            name, shape=(sums.shape[0] + 1, max(1, n), width), dtype="float32", fill_value=0.0,
-            chunks=(sums.shape[0] + 1, *(min(k, m) for k, m in zip(PENDING_CHUNK_RC, (max(1, n), width),
-                                                                     strict=True))),
-            compressors=numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.SHUFFLE),
-            chunk_key_encoding={"name": "v2", "separator": "/"})
-        for c in range(0, width, WRITE_BLOCK_COLS):
-            block = np.concatenate([sums[:, :, c:c + WRITE_BLOCK_COLS], weights[None, :, c:c + WRITE_BLOCK_COLS]])
-            array[:, :n, c:c + WRITE_BLOCK_COLS] = block
-        self.group.attrs[PENDING_KEY] = {"array": name, "seq": int(previous.get("seq", -1)) + 1, "row": int(row),
-                                         "rows": int(n), "tiles_done": int(tiles_done)}
-        if previous.get("array") and previous["array"] != name:
-            shutil.rmtree(self.tmp_path / previous["array"], ignore_errors=True)
+        seq = int(previous.get("seq", -1)) + 1
+        name = f"pending_{seq}.npy"
+        k, c0, c1 = _split_band(weights)
+        with open(self.tmp_path / name, "wb") as fh:  # a new name: a kill while writing leaves the record as it was
+            for block in ((plane[:k] for plane in (*sums, weights)), (plane[k:, c0:c1] for plane in (*sums, weights))):
+                planes = list(block)
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                          "shape": (len(planes), *planes[0].shape)}
+                np.lib.format.write_array_header_2_0(fh, header)
+                for plane in planes:  # full-width rows of one channel are contiguous: no copy of the band
+                    fh.write(np.ascontiguousarray(plane, np.float32).data)
+        self.group.attrs[PENDING_KEY] = {"file": name, "seq": seq, "row": int(row), "tiles_done": int(tiles_done),
+                                         "box_col": int(c0)}
+        self._remove_pending_file(previous)
 
     def load_pending(self) -> tuple[int, int, np.ndarray, np.ndarray] | None:
         """``(tiles_done, row, sums, weights)`` saved by :meth:`save_pending`, or None (none, or unreadable)."""
@@ -148,16 +143,26 @@ class MapStore:
             return None
         record = dict(self.group.attrs).get(PENDING_KEY)
         try:
-            if not str(record["array"]).startswith("pending_"):
+            name, c0 = str(record["file"]), int(record["box_col"])
+            if not name.startswith("pending_") or "/" in name:
                 return None
-            array = self.group[record["array"]]
-            n, row, tiles_done = int(record["rows"]), int(record["row"]), int(record["tiles_done"])
-            if array.shape[0] != self.probs.shape[0] + 1 or array.shape[2] != self.probs.shape[2] or n > array.shape[1]:
+            with open(self.tmp_path / name, "rb") as fh:
+                top, box = np.load(fh, allow_pickle=False), np.load(fh, allow_pickle=False)
+            channels, width = self.probs.shape[0] + 1, self.probs.shape[2]
+            if top.shape[::2] != (channels, width) or box.shape[0] != channels or c0 + box.shape[2] > width:
                 return None
-            block = np.asarray(array[:, :n], dtype=np.float32)
+            band = np.zeros((channels, top.shape[1] + box.shape[1], width), np.float32)
+            band[:, :top.shape[1]] = top
+            band[:, top.shape[1]:, c0:c0 + box.shape[2]] = box
+            row, tiles_done = int(record["row"]), int(record["tiles_done"])
         except Exception:  # noqa: BLE001 - no record or a damaged one: the caller falls back to rows_done
             return None
-        return tiles_done, row, block[:-1], block[-1]
+        return tiles_done, row, band[:-1], band[-1]
+
+    def _remove_pending_file(self, record: dict | None) -> None:
+        name = str(record.get("file", "")) if isinstance(record, dict) else ""
+        if name.startswith("pending_") and "/" not in name:
+            (self.tmp_path / name).unlink(missing_ok=True)
 
     def save_plan(self, keep: np.ndarray, batch_size: int) -> None:
         """Record which tiles the job predicts (its tissue tiles) and in batches of how many, so that a
@@ -186,12 +191,9 @@ class MapStore:
 
     def _drop_pending(self) -> None:
         record = dict(self.group.attrs).get(PENDING_KEY)
-        if record is None:
-            return
-        del self.group.attrs[PENDING_KEY]
-        name = str(record.get("array", "")) if isinstance(record, dict) else ""
-        if name.startswith("pending_"):
-            shutil.rmtree(self.tmp_path / name, ignore_errors=True)
+        if record is not None:
+            del self.group.attrs[PENDING_KEY]
+            self._remove_pending_file(record)
 
     def commit(self, attrs: dict[str, Any]) -> None:
         """Record ``attrs``, add the pyramid and NGFF metadata, rename the store to its final path (last).
@@ -226,3 +228,21 @@ class MapStore:
         """An unfinished job: keep the partial store when it can be resumed, else remove it."""
         if self.tmp_path is not None and not self.resume:
             shutil.rmtree(self.tmp_path, ignore_errors=True)
+
+
+def _split_band(weights: np.ndarray) -> tuple[int, int, int]:
+    """``(k, c0, c1)``: store rows ``[0, k)`` of a band at full width and rows ``[k, n)`` only in columns
+    ``[c0, c1)`` (the box outside which they are all zero), choosing ``k`` to store the fewest values.
+
+    After a strip the band holds its overlap with the next strip (full width) and, below it, only the
+    first tiles of the next strip already added (a batch can end inside a strip)."""
+    n, width = weights.shape
+    touched = weights != 0
+    rows_any = touched.any(axis=1)
+    first = np.where(rows_any, touched.argmax(axis=1), width)
+    last = np.where(rows_any, width - touched[:, ::-1].argmax(axis=1), 0)
+    c0 = np.minimum.accumulate(np.append(first, width)[::-1])[::-1]  # box of rows [k, n) for each k
+    c1 = np.maximum.accumulate(np.append(last, 0)[::-1])[::-1]
+    size = np.arange(n + 1) * width + (n - np.arange(n + 1)) * np.maximum(0, c1 - c0)
+    k = int(size.argmin())
+    return (k, int(c0[k]), int(c1[k])) if c1[k] > c0[k] else (k, 0, 0)

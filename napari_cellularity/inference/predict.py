@@ -33,14 +33,13 @@ from .cells import points_to_level0
 from .map_store import MapStore
 from .sources import as_source, validate_region
 from .tile_reader import read_batches, read_tile
-from .tiling import (
-    StripAccumulator,
-    blend_window,
-    default_fill,
-    make_grid,
-)
+from .tiling import StripAccumulator, blend_window, default_fill, make_grid
 from .tissue import tissue_tiles
 from .tta import forward_tta, tta_mode
+
+#: A strip's overlap is saved (for resuming) only when the work since the last save took this many times
+#: as long as that save: saving then costs at most ~1/20 of the run.
+SAVE_COST_RATIO = 20.0
 
 
 class InferenceMemoryError(RuntimeError):
@@ -249,7 +248,7 @@ def predict_region(
                "save_pending_s": 0.0}
     committed, notices = False, []
     done = _resume_point(outputs, acc, todo, read_batch)
-    saved_row = acc.band_start
+    saved_row, saved_at, save_s = acc.band_start, time.perf_counter(), 0.0
     try:
         yield Progress("start", done=done, total=len(todo), message=f"{len(todo)} tiles with tissue of {len(grid)}")
         if not todo:
@@ -274,10 +273,13 @@ def predict_region(
             timings["network_s"] += t2 - t1
             t3 = time.perf_counter()
             timings["blend_s"] += t3 - t2
-            if acc.band_start > saved_row and last < len(todo):  # a strip was finished: keep its overlap
+            # a strip was finished: keep its overlap (unless the last save would then cost over 1/SAVE_COST_RATIO
+            # of the work since; a GPU finishes a strip in about the time its overlap takes to write)
+            if acc.band_start > saved_row and last < len(todo) and t3 - saved_at >= SAVE_COST_RATIO * save_s:
                 outputs.save_pending(last, *acc.pending())
-                saved_row = acc.band_start
-                timings["save_pending_s"] += time.perf_counter() - t3
+                saved_row, saved_at = acc.band_start, time.perf_counter()
+                save_s = saved_at - t3
+                timings["save_pending_s"] += save_s
             while runner.notices:
                 notices.append(runner.notices.pop(0))
                 yield notice(notices[-1], done, len(todo))

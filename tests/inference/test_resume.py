@@ -24,6 +24,28 @@ CONFIG = SegmentationConfig(mpp=1.0, tile_size_px=64)
 STRIP_TILES = 6  # tiles per row of the 300 x 260 grid (64 px tiles, 16 px overlap)
 
 
+@pytest.fixture(autouse=True)
+def _save_every_strip(monkeypatch):
+    """Strips of these tiny jobs take less time than their saves: save each one anyway (tested below)."""
+    from napari_cellularity.inference import predict
+
+    monkeypatch.setattr(predict, "SAVE_COST_RATIO", 0.0)
+
+
+def test_saves_are_skipped_while_they_would_cost_more_than_the_work(tmp_path, monkeypatch):
+    from napari_cellularity.inference import map_store, predict
+
+    saves = []
+    real = map_store.MapStore.save_pending
+    monkeypatch.setattr(map_store.MapStore, "save_pending", lambda self, *a: saves.append(a[0]) or real(self, *a))
+    run_prediction(predict_region(_net(), CONFIG, IMG, store_path=tmp_path / "a.zarr", resume=True, **KW))
+    assert saves == [6, 12, 18, 24, 30]  # one per finished strip (6 tiles each), the last needs none
+    saves.clear()
+    monkeypatch.setattr(predict, "SAVE_COST_RATIO", 1e9)
+    run_prediction(predict_region(_net(), CONFIG, IMG, store_path=tmp_path / "b.zarr", resume=True, **KW))
+    assert saves == [6]  # the first save; the next ones would cost more than the work between them
+
+
 def _full(tmp_path, **kw):
     return run_prediction(predict_region(_net(), CONFIG, IMG, store_path=tmp_path / "full.zarr", **KW, **kw))
 
