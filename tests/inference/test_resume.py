@@ -86,15 +86,17 @@ def _pending(store):
     return dict(group.attrs).get("pending")
 
 
-@pytest.mark.parametrize("strips", [1, 3])
-def test_job_stopped_after_a_strip_redoes_no_tile(tmp_path, monkeypatch, strips):
+@pytest.mark.parametrize(("strips", "batch_size"), [(1, 2), (3, 2), (1, 4), (2, 4)])
+def test_job_stopped_after_a_strip_redoes_no_tile(tmp_path, monkeypatch, strips, batch_size):
+    """Batches of 4 end inside strips of 6 tiles: the saved blend then holds the next strip's first tiles too."""
     from napari_cellularity.inference import predict
 
-    full = _full(tmp_path)
+    kw = {**KW, "batch_size": batch_size}
+    full = run_prediction(predict_region(_net(), CONFIG, IMG, store_path=tmp_path / "full.zarr", **kw))
     measured, real = [], predict._tiles_with_tissue
     monkeypatch.setattr(predict, "_tiles_with_tissue", lambda *a: measured.append(1) or real(*a))
     store = tmp_path / "job.zarr"
-    gen = predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **KW)
+    gen = predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **kw)
     tiles, saved = 0, 0
     for record in gen:
         tiles += record.kind == "tile"
@@ -104,7 +106,7 @@ def test_job_stopped_after_a_strip_redoes_no_tile(tmp_path, monkeypatch, strips)
                 break
     gen.close()
     records = []
-    resumed = run_prediction(predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **KW),
+    resumed = run_prediction(predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **kw),
                              records.append)
     predicted = [r.done for r in records if r.kind == "tile"]
     start = next(r for r in records if r.kind == "start")
@@ -113,6 +115,25 @@ def test_job_stopped_after_a_strip_redoes_no_tile(tmp_path, monkeypatch, strips)
     assert tiles + len(predicted) == start.total
     np.testing.assert_array_equal(np.asarray(resumed.probs[:]), np.asarray(full.probs[:]))
     np.testing.assert_array_equal(np.asarray(resumed.labels[:]), np.asarray(full.labels[:]))
+
+
+def test_pending_blend_round_trip_keeps_only_overlap_and_box(tmp_path):
+    from napari_cellularity.inference.map_store import MapStore
+
+    rng = np.random.default_rng(0)
+    sums, weights = np.zeros((4, 40, 300), np.float32), np.zeros((40, 300), np.float32)
+    sums[:, :10], weights[:10] = rng.random((4, 10, 300)), rng.random((10, 300))  # overlap, full width
+    sums[:, 10:, 64:192], weights[10:, 64:192] = rng.random((4, 30, 128)), 1.0  # two tiles of the next strip
+    store = MapStore(4, (500, 300), "uint8", tmp_path / "m.zarr", job_key="k", resume=True)
+    store.save_pending(7, 120, sums, weights)
+    store.save_pending(8, 120, sums, weights)  # replaces the first
+    files = sorted(p.name for p in store.tmp_path.glob("pending_*"))
+    assert files == ["pending_1.npy"] and (store.tmp_path / files[0]).stat().st_size < 5 * 4 * (10 * 300 + 30 * 128) + 512
+    again = MapStore(4, (500, 300), "uint8", tmp_path / "m.zarr", job_key="k", resume=True)
+    tiles_done, row, got_sums, got_weights = again.load_pending()
+    assert (tiles_done, row) == (8, 120)
+    np.testing.assert_array_equal(got_sums, sums)
+    np.testing.assert_array_equal(got_weights, weights)
 
 
 def test_damaged_pending_record_falls_back_to_finished_rows(tmp_path):
