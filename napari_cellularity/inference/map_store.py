@@ -22,10 +22,13 @@ next tile, computing nothing twice.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..models.config import CENTRE_CHANNEL
 
 #: Columns converted at a time in :meth:`MapStore.write_rows` (keeps float temporaries independent of the slide).
 WRITE_BLOCK_COLS = 2048
@@ -246,3 +249,28 @@ def _split_band(weights: np.ndarray) -> tuple[int, int, int]:
     size = np.arange(n + 1) * width + (n - np.arange(n + 1)) * np.maximum(0, c1 - c0)
     k = int(size.argmin())
     return (k, int(c0[k]), int(c1[k])) if c1[k] > c0[k] else (k, 0, 0)
+
+
+def label_channels(class_names: tuple[str, ...]) -> tuple[int, ...]:
+    """Channels a label map chooses among: every class (``other`` included), never the class-agnostic
+    ``centre`` map (a nucleus-centre score, not a class: it would otherwise win at every nucleus)."""
+    return tuple(i for i, name in enumerate(class_names) if name != CENTRE_CHANNEL)
+
+
+def label_sink(outputs: MapStore, class_names: tuple[str, ...]) -> Callable[[int, np.ndarray], None]:
+    """The row sink of a prediction: the store's own (probabilities + arg-max labels) when every channel is
+    a class; with a ``centre`` channel the labels of each strip are the arg-max over the class channels only.
+
+    The store writes its labels first and marks the rows finished; the class-only labels overwrite them
+    right after (a job killed between the two writes of one strip leaves that strip's labels on ``centre``
+    wherever it wins; resumed runs start after it)."""
+    keep = label_channels(tuple(class_names))
+    if len(keep) == len(class_names):
+        return outputs.write_rows
+    index = np.asarray(keep, np.uint8)
+
+    def write(row: int, probs: np.ndarray) -> None:
+        outputs.write_rows(row, probs)
+        outputs.labels[row:row + probs.shape[1], :] = index[probs[list(keep)].argmax(axis=0)]
+
+    return write

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.config import CENTRE_CHANNEL, SegmentationConfig
+from ..models.config import SegmentationConfig
 from ..models.device import (
     DEFAULT_BATCH_SIZE,
     auto_batch_size,
@@ -30,7 +30,7 @@ from ..models.device import (
 from ..models.fpn import normalise_rgb
 from ..progress import Progress, drain, notice
 from .cells import points_to_level0
-from .map_store import MapStore
+from .map_store import MapStore, label_sink
 from .sources import as_source, validate_region
 from .tile_reader import read_batches, read_tile
 from .tiling import StripAccumulator, blend_window, default_fill, make_grid
@@ -347,31 +347,6 @@ def _stain_transform(config, source, region, scale: float, todo: list, shape_rc)
         return None
     tiles = np.stack([read_tile(source, region, scale, todo[i], shape_rc) for i in sample_evenly(len(todo), 16)])
     return ReinhardTransform.fit(tiles, reference)
-
-
-def label_channels(class_names: tuple[str, ...]) -> tuple[int, ...]:
-    """Channels a label map chooses among: every class (``other`` included), never the class-agnostic
-    ``centre`` map (a nucleus-centre score, not a class: it would otherwise win at every nucleus)."""
-    return tuple(i for i, name in enumerate(class_names) if name != CENTRE_CHANNEL)
-
-
-def label_sink(outputs: MapStore, class_names: tuple[str, ...]) -> Callable[[int, np.ndarray], None]:
-    """The row sink of a prediction: the store's own (probabilities + arg-max labels) when every channel is
-    a class; with a ``centre`` channel the labels of each strip are the arg-max over the class channels only.
-
-    The store writes its labels first and marks the rows finished; the class-only labels overwrite them
-    right after (a job killed between the two writes of one strip leaves that strip's labels on ``centre``
-    wherever it wins; resumed runs start after it)."""
-    keep = label_channels(tuple(class_names))
-    if len(keep) == len(class_names):
-        return outputs.write_rows
-    index = np.asarray(keep, np.uint8)
-
-    def write(row: int, probs: np.ndarray) -> None:
-        outputs.write_rows(row, probs)
-        outputs.labels[row:row + probs.shape[1], :] = index[probs[list(keep)].argmax(axis=0)]
-
-    return write
 
 
 def _job_key(config, region, scale, grid, skip_background, tta, precision, probs_dtype, batch_size) -> str:

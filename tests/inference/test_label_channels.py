@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from napari_cellularity.inference.cells import detect_nuclei_chunked
-from napari_cellularity.inference.predict import label_channels, predict_region, run_prediction
+from napari_cellularity.inference.map_store import label_channels
+from napari_cellularity.inference.predict import predict_region, run_prediction
 from napari_cellularity.models.config import CLASS_NAMES, SegmentationConfig
 
 WITH_BOTH = CLASS_NAMES + ("other", "centre")
