@@ -262,8 +262,9 @@ def label_sink(outputs: MapStore, class_names: tuple[str, ...]) -> Callable[[int
     a class; with a ``centre`` channel the labels of each strip are the arg-max over the class channels only.
 
     The store writes its labels first and marks the rows finished; the class-only labels overwrite them
-    right after (a job killed between the two writes of one strip leaves that strip's labels on ``centre``
-    wherever it wins; resumed runs start after it)."""
+    right after. A job killed between the two writes of one strip is resumed from its last saved blend
+    (:meth:`MapStore.save_pending`, saved after both writes), so that strip is written again; only a store
+    without that record keeps the strip's labels on ``centre`` wherever it wins."""
     keep = label_channels(tuple(class_names))
     if len(keep) == len(class_names):
         return outputs.write_rows
