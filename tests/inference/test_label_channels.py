@@ -76,3 +76,31 @@ def test_extra_channels_leave_three_class_labels_and_counts_unchanged():
     d6 = detect_nuclei_chunked(pred6.probs, 1.0, **config6.detection_kwargs())
     assert d4.counts() == d6.counts() == {"malignant": 1, "normal": 0, "lymphocyte": 0}
     assert sorted(d6.classes) == ["malignant", "other"]
+
+
+def test_job_killed_between_a_strips_two_label_writes_resumes_to_class_labels(tmp_path, monkeypatch):
+    import pytest
+
+    from napari_cellularity.inference import map_store, predict
+
+    monkeypatch.setattr(predict, "SAVE_COST_RATIO", 0.0)
+    config = SegmentationConfig(mpp=1.0, tile_size_px=64, class_names=WITH_BOTH)
+    img = np.full((200, 128, 3), 245, np.uint8)
+    img[100:140, 20:60] = 10  # malignant, where centre is the strongest channel
+    kw = dict(mpp=1.0, device="cpu", skip_background=False, precision="fp32", batch_size=1, resume=True)
+    full = run_prediction(predict_region(CentreWinsNet(), config, img, store_path=tmp_path / "full.zarr", **kw))
+    real, calls = map_store.MapStore.write_rows, []
+
+    def killed_after_the_store_labels(self, row, probs):
+        real(self, row, probs)
+        calls.append(row)
+        if len(calls) == 3:  # the class-only labels of this strip are never written
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(map_store.MapStore, "write_rows", killed_after_the_store_labels)
+    with pytest.raises(KeyboardInterrupt):
+        run_prediction(predict_region(CentreWinsNet(), config, img, store_path=tmp_path / "job.zarr", **kw))
+    monkeypatch.setattr(map_store.MapStore, "write_rows", real)
+    resumed = run_prediction(predict_region(CentreWinsNet(), config, img, store_path=tmp_path / "job.zarr", **kw))
+    assert WITH_BOTH.index("centre") not in np.unique(np.asarray(resumed.labels[:]))
+    np.testing.assert_array_equal(np.asarray(resumed.labels[:]), np.asarray(full.labels[:]))
