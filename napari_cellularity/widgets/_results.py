@@ -1,8 +1,12 @@
-"""A finished region analysis as napari layers, in small steps (one layer per event-loop turn).
+"""A region analysis as napari layers, in small steps (one layer per event-loop turn).
 
-:func:`result_steps` returns the steps; the Analyze widget queues them on a
-:class:`._worker.GuiQueue`, so adding the class map, three points layers and the heatmap never
-blocks the GUI for the sum of their costs (measured by ``benchmarks/bench_gui_responsiveness.py``).
+:func:`prebuild_steps` makes the layers a run will fill, empty, at its Run click (while the model
+loads); :func:`result_steps` fills them with the finished result. The Analyze widget queues both on a
+:class:`._worker.GuiQueue`, so no single event-loop turn pays for several layers, and the costly part
+of a layer (napari building it: its vispy visual, controls and layer-list row, ~150-250 ms of GUI-thread
+CPU each, more for the first of a kind) is not paid when the first tile or the result arrives
+(measured by ``benchmarks/bench_gui_responsiveness.py``); :func:`discard_unfilled` removes what a failed
+or cancelled run made but never filled.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from napari.layers import Labels, Points
 
 from ..analysis import display
 from ..models.config import CELL_CLASSES
@@ -59,14 +64,19 @@ def heatmap_display(result: Any) -> tuple[np.ndarray, float]:
 
 
 def show_heatmap(viewer: Any, result: Any, translate_um: Sequence[float], units: Any, visible: bool) -> None:
-    """The cellularity heatmap (NaN off tissue), if the run made one."""
+    """The cellularity heatmap (NaN off tissue), if the run made one (else the empty one made at Run goes)."""
     if result.heatmap is None:
+        discard_unfilled(viewer, (L.HEATMAP_LAYER,))
         return
     summary = result.summary
     heat, pixel_um = heatmap_display(result)
-    L.paste_map_layer(viewer, L.HEATMAP_LAYER, heat,
-                      display.overlay_translate_um(summary.region.origin_rc, summary.slide_mpp, pixel_um, translate_um),
-                      pixel_um, fill_value=np.nan, visible=visible, units=units, **L.heatmap_layer_kwargs())
+    made_at_run = _unfilled(L.find_layer(viewer, L.HEATMAP_LAYER))  # hidden until now (prebuild_steps)
+    layer = L.paste_map_layer(viewer, L.HEATMAP_LAYER, heat,
+                              display.overlay_translate_um(summary.region.origin_rc, summary.slide_mpp, pixel_um,
+                                                           translate_um),
+                              pixel_um, fill_value=np.nan, visible=visible, units=units, **L.heatmap_layer_kwargs())
+    if made_at_run:
+        reveal(viewer, layer.name, visible)
 
 
 def done_text(summary: Any, untrained: Sequence[str]) -> str:
@@ -89,3 +99,85 @@ def result_steps(viewer: Any, result: Any, *, paint_maps: Callable[..., None], t
               for cls in CELL_CLASSES]
     steps.append(functools.partial(show_heatmap, viewer, result, translate_um, units, heatmap_visible))
     return steps
+
+
+def _new_points(viewer: Any, cls: str, slide_mpp: float, translate_um: Sequence[float], units: Any) -> Any:
+    layer = L.upsert_points_layer(viewer, L.points_layer_name(cls), np.zeros((0, 2)), replace_box=None,
+                                  slide_mpp=slide_mpp, color=L.CLASS_COLORS[cls], image_translate_um=translate_um,
+                                  scores=np.zeros(0), units=units)
+    layer.visible = False  # before its first draw; show_points shows it
+    return layer
+
+
+def _new_class_map(viewer: Any, shape_rc: tuple[int, int], translate_um: Sequence[float], pixel_um: float,
+                   units: Any) -> Any:
+    return L.paste_map_layer(viewer, L.CLASS_MAP_LAYER, np.zeros(shape_rc, np.uint8), translate_um, pixel_um,
+                             labels=True, colormap=L.class_map_colormap(), opacity=0.4, visible=False, units=units)
+
+
+def _making(viewer: Any, made: list[str], name: str, make: Callable[[], Any]) -> None:
+    """Run ``make()``; when it made a new layer ``name`` (not the one there before), add ``name`` to ``made``."""
+    before = L.find_layer(viewer, name)
+    if make() is not before:
+        made.append(name)
+
+
+def prebuild_steps(viewer: Any, *, class_names: Sequence[str], box: Any, slide_mpp: float, model_mpp: float,
+                   translate_um: Sequence[float], units: Any,
+                   full_resolution: bool) -> tuple[list[Callable[[], None]], list[str]]:
+    """The layers a run will fill, made empty and hidden at its Run click, one per step.
+
+    Returns the steps and the list the steps fill, as they run, with the names of the layers they made
+    (shown later with :func:`reveal`; discarded with :func:`discard_unfilled` if the run never fills them).
+    Hidden, they cost no drawing while the model loads (software GL draws every visible layer at each pan);
+    the probability maps are shown at the first tile, the rest with the result.
+
+    A full-resolution run gets its probability canvases grown over the region (they are then written in
+    place, tile by tile) and, if missing, the class map and the heatmap at the model map's pixels (a
+    heatmap of another pixel size or dtype is replaced when the result comes); every run gets its missing
+    detection layers (empty rings). A big region's probability and class maps are shown at a display pixel
+    size only known from its canvas, so they are made when it paints.
+    """
+    made: list[str] = []
+    makers: list[tuple[str, Callable[[], Any]]] = []
+    if full_resolution:
+        shape = display.region_map_shape(box, slide_mpp, model_mpp)
+        translate = display.overlay_translate_um(box.origin_rc, slide_mpp, model_mpp, translate_um)
+        makers += [(L.prob_layer_name(c), functools.partial(L.reserve_map_region, viewer, L.prob_layer_name(c), shape,
+                                                            translate, model_mpp, visible=False, units=units,
+                                                            **L.prob_layer_kwargs(c)))
+                   for c in CELL_CLASSES if c in class_names]
+        if L.find_layer(viewer, L.CLASS_MAP_LAYER, Labels) is None:
+            makers.append((L.CLASS_MAP_LAYER, functools.partial(_new_class_map, viewer, shape, translate, model_mpp,
+                                                                units)))
+        if L.find_layer(viewer, L.HEATMAP_LAYER) is None:  # drawn at the model map's pixels (heatmap_display)
+            makers.append((L.HEATMAP_LAYER, functools.partial(
+                L.paste_map_layer, viewer, L.HEATMAP_LAYER, np.full(shape, np.nan, np.float32), translate, model_mpp,
+                fill_value=np.nan, visible=False, units=units, **L.heatmap_layer_kwargs())))
+    makers += [(L.points_layer_name(c), functools.partial(_new_points, viewer, c, slide_mpp, translate_um, units))
+               for c in CELL_CLASSES if L.find_layer(viewer, L.points_layer_name(c), Points) is None]
+    return [functools.partial(_making, viewer, made, name, make) for name, make in makers], made
+
+
+def discard_unfilled(viewer: Any, names: Sequence[str]) -> None:
+    """Remove the layers called ``names`` that hold nothing yet (made by :func:`prebuild_steps` for a run
+    that failed or was cancelled before filling them)."""
+    for name in names:
+        layer = L.find_layer(viewer, name)
+        if _unfilled(layer):
+            viewer.layers.remove(layer)
+
+
+def _unfilled(layer: Any) -> bool:
+    """True for a layer that holds nothing: no points, a map of zeros (or NaN)."""
+    if layer is None:
+        return False
+    data = np.asarray(layer.data)
+    return not np.any(data[~np.isnan(data)] if data.dtype.kind == "f" else data)
+
+
+def reveal(viewer: Any, name: str, visible: bool) -> None:
+    """Show (or keep hidden) the layer ``name`` made hidden at the Run click, once it has something to show."""
+    layer = L.find_layer(viewer, name)
+    if layer is not None and layer.visible != visible:
+        layer.visible = visible

@@ -35,7 +35,7 @@ from . import _layers as L
 from . import _session
 from ._camera import current_view_box
 from ._model_picker import ModelPicker
-from ._results import done_text, result_steps
+from ._results import discard_unfilled, done_text, prebuild_steps, result_steps, reveal
 from ._session import image_source, layer_mpp, recall_mpp, state_mpp, store_summary
 from ._toggles import ShowToggles
 from ._worker import GuiQueue, format_eta, run_generator
@@ -62,6 +62,7 @@ class AnalyzeWidget(QWidget):
         self.worker: Any = None
         self.model_cache: dict = {}
         self.first_tile_s: float | None = None
+        self.prebuilt: list[str] = []  # layers made empty at the Run click (discarded unless filled)
         self.gui = GuiQueue()  # result layers, one per event-loop turn
         self._build()
         self.refresh_models()
@@ -270,6 +271,12 @@ class AnalyzeWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setValue(0)
         self.status.setText(f"Analysing {inputs['box'].rows}x{inputs['box'].cols} px ...")
+        steps, self.prebuilt = prebuild_steps(
+            self.viewer, class_names=self.config.class_names, box=inputs["box"], slide_mpp=inputs["slide_mpp"],
+            model_mpp=float(self.config.mpp), translate_um=self.image_translate, units=self.image_units,
+            full_resolution=self.canvas is None)
+        for step in steps:  # the layers the run fills (hidden), one per event-loop turn while the model loads
+            self.gui.add(step)
         self.worker = run_generator(
             functools.partial(analysis_job, **inputs), on_yield=self._on_yield,
             on_return=self._on_return, on_error=self._on_error, on_abort=lambda: self.gui.add(self._on_abort),
@@ -299,29 +306,18 @@ class AnalyzeWidget(QWidget):
             self.progress.setValue(record.done)
             self.status.setText(f"{record.done}/{record.total} tiles, {format_eta(self.worker.eta_s)}")
         if getattr(record, "kind", "") == "tile" and record.tile_probs is not None:
-            first = self.first_tile_s is None
-            if first:
+            if self.first_tile_s is None:
                 self.first_tile_s = time.perf_counter() - self.t_start
+                for cls in (c for c in CELL_CLASSES if L.prob_layer_name(c) in self.prebuilt):  # made hidden at Run
+                    self.gui.add(reveal, self.viewer, L.prob_layer_name(cls), self.class_checks[cls].isChecked())
             if self.canvas is None:
                 redraw = now - self.last_refresh_s >= 0.5 or record.done == record.total
                 if redraw:
                     self.last_refresh_s = now
-                for cls in CELL_CLASSES:  # one layer per event-loop turn
-                    if first:  # the canvases cover the region once; tiles are then written in place
-                        self.gui.add(self._reserve_maps, cls)
+                for cls in CELL_CLASSES:  # one layer per event-loop turn, written in place (prebuild_steps)
                     self.gui.add(self._paint, record.tile_probs, record.bounds_level0[:2], redraw, (cls,))
             else:
                 self._paint_downsampled(record)
-
-    def _reserve_maps(self, cls: str) -> None:
-        """Grow the class's probability canvas to cover the whole region being analysed."""
-        if cls not in self.config.class_names:
-            return
-        box, mpp, model_mpp = self.run_inputs["box"], self.run_inputs["slide_mpp"], float(self.config.mpp)
-        L.reserve_map_region(self.viewer, L.prob_layer_name(cls), display.region_map_shape(box, mpp, model_mpp),
-                             display.overlay_translate_um(box.origin_rc, mpp, model_mpp, self.image_translate),
-                             model_mpp, visible=self.class_checks[cls].isChecked(), units=self.image_units,
-                             **L.prob_layer_kwargs(cls))
 
     def _paint_downsampled(self, record: Any) -> None:
         """Paint a tile into the big region's display canvas; redraw at most twice a second."""
@@ -377,9 +373,11 @@ class AnalyzeWidget(QWidget):
 
     def _on_error(self, exc: BaseException) -> None:
         self.status.setText(f"Failed: {exc}")
+        self.gui.add(discard_unfilled, self.viewer, self.prebuilt)
 
     def _on_abort(self) -> None:
         self.status.setText("Cancelled; tiles painted so far are kept.")
+        discard_unfilled(self.viewer, self.prebuilt)
 
     def _on_finish(self) -> None:
         self.cancel_button.setEnabled(False)
