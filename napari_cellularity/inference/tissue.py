@@ -109,6 +109,12 @@ def _masked_small(img: np.ndarray, mpp: float, method: TissueMethod, min_saturat
     return mask[np.ix_(rows, cols)]
 
 
+def _channel_max_min(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel max and min over the 3 channels, element-wise (a reduction over a last axis of 3 is ~10x slower)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+
+
 def _stain_mask(img: np.ndarray, mpp: float, min_saturation: float) -> np.ndarray:
     from scipy import ndimage
     from skimage import morphology
@@ -116,8 +122,8 @@ def _stain_mask(img: np.ndarray, mpp: float, min_saturation: float) -> np.ndarra
     rgb = img[..., :3].astype(np.float32)
     if img.dtype == np.uint8:
         rgb /= 255.0
-    vmax = rgb.max(axis=2)
-    sat = np.where(vmax > 0, (vmax - rgb.min(axis=2)) / np.maximum(vmax, 1e-6), 0.0)
+    vmax, vmin = _channel_max_min(rgb)
+    sat = np.where(vmax > 0, (vmax - vmin) / np.maximum(vmax, 1e-6), 0.0)
     sat = ndimage.gaussian_filter(sat, sigma=max(0.5, 2.0 / mpp))
     mask = (sat > min_saturation) | (ndimage.gaussian_filter(vmax, sigma=max(0.5, 2.0 / mpp)) < MAX_DARK_VALUE)
     px_area = mpp * mpp
@@ -131,8 +137,7 @@ def _otsu_mask(img: np.ndarray, min_saturation: float, min_object_px: int) -> np
     from skimage.filters import threshold_otsu
     from skimage.morphology import remove_small_objects
 
-    rgb = img[..., :3].astype(np.float32)
-    cmax, cmin = rgb.max(axis=-1), rgb.min(axis=-1)
+    cmax, cmin = _channel_max_min(img[..., :3].astype(np.float32))
     sat = np.where(cmax > 0, (cmax - cmin) / np.maximum(cmax, 1e-6), 0.0)
     try:
         thr = float(threshold_otsu(sat)) if sat.max() > sat.min() else OTSU_MAX_THRESHOLD
