@@ -24,7 +24,8 @@ What it does, in one ``napari.Viewer(show=True)`` with the Analyze dock (threade
    and the status line says what failed.
 
 Event-loop latency is measured with a ``QTimer`` firing every 10 ms: the gaps between its
-ticks (p50 / p95 / max) are how long the GUI thread was busy. On a loaded machine a wall gap also
+ticks (p50 / p95 / max) are how long the GUI thread was busy; ``phases`` splits a run's gaps into
+click to first tile (model loading), tiles, and result layers (from the worker's return to the end). On a loaded machine a wall gap also
 counts the time the GUI thread waited for a CPU, so every tick also reads ``time.thread_time()`` on
 the GUI thread: ``tick_gap_gui_cpu`` is the GUI thread's own CPU per gap (load-independent: ours,
 napari's, vispy's GL calls). From Linux ``schedstat`` each tick also reads the GUI thread's run-queue
@@ -33,7 +34,8 @@ CPU and run-queue wait of Mesa's software-GL rasteriser threads (``tick_gap_gl_t
 ``_runqueue_wait``, threads ``llvmpipe-N``, summed: the draw's pixels are filled there, not on the GUI
 thread). ``worst_gaps`` lists the longest gaps with
 their wall ms, these three parts and the calls that overlapped them (``calls``: name, wall ms, CPU ms; ``ours_cpu_ms``
-sums our callbacks, i.e. everything but the benchmark's camera steps). ``callbacks`` aggregates our
+sums our callbacks, i.e. everything but the benchmark's camera steps; ``gc``: the garbage collections
+inside the gap, per thread — one on the worker holds the GIL, see :class:`GcLog`). ``callbacks`` aggregates our
 GUI-thread callbacks (the worker's ``_on_yield`` / ``_on_return``, each call the widget queues on its
 ``GuiQueue``, the activity bar's flush, the Run click) by name; ``headline`` collects the numbers for
 an issue note. Each camera step is timed as
@@ -173,8 +175,21 @@ class Probe:
                 "at_s": round(t0 - origin, 2), "wall_ms": round(float(wall[i]) * 1e3, 1), **self.gap_parts_ms(i),
                 "ours_cpu_ms": round(sum(c[3] for c in inside if not c[0].startswith("camera")) * 1e3, 1),
                 "calls": [[c[0], round((c[2] - c[1]) * 1e3, 1), round(c[3] * 1e3, 1)] for c in inside][:8],
+                "gc": GC_LOG.within(t0, t1),
             })
         return out
+
+    def phase(self, t0: float, t1: float) -> dict[str, Any]:
+        """Gaps that end between ``t0`` and ``t1``: wall and GUI-thread CPU statistics, the longest gap's CPU."""
+        ticks = np.asarray(self.ticks)
+        idx = [i for i in range(len(ticks) - 1) if t0 < ticks[i + 1] <= t1]
+        if not idx:
+            return {"n": 0}
+        wall = ticks[np.asarray(idx) + 1] - ticks[idx]
+        cpu = [self.tick_cpu[i + 1][0] - self.tick_cpu[i][0] for i in idx]
+        worst = idx[int(np.argmax(wall))]
+        return {"wall": _stats_ms(list(wall)), "gui_cpu": _stats_ms(cpu),
+                "longest": {"wall_ms": round(float(wall.max()) * 1e3, 1), **self.gap_parts_ms(worst)}}
 
     def callbacks(self) -> dict[str, dict[str, float]]:
         """Per callback name: count, total and longest wall / GUI-thread CPU ms."""
@@ -315,6 +330,41 @@ class StallSampler:
         return sorted((s for s in self.stalls if s["at_s"] >= since), key=lambda s: -s["gap_ms"])
 
 
+class GcLog:
+    """Records each cyclic garbage collection: thread, generation, start and end (``gc.callbacks``).
+
+    A full (generation 2) collection walks every tracked object; with torch and napari loaded that is
+    hundreds of ms. On the GUI thread it is GUI-thread CPU; on the worker it holds the GIL, so the GUI
+    thread waits (neither CPU nor run-queue wait). ``worst_gaps`` lists the collections inside each gap.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, int, float, float]] = []
+        self._start: dict[int, float] = {}
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            self._start[threading.get_ident()] = now
+            return
+        t0 = self._start.pop(threading.get_ident(), now)
+        if now - t0 > 0.005 or info.get("generation") == 2:
+            self.records.append((threading.current_thread().name, int(info.get("generation", -1)), t0, now))
+
+    def install(self) -> None:
+        import gc
+
+        gc.callbacks.append(self)
+
+    def within(self, t0: float, t1: float) -> list[list[Any]]:
+        """[thread, generation, ms] of the collections overlapping ``t0``..``t1``."""
+        return [[th, gen, round((b - a) * 1e3, 1)] for th, gen, a, b in self.records if a < t1 and b > t0]
+
+
+#: The process's garbage-collection log (installed by :func:`main`).
+GC_LOG = GcLog()
+
+
 class ImportLog:
     """Records each module imported while installed: its name, thread and when (a meta-path hook).
 
@@ -420,6 +470,7 @@ def instrument(widget: Any, probe: Probe, cancel_after: int | None = None) -> di
 
     def timed_return(result: Any) -> None:
         t0 = time.perf_counter()
+        log["returned_at"] = [t0]
         probe.timed("_on_return", original_return)(result)
         log["on_return_s"] = [time.perf_counter() - t0]
 
@@ -460,6 +511,13 @@ def run_phase(app, probe, widget, timeout_s: float, cancel_after: int | None = N
         "gui_thread_cpu_s": round(thread_cpu_s(threading.main_thread().native_id) - cpu_start, 2),
         "load_average": os.getloadavg(),
     }
+    first = t_click + widget.first_tile_s if widget.first_tile_s is not None else t_end
+    returned = log.get("returned_at", [t_end])[0]
+    out["phases"] = {"click_to_first_tile": probe.phase(t_click, first), "tiles": probe.phase(first, returned),
+                     "result_layers": probe.phase(returned, time.perf_counter())}
+    gcs = GC_LOG.within(t_click, time.perf_counter())
+    out["gc_ms_by_thread"] = {th: round(sum(ms for t, _, ms in gcs if t == th), 1) for th in {g[0] for g in gcs}}
+    out["gc_longest"] = max(gcs, key=lambda g: g[2], default=None)
     if cancel_s is not None:
         out["cancel_to_finished_s"] = round(cancel_s, 2)
     if imports is not None:
@@ -595,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     import faulthandler
 
     faulthandler.enable(all_threads=True)  # a native crash prints every thread's Python stack
+    GC_LOG.install()
     os.environ["NAPARI_CELLULARITY_SYNC"] = "0"  # the threaded path is what we measure
     if args.copy_thumbnails:
         _copy_thumbnails()
