@@ -48,8 +48,8 @@ class AnalysisSettings:
         Segmentation model ``name[@version]`` or a path to its ``.json`` (None: the default).
     device : str
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-    batch_size : int
-        Tiles per forward pass.
+    batch_size : int or None
+        Tiles per forward pass; None: automatic (fitted to free GPU memory on CUDA, 4 on the CPU).
     tta : bool
         8-fold flip / rotation test-time augmentation.
     stain_norm : bool
@@ -63,14 +63,14 @@ class AnalysisSettings:
 
     model_ref: str | None = None
     device: str = "auto"
-    batch_size: int = 4
+    batch_size: int | None = None
     tta: bool = False
     stain_norm: bool = False
     precision: str = "auto"
     cellularity_model: str | None = None
 
     def __post_init__(self) -> None:
-        if int(self.batch_size) < 1:
+        if self.batch_size is not None and int(self.batch_size) < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

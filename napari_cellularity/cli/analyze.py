@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stain-norm", action="store_true",
                         help="Reinhard colour normalisation to the model's recorded training reference "
                              "(off by default: it did not improve the measured checks; see MODEL_CARD.md)")
-    parser.add_argument("--batch-size", type=int_range(1, 1024, "batch size"), default=4, help="tiles per forward pass (default 4)")
+    parser.add_argument("--batch-size", type=int_range(1, 1024, "batch size"), default=None,
+                        help="tiles per forward pass (default: fitted to free GPU memory on CUDA, 4 on the CPU)")
     parser.add_argument("--cellularity-model", default=None, help="cellularity regressor NAME[@VERSION]")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: mixed precision where the hardware runs it natively (CUDA; CPUs with "

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellularity.files import atomic_path
+from napari_cellularity.inference.tissue import MASK_MAX_SIDE_PX
 from napari_cellularity.models.config import SegmentationConfig
 from napari_cellularity.progress import Progress, drain
 
@@ -38,10 +39,10 @@ MIN_TISSUE_FRACTION = 0.1
 #: Malignant-probability threshold of the segmentation-area estimate.
 ESTIMATE_THRESHOLD = 0.5
 FALLBACK_NAME = "segmentation-area estimate"
-#: Longest side of the tissue mask of a region (a whole slide's mask is read from its overview).
-TISSUE_MASK_MAX_SIDE_PX = 2048
 #: Level-0 pixels read per strip when a region's mask is read through the pyramid.
 STRIP_LEVEL0_PX = 16_000_000
+#: Longest side of the tissue mask of a region (a whole slide's mask is read from its overview).
+TISSUE_MASK_MAX_SIDE_PX = MASK_MAX_SIDE_PX
 PATCH_COLUMNS = ("x", "y", "width", "height", "cellularity", "tumour_bed_fraction")
 
 

@@ -289,3 +289,10 @@ def test_cli_stain_norm_needs_a_reference_and_is_recorded(tmp_path, tiny_model, 
                "--stain-norm", "--batch-size", "2"])
     assert rc == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "o" / "a" / "summary.json").read_text())["stain_norm"] is True
+
+
+def test_default_batch_size_is_automatic_and_four_on_the_cpu(tmp_path, tiny_model):
+    assert AnalysisSettings().batch_size is None  # None: fitted to free GPU memory on CUDA
+    summary = analyze_image(_png(tmp_path / "a.png"), tmp_path / "out", settings=AnalysisSettings(device="cpu"),
+                            mpp=0.5)
+    assert summary["tiles"]["batch_size"] == 4
