@@ -171,7 +171,7 @@ def run_one(args, variant: str, n: int, seed: int, train: list[PointImage], val:
     cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
     net, cfg = load_segmentation_model(str(result.config_path))
     tuned = evaluate(net, val, cfg, threshold)
-    for f in result.config_path.parent.glob(f"{name}-v*"):
+    for f in result.config_path.parent.glob(f"{name}-v*") if not args.keep_models else ():
         f.unlink()  # 45 MB each; the JSON line keeps what matters
     counts = {c: int(sum((it.classes == c).sum() for it in items)) for c in ("malignant", "lymphocyte", TAUGHT)}
     return {
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", default="", help='FinetuneSettings overrides as JSON (pilots), e.g. \'{"steps": 50}\'')
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--table", action="store_true", help="print the table of the finished runs and exit")
+    p.add_argument("--keep-models", action="store_true", help="keep the fine-tuned models in <out>/kept (diagnosis)")
     args = p.parse_args(argv)
     out = Path(args.out)
     results = out / "runs.jsonl"
@@ -279,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                  rec["wall_s"], rec["cpu_s"])
         with results.open("a") as f:
             f.write(json.dumps(rec) + "\n")
+    if args.keep_models and (out / "models").exists():
+        shutil.rmtree(out / "kept", ignore_errors=True)
+        (out / "models").rename(out / "kept")
     shutil.rmtree(out / "models", ignore_errors=True)
     print(table(out))
     return 0

@@ -107,7 +107,8 @@ class FinetuneSettings:
         with ``trainable="head"`` the other channels' maps stay exactly the base model's (their output
         rows get zero gradient; replay tiles are then not used). Needs ``partial_labels``.
     new_pos_weight : float
-        Weight of a reset channel's positive pixels after balancing (< 1 trades recall for precision).
+        Weight of a reset channel's positive pixels after balancing (< 1 trades recall for precision;
+        0.25 measured best, docs/learning_curve.md).
     tune_new_gain : bool
         Choose the reset channel's ``detection.class_gain`` on the user's clicks
         (:func:`training.new_class.choose_class_gain`) and store it in the new model's config.
@@ -144,7 +145,7 @@ class FinetuneSettings:
     stain_negatives: bool = True
     time_budget_s: float = 240.0
     train_channels: str = "all"
-    new_pos_weight: float = 1.0
+    new_pos_weight: float = 0.25
     tune_new_gain: bool = False
 
     def __post_init__(self) -> None:
