@@ -1,12 +1,11 @@
 """A region analysis as napari layers, in small steps (one layer per event-loop turn).
 
-:func:`prebuild_steps` makes the layers a run will fill, empty, at its Run click (while the model
-loads); :func:`result_steps` fills them with the finished result. The Analyze widget queues both on a
-:class:`._worker.GuiQueue`, so no single event-loop turn pays for several layers, and the costly part
-of a layer (napari building it: its vispy visual, controls and layer-list row, ~150-250 ms of GUI-thread
-CPU each, more for the first of a kind) is not paid when the first tile or the result arrives
-(measured by ``benchmarks/bench_gui_responsiveness.py``); :func:`discard_unfilled` removes what a failed
-or cancelled run made but never filled.
+:func:`prebuild_steps` grows the probability canvases over the region at the Run click (while the
+model loads), so the first tile only writes into them; :func:`result_steps` turns the finished result
+into layers. The Analyze widget queues both on a :class:`._worker.GuiQueue`, so no single event-loop
+turn pays for several layers (napari building one costs 120-400 ms of GUI-thread CPU, measured by
+``benchmarks/bench_gui_responsiveness.py``); :func:`discard_unfilled` removes the canvases a failed or
+cancelled run made but never painted.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from napari.layers import Labels, Points
 
 from ..analysis import display
 from ..models.config import CELL_CLASSES
@@ -64,19 +62,14 @@ def heatmap_display(result: Any) -> tuple[np.ndarray, float]:
 
 
 def show_heatmap(viewer: Any, result: Any, translate_um: Sequence[float], units: Any, visible: bool) -> None:
-    """The cellularity heatmap (NaN off tissue), if the run made one (else the empty one made at Run goes)."""
+    """The cellularity heatmap (NaN off tissue), if the run made one."""
     if result.heatmap is None:
-        discard_unfilled(viewer, (L.HEATMAP_LAYER,))
         return
     summary = result.summary
     heat, pixel_um = heatmap_display(result)
-    made_at_run = _unfilled(L.find_layer(viewer, L.HEATMAP_LAYER))  # hidden until now (prebuild_steps)
-    layer = L.paste_map_layer(viewer, L.HEATMAP_LAYER, heat,
-                              display.overlay_translate_um(summary.region.origin_rc, summary.slide_mpp, pixel_um,
-                                                           translate_um),
-                              pixel_um, fill_value=np.nan, visible=visible, units=units, **L.heatmap_layer_kwargs())
-    if made_at_run:
-        reveal(viewer, layer.name, visible)
+    L.paste_map_layer(viewer, L.HEATMAP_LAYER, heat,
+                      display.overlay_translate_um(summary.region.origin_rc, summary.slide_mpp, pixel_um, translate_um),
+                      pixel_um, fill_value=np.nan, visible=visible, units=units, **L.heatmap_layer_kwargs())
 
 
 def done_text(summary: Any, untrained: Sequence[str]) -> str:
@@ -101,20 +94,6 @@ def result_steps(viewer: Any, result: Any, *, paint_maps: Callable[..., None], t
     return steps
 
 
-def _new_points(viewer: Any, cls: str, slide_mpp: float, translate_um: Sequence[float], units: Any) -> Any:
-    layer = L.upsert_points_layer(viewer, L.points_layer_name(cls), np.zeros((0, 2)), replace_box=None,
-                                  slide_mpp=slide_mpp, color=L.CLASS_COLORS[cls], image_translate_um=translate_um,
-                                  scores=np.zeros(0), units=units)
-    layer.visible = False  # before its first draw; show_points shows it
-    return layer
-
-
-def _new_class_map(viewer: Any, shape_rc: tuple[int, int], translate_um: Sequence[float], pixel_um: float,
-                   units: Any) -> Any:
-    return L.paste_map_layer(viewer, L.CLASS_MAP_LAYER, np.zeros(shape_rc, np.uint8), translate_um, pixel_um,
-                             labels=True, colormap=L.class_map_colormap(), opacity=0.4, visible=False, units=units)
-
-
 def _making(viewer: Any, made: list[str], name: str, make: Callable[[], Any]) -> None:
     """Run ``make()``; when it made a new layer ``name`` (not the one there before), add ``name`` to ``made``."""
     before = L.find_layer(viewer, name)
@@ -125,38 +104,27 @@ def _making(viewer: Any, made: list[str], name: str, make: Callable[[], Any]) ->
 def prebuild_steps(viewer: Any, *, class_names: Sequence[str], box: Any, slide_mpp: float, model_mpp: float,
                    translate_um: Sequence[float], units: Any,
                    full_resolution: bool) -> tuple[list[Callable[[], None]], list[str]]:
-    """The layers a run will fill, made empty and hidden at its Run click, one per step.
+    """The probability canvases of a full-resolution run, grown over its region (made hidden if missing) at
+    its Run click, one per step: the first tile then only writes into them, in place.
 
     Returns the steps and the list the steps fill, as they run, with the names of the layers they made
-    (shown later with :func:`reveal`; discarded with :func:`discard_unfilled` if the run never fills them).
-    Hidden, they cost no drawing while the model loads (software GL draws every visible layer at each pan);
-    the probability maps are shown at the first tile, the rest with the result.
-
-    A full-resolution run gets its probability canvases grown over the region (they are then written in
-    place, tile by tile) and, if missing, the class map and the heatmap at the model map's pixels (a
-    heatmap of another pixel size or dtype is replaced when the result comes); every run gets its missing
-    detection layers (empty rings). A big region's probability and class maps are shown at a display pixel
-    size only known from its canvas, so they are made when it paints.
+    (shown at the first tile with :func:`reveal`; discarded with :func:`discard_unfilled` if the run never
+    paints them). Hidden, they cost no drawing while the model loads. Only these: every layer costs
+    napari work at each pan even hidden, so the class map, detections and heatmap are made with the
+    result (measured, ``benchmarks/bench_gui_responsiveness.py``); a big region's maps are shown at a
+    display pixel size only known from its canvas, so they are made when it paints.
     """
     made: list[str] = []
-    makers: list[tuple[str, Callable[[], Any]]] = []
-    if full_resolution:
-        shape = display.region_map_shape(box, slide_mpp, model_mpp)
-        translate = display.overlay_translate_um(box.origin_rc, slide_mpp, model_mpp, translate_um)
-        makers += [(L.prob_layer_name(c), functools.partial(L.reserve_map_region, viewer, L.prob_layer_name(c), shape,
-                                                            translate, model_mpp, visible=False, units=units,
-                                                            **L.prob_layer_kwargs(c)))
-                   for c in CELL_CLASSES if c in class_names]
-        if L.find_layer(viewer, L.CLASS_MAP_LAYER, Labels) is None:
-            makers.append((L.CLASS_MAP_LAYER, functools.partial(_new_class_map, viewer, shape, translate, model_mpp,
-                                                                units)))
-        if L.find_layer(viewer, L.HEATMAP_LAYER) is None:  # drawn at the model map's pixels (heatmap_display)
-            makers.append((L.HEATMAP_LAYER, functools.partial(
-                L.paste_map_layer, viewer, L.HEATMAP_LAYER, np.full(shape, np.nan, np.float32), translate, model_mpp,
-                fill_value=np.nan, visible=False, units=units, **L.heatmap_layer_kwargs())))
-    makers += [(L.points_layer_name(c), functools.partial(_new_points, viewer, c, slide_mpp, translate_um, units))
-               for c in CELL_CLASSES if L.find_layer(viewer, L.points_layer_name(c), Points) is None]
-    return [functools.partial(_making, viewer, made, name, make) for name, make in makers], made
+    if not full_resolution:
+        return [], made
+    shape = display.region_map_shape(box, slide_mpp, model_mpp)
+    translate = display.overlay_translate_um(box.origin_rc, slide_mpp, model_mpp, translate_um)
+    steps: list[Callable[[], None]] = [
+        functools.partial(_making, viewer, made, L.prob_layer_name(c), functools.partial(
+            L.reserve_map_region, viewer, L.prob_layer_name(c), shape, translate, model_mpp, visible=False,
+            units=units, **L.prob_layer_kwargs(c)))
+        for c in CELL_CLASSES if c in class_names]
+    return steps, made
 
 
 def discard_unfilled(viewer: Any, names: Sequence[str]) -> None:
@@ -169,11 +137,8 @@ def discard_unfilled(viewer: Any, names: Sequence[str]) -> None:
 
 
 def _unfilled(layer: Any) -> bool:
-    """True for a layer that holds nothing: no points, a map of zeros (or NaN)."""
-    if layer is None:
-        return False
-    data = np.asarray(layer.data)
-    return not np.any(data[~np.isnan(data)] if data.dtype.kind == "f" else data)
+    """True for a layer that holds nothing (a map of zeros)."""
+    return layer is not None and not np.any(np.asarray(layer.data))
 
 
 def reveal(viewer: Any, name: str, visible: bool) -> None:

@@ -46,10 +46,12 @@ MPP_PROMPT = ("This image has no recorded resolution, so it cannot be analysed y
 
 
 def analysis_job(**inputs: Any) -> Any:
-    """``analyze_region`` as run in the worker, after the imports its result layers need (:mod:`._layers`)."""
+    """``analyze_region`` as run in the worker, after the imports (the layers', the model's) and :mod:`._heap`."""
+    from ._heap import freeze_loaded_heap
+
+    freeze_loaded_heap()  # also imports the display modules (L.preload_display_modules)
     from ..analysis import analyze_region
 
-    L.preload_display_modules()
     return (yield from analyze_region(**inputs))
 
 
