@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellularity.files import atomic_path
-from napari_cellularity.inference.tissue import MASK_MAX_SIDE_PX
+from napari_cellularity.inference.tissue import MASK_MAX_SIDE_PX as TISSUE_MASK_MAX_SIDE_PX
 from napari_cellularity.models.config import SegmentationConfig
 from napari_cellularity.progress import Progress, drain
 
@@ -41,8 +41,6 @@ ESTIMATE_THRESHOLD = 0.5
 FALLBACK_NAME = "segmentation-area estimate"
 #: Level-0 pixels read per strip when a region's mask is read through the pyramid.
 STRIP_LEVEL0_PX = 16_000_000
-#: Longest side of the tissue mask of a region (a whole slide's mask is read from its overview).
-TISSUE_MASK_MAX_SIDE_PX = MASK_MAX_SIDE_PX
 PATCH_COLUMNS = ("x", "y", "width", "height", "cellularity", "tumour_bed_fraction")
 
 
