@@ -9,7 +9,10 @@ live as long as the process, so :func:`freeze_loaded_heap` moves them out of the
 (:func:`gc.freeze`) once, after the model's imports; later collections only walk what was made since.
 
 The cost: cyclic garbage that exists at that moment is never collected (the imports' own temporaries,
-small). Called in the worker, before the first analysis, at most once per process.
+small), and neither is an object alive then that later becomes unreachable only through a reference
+cycle — e.g. a layer already open at the first Run that the user closes afterwards may keep its memory
+until napari exits (reference counting still frees everything not in a cycle). Bounded: once per
+process, by what was open at the first Run. Called in the worker, before the first analysis.
 """
 
 from __future__ import annotations
