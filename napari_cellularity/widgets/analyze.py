@@ -108,7 +108,7 @@ class AnalyzeWidget(QWidget):
         form.addRow("ROI layer", self.shapes_combo)
         self.tta_check = QCheckBox("test-time augmentation (8x slower)")
         form.addRow("", self.tta_check)
-        self.batch_spin = QSpinBox(minimum=1, maximum=256, value=4)
+        self.batch_spin = QSpinBox(minimum=0, maximum=256, value=0, specialValueText="auto")  # 0: GPU memory / 4
         form.addRow("Batch size", self.batch_spin)
         self.run_button, self.cancel_button = QPushButton("Run"), QPushButton("Cancel")
         self.run_button.clicked.connect(self.run)
@@ -249,7 +249,7 @@ class AnalyzeWidget(QWidget):
             image=image, slide_mpp=mpp, box=self._region_box(layer, shape_rc), image_name=layer.name,
             region_kind=self.region_combo.currentText(), model_cache=self.model_cache,
             settings=AnalysisSettings(model_ref=entry.ref, device=self.device_combo.currentData(),
-                                      batch_size=self.batch_spin.value(), tta=self.tta_check.isChecked()),
+                                      batch_size=self.batch_spin.value() or None, tta=self.tta_check.isChecked()),
         )
 
     def run(self) -> None:

@@ -43,6 +43,9 @@ def test_builds_with_models_devices_and_legend(viewer_widget):
     assert widget.mpp_spin.value() == pytest.approx(SLIDE_MPP)
     assert widget.device_combo.findData("cpu") >= 0
     assert widget.legend.findChild(type(widget.status)) is not None
+    assert widget.batch_spin.text() == "auto" and widget._inputs()["settings"].batch_size is None  # GPU memory / 4
+    widget.batch_spin.setValue(8)
+    assert widget._inputs()["settings"].batch_size == 8
 
 
 def test_analyze_adds_layers_with_um_geometry(viewer_widget):
