@@ -136,16 +136,21 @@ def test_pending_blend_round_trip_keeps_only_overlap_and_box(tmp_path):
     np.testing.assert_array_equal(got_weights, weights)
 
 
+def _stop_after_records(store, n: int, **kw) -> None:
+    """Start a resumable job and stop it (cancel / crash) after ``n`` progress records."""
+    gen = predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **{**KW, **kw})
+    for i, _ in enumerate(gen):
+        if i == n:
+            break
+    gen.close()
+
+
 def test_damaged_pending_record_falls_back_to_finished_rows(tmp_path):
     import zarr
 
     full = _full(tmp_path)
     store = tmp_path / "job.zarr"
-    gen = predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **KW)
-    for i, _ in enumerate(gen):
-        if i == 25:
-            break
-    gen.close()
+    _stop_after_records(store, 25)
     group = zarr.open_group(str(store.with_name(f".{store.name}.partial")), mode="r+")
     group.attrs["pending"] = {**group.attrs["pending"], "array": "pending_99"}  # its array is missing
     records = []
@@ -157,11 +162,7 @@ def test_damaged_pending_record_falls_back_to_finished_rows(tmp_path):
 
 def test_another_job_or_no_resume_starts_over(tmp_path):
     store = tmp_path / "job.zarr"
-    gen = predict_region(_net(), CONFIG, IMG, store_path=store, resume=True, **KW)
-    for i, _ in enumerate(gen):
-        if i == 20:
-            break
-    gen.close()
+    _stop_after_records(store, 20)
     # other settings (batch size) -> another job key: starts over, result still right
     other = run_prediction(predict_region(_net(), CONFIG, IMG, store_path=store, resume=True,
                                           **{**KW, "batch_size": 3}))
