@@ -132,7 +132,7 @@ def check_cli_arguments(options: list[tuple[str, str]]) -> None:
         values = [int(v) for v in args.roi.split(",")]
         assert len(values) == 4 and min(values[:2]) >= 0 and min(values[2:]) >= 1, values
         assert max(values) <= MAX_ROI_SIDE_PX
-    assert 1 <= args.batch_size <= 1024
+    assert args.batch_size is None or 1 <= args.batch_size <= 1024  # None: automatic
 
 
 @functools.lru_cache(maxsize=1)
