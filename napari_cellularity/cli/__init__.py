@@ -70,16 +70,20 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"warning: {message}\n"
 
 
+def log_level(args: argparse.Namespace) -> int:
+    """DEBUG with ``-v``, WARNING with ``--quiet`` / ``--log-json`` (only problems), INFO otherwise."""
+    if args.verbose:
+        return logging.DEBUG
+    return logging.WARNING if getattr(args, "quiet", False) or getattr(args, "log_json", False) else logging.INFO
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:  # argparse reports a bad argument in one line and exits 2: return that code
         args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else list(argv)))
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=log_level(args), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     warnings.formatwarning = _one_line_warning
     try:
         return int(args._run(args) or 0)

@@ -152,8 +152,14 @@ def _is_cohort(args: argparse.Namespace) -> bool:
 
 def _run_cohort(args: argparse.Namespace, settings: Any) -> int:
     """Analyse a cohort on Dask; per-slide lines (or JSON), ``OUT/cohort.csv``; exit 1 if any slide failed."""
+    import logging
+
+    import distributed  # noqa: F401 - importing it sets its loggers to INFO: quieten them after
+
     from ..analysis.cohort import COHORT_TABLE, read_cohort, run_cohort
 
+    if not args.verbose:  # the Dask scheduler's and nannies' chatter is not the user's business
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     items = read_cohort(list(args.inputs))
     if args.mpp is not None or args.roi:
         from dataclasses import replace

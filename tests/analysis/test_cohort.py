@@ -97,3 +97,16 @@ def test_cli_runs_a_glob_as_a_cohort_with_json_progress(tmp_path, tiny_model, ca
     assert {e["name"]: e["status"] for e in events} == {"broken": "failed", "case0": "ok"}
     assert [r["name"] for r in _table(out)] == ["broken", "case0"]
     assert read_cohort(["a/X.png", "b/x.png"])[1].name == "x_2"  # case-insensitive names
+
+
+def test_quiet_and_log_json_keep_the_log_to_problems():
+    import logging
+
+    from napari_cellularity.cli import build_parser, log_level
+
+    def level(*extra):
+        return log_level(build_parser().parse_args(["analyze", "a.png", "--out", "o", *extra]))
+
+    assert level() == logging.INFO
+    assert level("--quiet") == level("--log-json") == logging.WARNING  # no Dask INFO lines with --quiet
+    assert log_level(build_parser().parse_args(["-v", "analyze", "a.png", "--out", "o", "--quiet"])) == logging.DEBUG
