@@ -84,10 +84,8 @@ def tissue_mask(image: np.ndarray, mpp: float, *, method: TissueMethod = "stain"
         return _masked_small(img, float(mpp), method, min_saturation)
     if method == "stain":
         return _stain_mask(img, float(mpp), MIN_SATURATION if min_saturation is None else min_saturation)
-    if method == "otsu":
-        min_object_px = max(4, int(OTSU_MIN_OBJECT_UM2 / float(mpp) ** 2))
-        return _otsu_mask(img, OTSU_MIN_THRESHOLD if min_saturation is None else min_saturation, min_object_px)
-    raise TissueInputError(f"unknown tissue method {method!r}; expected 'stain' or 'otsu'")
+    min_object_px = max(4, int(OTSU_MIN_OBJECT_UM2 / float(mpp) ** 2))  # method "otsu" (checked above)
+    return _otsu_mask(img, OTSU_MIN_THRESHOLD if min_saturation is None else min_saturation, min_object_px)
 
 
 def _masked_small(img: np.ndarray, mpp: float, method: TissueMethod, min_saturation: float | None) -> np.ndarray:
