@@ -197,15 +197,12 @@ class CellularityReportWidget(QWidget):
         analysed = None if not self.report else self.report.get("cellularity_pct")
         typed = float(self.rcb_cellularity.value())
         bed = self._bed_cellularity()
-        if bed is not None and abs(typed - bed[1]) <= 0.05:
-            return RCB.inputs_from_report(
-                self.report, d1_mm=self.rcb_d1.value(), d2_mm=self.rcb_d2.value(), in_situ_pct=self.rcb_in_situ.value(),
-                positive_nodes=self.rcb_nodes.value(), largest_metastasis_mm=self.rcb_met.value(),
-                cellularity_pct=typed, cellularity_source=bed[0], bed_source=self._bed_source())
+        from_bed = bed is not None and abs(typed - bed[1]) <= 0.05  # the heatmap inside the drawn bed
+        from_analysis = not from_bed and analysed is not None and abs(typed - float(analysed)) <= 0.05
         return RCB.inputs_from_report(
             self.report, d1_mm=self.rcb_d1.value(), d2_mm=self.rcb_d2.value(), in_situ_pct=self.rcb_in_situ.value(),
             positive_nodes=self.rcb_nodes.value(), largest_metastasis_mm=self.rcb_met.value(),
-            cellularity_pct=None if analysed is not None and abs(typed - float(analysed)) <= 0.05 else typed,
+            cellularity_pct=None if from_analysis else typed, cellularity_source=bed[0] if from_bed else None,
             bed_source=self._bed_source())
 
     def _bed_cellularity(self) -> tuple[str, float] | None:
