@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
+import pytest
 import torch
 
 from napari_cellularity.models.config import CLASS_LOSS_WEIGHTS
-from training.loop import needs_grad_scaling, train_segmentation
+from training.loop import needs_grad_scaling, train_autocast, train_segmentation
 from training.losses import segmentation_loss
 from training.sampler import CropSampler
 from training.settings import TrainSettings
@@ -99,3 +101,15 @@ def test_loss_scaling_only_where_training_runs_in_float16(monkeypatch):
     assert not needs_grad_scaling(torch.device("cpu"))
     monkeypatch.setattr(device_mod, "resolve_precision", lambda dev, precision="auto": "bf16")
     assert not needs_grad_scaling(torch.device("cuda"))  # Ampere and newer: bf16, no scaling
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_warns_only_where_bf16_is_emulated(monkeypatch, caplog, native):
+    """--cpu-bf16 on a CPU without native BF16 trains ~10x slower: say so once per run, keep the asked precision."""
+    from napari_cellularity.models import device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger="training.loop"):
+        ctx = train_autocast(torch.device("cpu"), cpu_bf16=True)
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    assert any("no native BF16" in r.message for r in caplog.records) is (not native)
