@@ -9,7 +9,8 @@ tile, so tiles can be painted as they finish) and returns a :class:`RegionAnalys
 Big regions (more than :data:`~napari_cellularity.analysis.display.BIG_REGION_MAX_PX`
 model pixels, e.g. a whole slide) never live in RAM: the maps go to a zarr store (the
 caller's folder, or the analysis cache of :mod:`~napari_cellularity.analysis.cache`),
-nuclei are detected chunk-wise and the cellularity grid is streamed patch by patch with a
+nuclei are detected chunk-wise (each band of chunks in a thread as soon as the network has finished
+its rows) and the cellularity grid is streamed patch by patch with a
 low-resolution tissue mask.
 """
 
@@ -99,7 +100,8 @@ class RegionAnalysis:
     tissue_shape_rc : tuple of int
         Shape of the tumour-bed (tissue) mask the grid used.
     timings_s : dict
-        Seconds per stage (``predict`` stages, ``detect_s``, ``cellularity_s``).
+        Seconds per stage (``predict`` stages, ``detect_s`` after the prediction, ``detect_busy_s`` detecting
+        in all, most of it beside the network for big maps, ``cellularity_s``).
     display : MapCanvas or None
         Downsampled probability maps of a big region (None: show ``prediction`` as is).
     config : SegmentationConfig or None
@@ -191,7 +193,7 @@ def analyze_region(
         Unknown or broken segmentation or cellularity model (before any compute).
     """
     from ..features.cellularity_map import cellularity_grid
-    from ..inference.cells import detect_nuclei_chunked
+    from ..inference.cells import StreamingNucleiDetector
     from ..inference.predict import predict_region
 
     settings = settings or AnalysisSettings()
@@ -202,15 +204,17 @@ def analyze_region(
     shape_rc = region_map_shape(box, slide_mpp, config.mpp)
     big = is_big_region(shape_rc)
     store = (yield from _store_path(store_dir, image_name, box, config, settings, shape_rc)) if big else None
+    detector = StreamingNucleiDetector(shape_rc, config.mpp, **config.detection_kwargs())  # beside the network
     pred = yield from predict_region(
         net, config, image, mpp=slide_mpp, region=(box.row0, box.col0, box.rows, box.cols),
         device=settings.device, batch_size=settings.batch_size, tta=settings.tta, stain_norm=settings.stain_norm,
         store_path=store,
         precision=settings.precision, resume=store is not None and (store_dir is None if resume is None else resume),
+        row_listener=detector,
     )
     yield notice("detecting nuclei")
     t = time.perf_counter()
-    det = detect_nuclei_chunked(pred.probs, config.mpp, **config.detection_kwargs())
+    det = detector.result(pred.probs)
     level0 = pred.to_level0(det.points_rc)
     nuclei = {c: level0[det.classes == c] for c in CELL_CLASSES}
     scores = {c: np.asarray(det.scores)[det.classes == c] for c in CELL_CLASSES}
@@ -238,6 +242,7 @@ def analyze_region(
         prediction=pred, detection=det, nuclei_level0=nuclei, nuclei_scores=scores, summary=summary, grid=grid,
         heatmap=np.asarray(grid.heatmap, dtype=np.float32), heatmap_pixel_um=float(grid.patch_px) * float(config.mpp),
         tissue_shape_rc=tuple(int(v) for v in tissue.shape),
-        timings_s={**pred.timings_s, "detect_s": detect_s, "cellularity_s": cellularity_s}, display=canvas,
+        timings_s={**pred.timings_s, "detect_s": detect_s, "detect_busy_s": detector.busy_s,
+                   "cellularity_s": cellularity_s}, display=canvas,
         config=config,
     )

@@ -3,7 +3,9 @@
 Detection runs on the blended map (not per tile), so nuclei in tile overlaps are found once.
 For maps larger than one chunk (whole slides held in zarr), each chunk is read with a halo
 wider than the peak-suppression distance plus the smoothing support, and only peaks in the
-chunk's core are kept, so every nucleus is reported exactly once.
+chunk's core are kept, so every nucleus is reported exactly once. :class:`StreamingNucleiDetector`
+detects each band of chunks as soon as the prediction has finished its rows, in a thread beside
+the network, with the same chunks and so the same detections.
 
 :func:`points_to_level0` / :func:`level0_to_points` are the one mapping between a model-mpp
 map and level-0 slide pixels.
@@ -11,6 +13,8 @@ map and level-0 slide pixels.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -45,27 +49,128 @@ def detect_nuclei_chunked(
     Detections
         Points (row, col) in the grid of ``probs``.
     """
-    _, rows, cols = probs.shape
-    kwargs = dict(threshold=threshold, min_distance_um=min_distance_um, class_names=class_names,
-                  smooth_sigma_px=smooth_sigma_px, class_gain=class_gain)
-    if rows <= chunk_px and cols <= chunk_px:
-        return detect_nuclei(np.asarray(probs[:]), mpp, **kwargs)
-    halo = max(1, int(round(min_distance_um / mpp))) + int(np.ceil(4 * smooth_sigma_px)) + 2
-    parts = []
-    for r0 in range(0, rows, chunk_px):
-        for c0 in range(0, cols, chunk_px):
-            r1, c1 = min(rows, r0 + chunk_px), min(cols, c0 + chunk_px)
-            hr0, hc0 = max(0, r0 - halo), max(0, c0 - halo)
-            block = np.asarray(probs[:, hr0:min(rows, r1 + halo), hc0:min(cols, c1 + halo)])
-            det = detect_nuclei(block, mpp, **kwargs)
+    detector = StreamingNucleiDetector(tuple(probs.shape[1:]), mpp, chunk_px=chunk_px, background=False,
+                                       threshold=threshold, min_distance_um=min_distance_um,
+                                       class_names=class_names, smooth_sigma_px=smooth_sigma_px,
+                                       class_gain=class_gain)
+    return detector.result(probs)
+
+
+class StreamingNucleiDetector:
+    """Nuclei of a map whose rows are finished top to bottom, detected while later rows are computed.
+
+    The map is cut into core chunks of ``chunk_px`` (rows x columns); each is read with a halo wider than
+    the peak-suppression distance plus the smoothing support and only peaks in its core are kept, so every
+    nucleus is reported exactly once. A band of chunks is detected (in a background thread) as soon as the
+    rows it reads are final: :meth:`rows_final` is the hook :func:`~.predict.predict_region` calls after each
+    finished strip, :meth:`wait` is called before the store is renamed, :meth:`result` finishes the rest on
+    the final map. The chunks, their order and so the detections are the same whether the bands ran during
+    the prediction or after it (:func:`detect_nuclei_chunked` is this class without a thread).
+
+    Parameters
+    ----------
+    shape_rc : tuple of int
+        Map (rows, cols).
+    mpp : float
+        µm per map pixel.
+    chunk_px : int
+        Core chunk side; a map that fits in one chunk is detected in one call at :meth:`result`.
+    background : bool
+        Detect finished bands in a worker thread (numpy / scipy release the GIL for most of the work).
+    **detect_kwargs
+        ``threshold``, ``min_distance_um``, ``class_names``, ``smooth_sigma_px``, ``class_gain`` of
+        :func:`~.nuclei.detect_nuclei`.
+    """
+
+    def __init__(self, shape_rc: tuple[int, int], mpp: float, chunk_px: int = 2048, background: bool = True,
+                 **detect_kwargs: Any) -> None:
+        self.rows, self.cols = (int(v) for v in shape_rc)
+        self.mpp = float(mpp)
+        self.chunk_px = int(chunk_px)
+        self.kwargs = detect_kwargs
+        self.chunked = self.rows > self.chunk_px or self.cols > self.chunk_px
+        self.halo = (max(1, int(round(detect_kwargs.get("min_distance_um", 4.0) / self.mpp)))
+                     + int(np.ceil(4 * detect_kwargs.get("smooth_sigma_px", 1.0))) + 2)
+        self.next_band = 0  # first row of the next band's core not yet submitted
+        self.busy_s = 0.0  # seconds spent detecting (in the thread and at the end)
+        self._parts: list[Detections] = []
+        self._futures: list[Future] = []
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nuclei") if background and self.chunked else None
+
+    def rows_final(self, probs: Any, rows_done: int) -> None:
+        """Rows ``[0, rows_done)`` of ``probs`` are final: start every band that reads only those rows."""
+        self._check(probs)
+        if not self.chunked:
+            return
+        while self.next_band < self.rows and rows_done >= min(self.rows, self.next_band + self.chunk_px + self.halo):
+            if self._pool is None:
+                self._parts.extend(self._band(probs, self.next_band))
+            else:
+                self._futures.append(self._pool.submit(self._band, probs, self.next_band))
+            self.next_band += self.chunk_px
+
+    def wait(self) -> None:
+        """Wait for the submitted bands (raises what a band raised)."""
+        futures, self._futures = self._futures, []
+        for future in futures:
+            self._parts.extend(future.result())
+
+    def cancel(self) -> None:
+        """Drop bands not yet started and wait for the running one (the map is about to go away)."""
+        for future in self._futures:
+            future.cancel()
+        for future in self._futures:
+            if not future.cancelled():
+                future.exception()
+        self._futures = []
+        self._shutdown()
+
+    def result(self, probs: Any) -> Detections:
+        """All detections: the bands already done plus the rest of ``probs`` (the final map)."""
+        self._check(probs)
+        try:
+            if not self.chunked:
+                t0 = time.perf_counter()
+                det = detect_nuclei(np.asarray(probs[:]), self.mpp, **self.kwargs)
+                self.busy_s += time.perf_counter() - t0
+                return det
+            self.wait()
+            while self.next_band < self.rows:
+                self._parts.extend(self._band(probs, self.next_band))
+                self.next_band += self.chunk_px
+            parts = self._parts
+        finally:
+            self._shutdown()
+        return Detections(
+            np.concatenate([p.points_rc for p in parts]).reshape(-1, 2),
+            np.concatenate([p.classes for p in parts]).astype(object),
+            np.concatenate([p.scores for p in parts]),
+        )
+
+    def _band(self, probs: Any, r0: int) -> list[Detections]:
+        t0 = time.perf_counter()
+        r1, halo = min(self.rows, r0 + self.chunk_px), self.halo
+        hr0, hr1 = max(0, r0 - halo), min(self.rows, r1 + halo)
+        parts = []
+        for c0 in range(0, self.cols, self.chunk_px):
+            c1 = min(self.cols, c0 + self.chunk_px)
+            hc0 = max(0, c0 - halo)
+            det = detect_nuclei(np.asarray(probs[:, hr0:hr1, hc0:min(self.cols, c1 + halo)]), self.mpp, **self.kwargs)
             pts = det.points_rc + np.array([hr0, hc0], float)
             core = (pts[:, 0] >= r0) & (pts[:, 0] < r1) & (pts[:, 1] >= c0) & (pts[:, 1] < c1)
             parts.append(Detections(pts[core], det.classes[core], det.scores[core]))
-    return Detections(
-        np.concatenate([p.points_rc for p in parts]).reshape(-1, 2),
-        np.concatenate([p.classes for p in parts]).astype(object),
-        np.concatenate([p.scores for p in parts]),
-    )
+        self.busy_s += time.perf_counter() - t0
+        return parts
+
+    def _check(self, probs: Any) -> None:
+        if tuple(probs.shape[1:]) != (self.rows, self.cols):
+            raise ValueError(f"nuclei detector set up for {self.rows} x {self.cols} maps was given "
+                             f"{probs.shape[1]} x {probs.shape[2]}")
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def points_to_level0(points_rc: np.ndarray, origin_level0_rc: tuple[float, float],

@@ -170,6 +170,7 @@ def predict_region(
     precision: str = "auto",
     resume: bool = False,
     read_ahead: int = 2,
+    row_listener: Any = None,
 ) -> Generator[Progress, None, RegionPrediction]:
     """Predict class probabilities over a region, tile by tile, at the model's mpp.
 
@@ -212,6 +213,11 @@ def predict_region(
         ``fp32``: full precision (bit-for-bit reproducible across such machines).
     read_ahead : int
         Batches of tiles read by a background thread while the network runs (0: read inline).
+    row_listener : optional
+        Post-processing that runs on finished rows while the network computes the next ones (e.g.
+        :class:`~.cells.StreamingNucleiDetector`): ``rows_final(probs, rows_done)`` after each finished
+        strip (rows ``[0, rows_done)`` of the stored maps are final, earlier runs' rows included),
+        ``wait()`` before the maps are committed, ``cancel()`` when the prediction stops unfinished.
 
     Yields
     ------
@@ -270,6 +276,8 @@ def predict_region(
                 acc.add(p, t.row, t.col)
             last = first + len(batch)
             acc.flush(todo[last].row if last < len(todo) else shape[0])
+            if row_listener is not None:
+                row_listener.rows_final(outputs.probs, outputs.rows_done)
             timings["network_s"] += t2 - t1
             t3 = time.perf_counter()
             timings["blend_s"] += t3 - t2
@@ -288,6 +296,8 @@ def predict_region(
                 yield _tile_record(t, p, done, len(todo), region, scale, shape)
             t_wait = time.perf_counter()
         acc.finish()
+        if row_listener is not None:
+            row_listener.wait()  # its reads of the store end before the store is renamed
         timings["total_s"] = time.perf_counter() - t_start
         outputs.commit({"class_names": list(config.class_names), "mpp": config.mpp,
                         "origin_level0_rc": list(region[:2]), "level0_per_px": scale,
@@ -295,6 +305,8 @@ def predict_region(
         committed = True
     finally:
         if not committed:
+            if row_listener is not None:
+                row_listener.cancel()
             outputs.abandon()
     return RegionPrediction(
         outputs.probs, outputs.labels, tuple(config.class_names), float(config.mpp), source.level0_mpp,
