@@ -7,7 +7,10 @@ while saving resumes from the previous checkpoint. Loading never unpickles code
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +87,18 @@ def load_best(run_dir: str | Path, config: Any, device: str = "auto") -> tuple[A
     net.load_state_dict(load_network_state(path))
     best = max(state["history"], key=lambda r: r.get("score", -1), default={})
     return net.to(select_device(device)).eval(), best
+
+
+@contextlib.contextmanager
+def fresh_run_dir(run_dir: str | Path | None, stem: str):
+    """A new, empty folder: a temporary one (removed afterwards) or ``run_dir/<stem>-<time>``."""
+    if run_dir is None:
+        with tempfile.TemporaryDirectory(prefix="nc-finetune-") as tmp:
+            yield Path(tmp)
+        return
+    path = Path(run_dir) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    k = 1
+    while path.exists():
+        path, k = Path(f"{path}-{k}"), k + 1
+    path.mkdir(parents=True)
+    yield path

@@ -16,10 +16,7 @@ Command line: ``napari-cellularity train finetune --base NAME --data folder=PATH
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import tempfile
-import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +25,7 @@ from napari_cellularity.annotations.point_images import PointImage
 from napari_cellularity.progress import Progress, drain
 
 from . import new_class
+from .checkpoints import fresh_run_dir
 from .finetune_data import (  # noqa: F401 - check_items, count_points_on_glass: re-exported
     FinetuneCancelled,
     FinetuneError,
@@ -36,6 +34,7 @@ from .finetune_data import (  # noqa: F401 - check_items, count_points_on_glass:
     prepare_data,
 )
 from .records import json_safe
+from .settings import TRAINABLE
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,8 @@ class FinetuneSettings:
         nucleus of a class it knows at this probability; ``None``: it gets no gradient outside the
         user's clicks and regions.
     trainable : str
-        ``"all"``, ``"decoder"`` (encoder frozen) or ``"head"``; BatchNorm statistics stay frozen.
+        ``"all"``, ``"decoder"`` (encoder frozen), ``"last"`` (the decoder's last layer + head) or ``"head"``;
+        BatchNorm statistics stay frozen.
     point_crop_frac : float
         Share of training crops centred on an annotated cell (class-balanced).
     reset_new_channels : bool
@@ -161,8 +161,8 @@ class FinetuneSettings:
         if not 0.0 <= self.pseudo_neg < self.pseudo_pos <= 1.0:
             raise FinetuneError(f"pseudo-label thresholds need 0 <= pseudo_neg < pseudo_pos <= 1, got "
                                 f"{self.pseudo_neg}, {self.pseudo_pos}")
-        if self.trainable not in ("all", "decoder", "head"):
-            raise FinetuneError(f"trainable must be all, decoder or head, got {self.trainable!r}")
+        if self.trainable not in TRAINABLE:
+            raise FinetuneError(f"trainable must be one of {', '.join(TRAINABLE)}, got {self.trainable!r}")
         if self.head_lr_scale <= 0:
             raise FinetuneError(f"head_lr_scale must be positive, got {self.head_lr_scale}")
         if not 0.0 <= self.point_crop_frac <= 1.0 or self.time_budget_s < 0:
@@ -229,21 +229,6 @@ def _new_config(base, name: str | None, settings, data_desc: dict, counts: dict,
     }
     cfg.metrics = {"finetune": {"before": json_safe(before)}, "base": base.metrics}
     return cfg
-
-
-@contextlib.contextmanager
-def _fresh_run_dir(run_dir: str | Path | None, stem: str):
-    """A new, empty folder: a temporary one (removed afterwards) or ``run_dir/<stem>-<time>``."""
-    if run_dir is None:
-        with tempfile.TemporaryDirectory(prefix="nc-finetune-") as tmp:
-            yield Path(tmp)
-        return
-    path = Path(run_dir) / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    k = 1
-    while path.exists():
-        path, k = Path(f"{path}-{k}"), k + 1
-    path.mkdir(parents=True)
-    yield path
 
 
 def iter_finetune(
@@ -323,7 +308,7 @@ def iter_finetune(
             stopped.append(True)
         return bool(stopped)
 
-    with _fresh_run_dir(ft.run_dir, f"finetune-{cfg.name}") as rdir:
+    with fresh_run_dir(ft.run_dir, f"finetune-{cfg.name}") as rdir:
         last_step = 0
         for rec in iter_training(train, val, cfg, settings, rdir, device=ft.device, init_state=init_state,
                                  should_stop=stop, partial=partial, pseudo=pseudo):

@@ -26,7 +26,7 @@ from napari_cellularity.progress import Progress, drain
 
 from .checkpoints import NEW_RUN_STATE, load_best, resume, save_last, save_state_dict
 from .sampler import CropSampler, batches
-from .settings import TrainSettings
+from .settings import TRAINABLE, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +104,18 @@ def validate(net, val_items: list[PointImage], config: SegmentationConfig, dev,
 def trainable_parameters(net, trainable: str = "all", head_lr_scale: float = 1.0) -> list[dict]:
     """Optimiser parameter groups of the weights that train; freezes the rest.
 
-    ``trainable``: ``"all"``, ``"decoder"`` (decoder + head) or ``"head"``. The output layer
-    (``segmentation_head``) is its own group with ``lr_scale = head_lr_scale`` (the loop multiplies
-    the scheduled learning rate by each group's ``lr_scale``).
+    ``trainable``: ``"all"``, ``"decoder"`` (decoder + head), ``"last"`` (the last convolution + norm of each
+    FPN segmentation block, i.e. the layer that makes the features the head reads, + head) or ``"head"``. The
+    output layer (``segmentation_head``) is its own group with ``lr_scale = head_lr_scale`` (the loop
+    multiplies the scheduled learning rate by each group's ``lr_scale``).
     """
-    if trainable not in ("all", "decoder", "head"):
-        raise ValueError(f"unknown trainable part {trainable!r}; expected all, decoder or head")
+    if trainable not in TRAINABLE:
+        raise ValueError(f"unknown trainable part {trainable!r}; expected one of {', '.join(TRAINABLE)}")
     head = {id(p) for p in net.segmentation_head.parameters()}
-    body_parts = {"all": [net], "decoder": [net.decoder], "head": []}[trainable]
+    body_parts = {"all": [net], "decoder": [net.decoder], "head": [],
+                  "last": [block.block[-1] for block in getattr(net.decoder, "seg_blocks", [])]}[trainable]
+    if trainable == "last" and not body_parts:
+        raise ValueError("trainable 'last' needs an FPN decoder (segmentation blocks)")
     body = {id(p) for part in body_parts for p in part.parameters()} - head
     groups = [{"params": [p for p in net.parameters() if id(p) in body], "lr_scale": 1.0},
               {"params": [p for p in net.parameters() if id(p) in head], "lr_scale": float(head_lr_scale)}]

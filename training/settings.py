@@ -9,7 +9,7 @@ from napari_cellularity.models.config import CELL_CLASSES
 from .augment import RobustnessAugment
 
 #: Choices of :attr:`TrainSettings.trainable`.
-TRAINABLE: tuple[str, ...] = ("all", "decoder", "head")
+TRAINABLE: tuple[str, ...] = ("all", "decoder", "last", "head")
 
 
 @dataclass

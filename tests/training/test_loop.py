@@ -10,7 +10,12 @@ import pytest
 import torch
 
 from napari_cellularity.models.config import CLASS_LOSS_WEIGHTS
-from training.loop import needs_grad_scaling, train_segmentation, warn_if_emulated_bf16
+from training.loop import (
+    needs_grad_scaling,
+    train_segmentation,
+    trainable_parameters,
+    warn_if_emulated_bf16,
+)
 from training.losses import segmentation_loss
 from training.sampler import CropSampler
 from training.settings import TrainSettings
@@ -113,3 +118,30 @@ def test_cpu_bf16_warns_only_where_bf16_is_emulated(monkeypatch, caplog, native)
         assert warn_if_emulated_bf16(torch.device("cpu"), cpu_bf16=True) is (not native)
         assert not warn_if_emulated_bf16(torch.device("cpu"), cpu_bf16=False)
     assert sum("no native BF16" in r.message for r in caplog.records) == (0 if native else 1)
+
+
+@pytest.mark.parametrize("part", ["head", "last", "decoder", "all"])
+def test_trainable_parts_freeze_the_rest(tiny_config, part):
+    from napari_cellularity.models.fpn import build_network
+
+    net = build_network(tiny_config)
+    groups = trainable_parameters(net, part, head_lr_scale=10.0)
+    training = {id(p) for g in groups for p in g["params"]}
+    assert all(p.requires_grad == (id(p) in training) for p in net.parameters())
+    names = {n for n, p in net.named_parameters() if p.requires_grad}
+    head = {n for n in names if n.startswith("segmentation_head.")}
+    assert head == {n for n, _ in net.segmentation_head.named_parameters(prefix="segmentation_head")}
+    assert groups[-1]["lr_scale"] == 10.0 and {id(p) for p in groups[-1]["params"]} == {id(p) for p in net.segmentation_head.parameters()}
+    body = names - head
+    if part == "head":
+        assert not body
+    elif part == "last":  # the last conv + norm of each FPN segmentation block, nothing before them
+        last = {f"decoder.seg_blocks.{i}.block.{len(b.block) - 1}." for i, b in enumerate(net.decoder.seg_blocks)}
+        assert body and all(any(n.startswith(prefix) for prefix in last) for n in body)
+        assert all(any(n.startswith(prefix) for n in body) for prefix in last)
+    elif part == "decoder":
+        assert body == {n for n, _ in net.decoder.named_parameters(prefix="decoder")}
+    else:
+        assert any(n.startswith("encoder.") for n in body)
+    with pytest.raises(ValueError, match="unknown trainable part"):
+        trainable_parameters(net, "encoder")
