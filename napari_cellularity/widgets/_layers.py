@@ -328,6 +328,7 @@ def upsert_points_layer(
     scores: np.ndarray | None = None,
     metadata: dict[str, Any] | None = None,
     units: Any = None,
+    visible: bool = True,
 ) -> Any:
     """Add points (level-0 pixels) to the Points layer ``name``, replacing those in a box.
 
@@ -335,7 +336,8 @@ def upsert_points_layer(
     are dropped first, so re-running a region never duplicates detections. The layer has
     ``scale=(slide_mpp, slide_mpp)`` so it sits on the slide; markers are open rings in the class
     colour (``size_um`` across, the nucleus visible inside); pass the slide layer's ``units`` so
-    napari does not warn about mixed units.
+    napari does not warn about mixed units. ``visible`` applies to a new layer only (an existing one
+    keeps its visibility).
     """
     pts = np.asarray(points_level0_rc, dtype=float).reshape(-1, 2)
     new_scores = np.ones(len(pts)) if scores is None else np.asarray(scores, dtype=float).reshape(-1)
@@ -374,5 +376,6 @@ def upsert_points_layer(
         opacity=DETECTION_OPACITY,
         features={"score": new_scores},
         metadata=meta,
+        visible=visible,
         **({} if units is None else {"units": units}),
     )

@@ -34,13 +34,16 @@ def show_class_map(viewer: Any, result: Any, translate_um: Sequence[float], unit
                       label_um, labels=True, colormap=L.class_map_colormap(), opacity=0.4, visible=False, units=units)
 
 
-def show_points(viewer: Any, result: Any, cls: str, translate_um: Sequence[float], units: Any, visible: bool) -> None:
-    """Detections of ``cls`` (rings) on the slide, replacing earlier ones inside the analysed box."""
+def show_points(viewer: Any, result: Any, cls: str, translate_um: Sequence[float], units: Any) -> None:
+    """Detections of ``cls`` (rings) on the slide, replacing earlier ones inside the analysed box.
+
+    A new layer is made hidden and shown by the next step (:func:`reveal`), so that napari adding it and
+    its first draw (building its shader programs: as long again) fall in different event-loop turns.
+    """
     summary = result.summary
-    layer = L.upsert_points_layer(viewer, L.points_layer_name(cls), result.nuclei_level0[cls],
-                                  replace_box=summary.region, slide_mpp=summary.slide_mpp, color=L.CLASS_COLORS[cls],
-                                  image_translate_um=translate_um, scores=result.nuclei_scores[cls], units=units)
-    layer.visible = visible
+    L.upsert_points_layer(viewer, L.points_layer_name(cls), result.nuclei_level0[cls], replace_box=summary.region,
+                          slide_mpp=summary.slide_mpp, color=L.CLASS_COLORS[cls], image_translate_um=translate_um,
+                          scores=result.nuclei_scores[cls], units=units, visible=False)
 
 
 def heatmap_display(result: Any) -> tuple[np.ndarray, float]:
@@ -62,11 +65,14 @@ def heatmap_display(result: Any) -> tuple[np.ndarray, float]:
 
 
 def show_heatmap(viewer: Any, result: Any, translate_um: Sequence[float], units: Any, visible: bool) -> None:
-    """The cellularity heatmap (NaN off tissue), if the run made one."""
+    """The cellularity heatmap (NaN off tissue), if the run made one; a new layer is made hidden (see
+    :func:`show_points`; the next step shows it)."""
     if result.heatmap is None:
         return
     summary = result.summary
     heat, pixel_um = heatmap_display(result)
+    if L.find_layer(viewer, L.HEATMAP_LAYER) is None:
+        visible = False
     L.paste_map_layer(viewer, L.HEATMAP_LAYER, heat,
                       display.overlay_translate_um(summary.region.origin_rc, summary.slide_mpp, pixel_um, translate_um),
                       pixel_um, fill_value=np.nan, visible=visible, units=units, **L.heatmap_layer_kwargs())
@@ -88,9 +94,12 @@ def result_steps(viewer: Any, result: Any, *, paint_maps: Callable[..., None], t
     """
     steps: list[Callable[[], None]] = [functools.partial(paint_maps, cls) for cls in CELL_CLASSES]
     steps.append(functools.partial(show_class_map, viewer, result, translate_um, units))
-    steps += [functools.partial(show_points, viewer, result, cls, translate_um, units, visible.get(cls, True))
-              for cls in CELL_CLASSES]
-    steps.append(functools.partial(show_heatmap, viewer, result, translate_um, units, heatmap_visible))
+    for cls in CELL_CLASSES:  # a new layer is made hidden, then shown (drawn) in a turn of its own
+        steps.append(functools.partial(show_points, viewer, result, cls, translate_um, units))
+        steps.append(functools.partial(reveal, viewer, L.points_layer_name(cls), visible.get(cls, True)))
+    if result.heatmap is not None:
+        steps.append(functools.partial(show_heatmap, viewer, result, translate_um, units, heatmap_visible))
+        steps.append(functools.partial(reveal, viewer, L.HEATMAP_LAYER, heatmap_visible))
     return steps
 
 
@@ -142,7 +151,8 @@ def _unfilled(layer: Any) -> bool:
 
 
 def reveal(viewer: Any, name: str, visible: bool) -> None:
-    """Show (or keep hidden) the layer ``name`` made hidden at the Run click, once it has something to show."""
+    """Show (or keep hidden) the layer ``name`` made hidden (at the Run click, or by the step before), once it
+    has something to show."""
     layer = L.find_layer(viewer, name)
     if layer is not None and layer.visible != visible:
         layer.visible = visible
