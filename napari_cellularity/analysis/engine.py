@@ -9,9 +9,8 @@ tile, so tiles can be painted as they finish) and returns a :class:`RegionAnalys
 Big regions (more than :data:`~napari_cellularity.analysis.display.BIG_REGION_MAX_PX`
 model pixels, e.g. a whole slide) never live in RAM: the maps go to a zarr store (the
 caller's folder, or the analysis cache of :mod:`~napari_cellularity.analysis.cache`),
-nuclei are detected chunk-wise (each band of chunks in a thread as soon as the network has finished
-its rows) and the cellularity grid is streamed patch by patch with a
-low-resolution tissue mask.
+nuclei are detected chunk-wise and the cellularity grid patch by patch with a low-resolution tissue mask,
+each in a thread as soon as the network has finished the rows they read (:mod:`..inference.row_listeners`).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..models.config import CELL_CLASSES, PRECISIONS
 from ..models.defaults import untrained_classes
-from ..progress import Progress, notice
+from ..progress import Progress, drain, notice
 from .cache import (
     KEEP_CACHED_ANALYSES,
     analysis_store_dir,
@@ -100,8 +99,8 @@ class RegionAnalysis:
     tissue_shape_rc : tuple of int
         Shape of the tumour-bed (tissue) mask the grid used.
     timings_s : dict
-        Seconds per stage (``predict`` stages, ``detect_s`` after the prediction, ``detect_busy_s`` detecting
-        in all, most of it beside the network for big maps, ``cellularity_s``).
+        Seconds per stage: ``predict`` stages, ``tissue_mask_s`` (before the prediction), and ``detect_s`` /
+        ``cellularity_s`` after it, ``detect_busy_s`` / ``cellularity_busy_s`` the work done beside the network.
     display : MapCanvas or None
         Downsampled probability maps of a big region (None: show ``prediction`` as is).
     config : SegmentationConfig or None
@@ -192,9 +191,11 @@ def analyze_region(
     ModelNotFoundError, ModelFileError
         Unknown or broken segmentation or cellularity model (before any compute).
     """
-    from ..features.cellularity_map import cellularity_grid
+    from ..features.cellularity_map import plan_grid
+    from ..features.cellularity_stream import StreamingCellularity
     from ..inference.cells import StreamingNucleiDetector
     from ..inference.predict import predict_region
+    from ..inference.row_listeners import RowListeners
 
     settings = settings or AnalysisSettings()
     t0 = time.perf_counter()
@@ -204,13 +205,19 @@ def analyze_region(
     shape_rc = region_map_shape(box, slide_mpp, config.mpp)
     big = is_big_region(shape_rc)
     store = (yield from _store_path(store_dir, image_name, box, config, settings, shape_rc)) if big else None
-    detector = StreamingNucleiDetector(shape_rc, config.mpp, **config.detection_kwargs())  # beside the network
+    t = time.perf_counter()
+    tissue = _tissue(image, slide_mpp, box, shape_rc, big)
+    plan = plan_grid((config.n_classes, *shape_rc), config, regressor=regressor, tissue_mask=tissue)
+    tissue_mask_s = time.perf_counter() - t
+    # nuclei and cellularity patches of finished rows are computed beside the network
+    detector = StreamingNucleiDetector(shape_rc, config.mpp, **config.detection_kwargs())
+    patches = StreamingCellularity(plan, config)
     pred = yield from predict_region(
         net, config, image, mpp=slide_mpp, region=(box.row0, box.col0, box.rows, box.cols),
         device=settings.device, batch_size=settings.batch_size, tta=settings.tta, stain_norm=settings.stain_norm,
         store_path=store,
         precision=settings.precision, resume=store is not None and (store_dir is None if resume is None else resume),
-        row_listener=detector,
+        row_listener=RowListeners(detector, patches),
     )
     yield notice("detecting nuclei")
     t = time.perf_counter()
@@ -221,8 +228,7 @@ def analyze_region(
     detect_s = time.perf_counter() - t
     yield notice("estimating cellularity")
     t = time.perf_counter()
-    tissue = _tissue(image, slide_mpp, box, shape_rc, big)
-    grid = cellularity_grid(pred.probs, config, regressor=regressor, tissue_mask=tissue)
+    grid = drain(patches.result(pred.probs))
     cellularity_s = time.perf_counter() - t
     canvas = None
     if big and display:
@@ -243,6 +249,7 @@ def analyze_region(
         heatmap=np.asarray(grid.heatmap, dtype=np.float32), heatmap_pixel_um=float(grid.patch_px) * float(config.mpp),
         tissue_shape_rc=tuple(int(v) for v in tissue.shape),
         timings_s={**pred.timings_s, "detect_s": detect_s, "detect_busy_s": detector.busy_s,
-                   "cellularity_s": cellularity_s}, display=canvas,
+                   "tissue_mask_s": tissue_mask_s, "cellularity_s": cellularity_s,
+                   "cellularity_busy_s": patches.busy_s}, display=canvas,
         config=config,
     )

@@ -28,6 +28,7 @@ from napari_cellularity.models.config import SegmentationConfig
 from napari_cellularity.progress import Progress, drain
 
 from .cellularity_features import as_probabilities
+from .patch_grid import PatchTissue, mask_fits, patch_edges
 from .regressors import ESTIMATE_KIND, CellularityConfig, CellularityRegressor
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,6 @@ class CellularityGrid:
         return self.method == FALLBACK_NAME
 
 
-def _edges(n_px: int, patch_px: int) -> np.ndarray:
-    """Patch boundaries: ``patch_px`` steps, the remainder merged into the last patch."""
-    n = max(1, int(round(n_px / patch_px)))
-    return np.minimum(np.append(np.arange(n) * patch_px, n_px), n_px)
-
-
 def resolve_regressor(regressor: CellularityRegressor | None, config: SegmentationConfig) -> CellularityRegressor:
     """The given regressor, else the user's own newest LightGBM regressor refitted on this segmentation
     model's maps (from pathologist ROI estimates), else the direct cell-area estimate.
@@ -142,56 +137,12 @@ def resolve_regressor(regressor: CellularityRegressor | None, config: Segmentati
     return CellAreaEstimate(seg_config=config)
 
 
-def _mask_fits(mask_shape: tuple[int, ...], map_shape: tuple[int, int]) -> bool:
-    """A mask covers the maps when it has their shape or is downsampled by one factor (±1 px rounding)."""
-    if len(mask_shape) != 2 or min(mask_shape) < 1:
-        return False
-    if tuple(mask_shape) == tuple(map_shape):
-        return True
-    (mh, mw), (h, w) = mask_shape, map_shape
-    if mh > h or mw > w:
-        return False
-    f = max(mh / h, mw / w)  # mask px per map px
-    return abs(h * f - mh) <= 1.0 and abs(w * f - mw) <= 1.0
-
-
-class _PatchTissue:
-    """Tissue of each map patch from a mask at the maps' grid or any coarser grid over the same region."""
-
-    def __init__(self, mask: np.ndarray | None, map_shape: tuple[int, int]) -> None:
-        self.mask = None if mask is None else np.asarray(mask, bool)
-        self.fy = 1.0 if mask is None else self.mask.shape[0] / map_shape[0]
-        self.fx = 1.0 if mask is None else self.mask.shape[1] / map_shape[1]
-
-    def _span(self, a: int, b: int, f: float, n: int) -> tuple[int, int]:
-        lo = min(n - 1, int(np.floor(a * f + 1e-9)))
-        return lo, max(lo + 1, min(n, int(np.ceil(b * f - 1e-9))))
-
-    def fraction(self, y0: int, y1: int, x0: int, x1: int) -> float:
-        """Share of tissue in the map box (mask pixels the box overlaps, unweighted)."""
-        if self.mask is None:
-            return 1.0
-        r0, r1 = self._span(y0, y1, self.fy, self.mask.shape[0])
-        c0, c1 = self._span(x0, x1, self.fx, self.mask.shape[1])
-        return float(self.mask[r0:r1, c0:c1].mean())
-
-    def patch(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """The mask over the map box at map resolution (nearest neighbour)."""
-        if self.mask is None:
-            return np.ones((y1 - y0, x1 - x0), bool)
-        if self.fy == 1.0 and self.fx == 1.0:
-            return self.mask[y0:y1, x0:x1]
-        rows = np.minimum((np.arange(y0, y1) * self.fy).astype(int), self.mask.shape[0] - 1)
-        cols = np.minimum((np.arange(x0, x1) * self.fx).astype(int), self.mask.shape[1] - 1)
-        return self.mask[np.ix_(rows, cols)]
-
-
-def _check_inputs(probs, config, regressor, tissue_mask) -> list[str]:
-    if probs.ndim != 3 or probs.shape[0] != config.n_classes:
-        raise CellularityMapError(f"maps must have shape ({config.n_classes}, H, W), got {probs.shape}")
-    if tissue_mask is not None and not _mask_fits(np.shape(tissue_mask), tuple(probs.shape[1:])):
+def _check_inputs(shape, config, regressor, tissue_mask) -> list[str]:
+    if len(shape) != 3 or shape[0] != config.n_classes:
+        raise CellularityMapError(f"maps must have shape ({config.n_classes}, H, W), got {shape}")
+    if tissue_mask is not None and not mask_fits(np.shape(tissue_mask), tuple(shape[1:])):
         raise CellularityMapError(
-            f"tissue mask shape {np.shape(tissue_mask)} does not cover the maps {tuple(probs.shape[1:])}: "
+            f"tissue mask shape {np.shape(tissue_mask)} does not cover the maps {tuple(shape[1:])}: "
             "give it at the maps' grid or downsampled by one factor (same aspect ratio, not larger); "
             "see region_tissue_mask"
         )
@@ -213,10 +164,56 @@ def _check_inputs(probs, config, regressor, tissue_mask) -> list[str]:
     return warnings
 
 
+@dataclass
+class GridPlan:
+    """Which patches of (C, H, W) maps are scored, and how (see :func:`plan_grid`)."""
+
+    regressor: CellularityRegressor
+    patch_px: int
+    tissue: PatchTissue
+    channels: Any  # the regressor's map channels, by name (slice(None): all, in order)
+    heatmap_shape: tuple[int, int]
+    boxes: list[tuple[int, int, int, int, int, int]]  # scored patches: (i, j, y0, y1, x0, x1), row-major
+    fraction: dict[tuple, float]  # tissue share of each scored box
+    warnings: list[str]
+
+    def score(self, probs: Any, boxes: list[tuple], mpp: float) -> list[float]:
+        """Cellularity of ``boxes`` (reads only those patches of ``probs``)."""
+        maps = [np.asarray(probs[:, y0:y1, x0:x1])[self.channels] for _, _, y0, y1, x0, x1 in boxes]
+        if getattr(self.regressor, "uses_tissue", False):  # the model-free estimates divide by the patch's tissue
+            return list(self.regressor.predict_maps(maps, mpp, [self.tissue.patch(*b[2:]) for b in boxes]))
+        return list(self.regressor.predict_maps(maps, mpp))
+
+
+def plan_grid(shape: tuple[int, ...], config: SegmentationConfig, regressor: CellularityRegressor | None = None,
+              patch_px: int | None = None, tissue_mask: np.ndarray | None = None,
+              min_tissue_fraction: float = MIN_TISSUE_FRACTION) -> GridPlan:
+    """Check the inputs and lay out the patch grid of maps of ``shape`` (C, H, W)."""
+    shape = tuple(int(v) for v in shape)
+    regressor = resolve_regressor(regressor, config)
+    warnings = _check_inputs(shape, config, regressor, tissue_mask)
+    h, w = shape[1:]
+    if patch_px is None:
+        patch_px = max(1, int(round(regressor.config.patch_size_um / config.mpp)))
+    if patch_px < 8:
+        raise CellularityMapError(f"patch_px must be at least 8 map pixels, got {patch_px}")
+    tissue = PatchTissue(tissue_mask, (h, w))
+    channels = [list(config.class_names).index(c) for c in regressor.config.class_names]  # its own, by name
+    channels = slice(None) if channels == list(range(config.n_classes)) else channels
+    ys, xs = patch_edges(h, patch_px), patch_edges(w, patch_px)
+    boxes = [(i, j, y0, y1, x0, x1) for i, (y0, y1) in enumerate(zip(ys[:-1], ys[1:], strict=True))
+             for j, (x0, x1) in enumerate(zip(xs[:-1], xs[1:], strict=True))]
+    frac = {b: tissue.fraction(*b[2:]) for b in boxes}
+    scored = [b for b in boxes if frac[b] >= min_tissue_fraction]
+    return GridPlan(regressor, int(patch_px), tissue, channels, (len(ys) - 1, len(xs) - 1), scored,
+                    {b: frac[b] for b in scored}, warnings)
+
+
 def iter_cellularity_grid(
     probs: Any, config: SegmentationConfig, regressor: CellularityRegressor | None = None,
     patch_px: int | None = None, tissue_mask: np.ndarray | None = None,
     min_tissue_fraction: float = MIN_TISSUE_FRACTION, batch_size: int = 16,
+    plan: GridPlan | None = None, scored: dict[tuple, float] | None = None,
 ) -> Generator[Progress, None, CellularityGrid]:
     """Generator form of :func:`cellularity_grid`: yields a ``stage`` record per batch, returns the grid.
 
@@ -225,41 +222,29 @@ def iter_cellularity_grid(
 
     ``probs`` may be any array-like with ``shape`` and slicing (ndarray, zarr, dask): only
     ``batch_size`` patches are read at a time, so memory does not grow with the region.
+    ``plan`` (from :func:`plan_grid`, which the other arguments then no longer matter to) and ``scored``
+    (box -> value of patches already scored, e.g. while the maps were predicted) continue a grid.
     """
     if not hasattr(probs, "shape") or not hasattr(probs, "__getitem__"):
         probs = np.asarray(probs)
-    regressor = resolve_regressor(regressor, config)
-    warnings = _check_inputs(probs, config, regressor, tissue_mask)
-    h, w = (int(v) for v in probs.shape[1:])
-    if patch_px is None:
-        patch_px = max(1, int(round(regressor.config.patch_size_um / config.mpp)))
-    if patch_px < 8:
-        raise CellularityMapError(f"patch_px must be at least 8 map pixels, got {patch_px}")
-    tissue = _PatchTissue(tissue_mask, (h, w))
-    channels = [list(config.class_names).index(c) for c in regressor.config.class_names]  # its own, by name
-    channels = slice(None) if channels == list(range(config.n_classes)) else channels
-    ys, xs = _edges(h, patch_px), _edges(w, patch_px)
-    boxes = [(i, j, y0, y1, x0, x1) for i, (y0, y1) in enumerate(zip(ys[:-1], ys[1:], strict=True))
-             for j, (x0, x1) in enumerate(zip(xs[:-1], xs[1:], strict=True))]
-    frac = {b: tissue.fraction(*b[2:]) for b in boxes}
-    scored = [b for b in boxes if frac[b] >= min_tissue_fraction]
-    heatmap = np.full((len(ys) - 1, len(xs) - 1), np.nan)
+    plan = plan or plan_grid(probs.shape, config, regressor, patch_px, tissue_mask, min_tissue_fraction)
+    values = dict(scored or {})
+    todo = [b for b in plan.boxes if b not in values]
+    done = len(plan.boxes) - len(todo)
+    for s in range(0, len(todo), batch_size):
+        chunk = todo[s : s + batch_size]
+        values.update(zip(chunk, plan.score(probs, chunk, config.mpp), strict=True))
+        done += len(chunk)
+        yield Progress("stage", done=done, total=len(plan.boxes), stage="cellularity",
+                       message=f"cellularity: {done}/{len(plan.boxes)} patches")
+    heatmap = np.full(plan.heatmap_shape, np.nan)
     rows = []
-    for s in range(0, len(scored), batch_size):
-        chunk = scored[s : s + batch_size]
-        maps = [np.asarray(probs[:, y0:y1, x0:x1])[channels] for _, _, y0, y1, x0, x1 in chunk]
-        if getattr(regressor, "uses_tissue", False):  # the model-free estimates divide by the patch's tissue
-            values = regressor.predict_maps(maps, config.mpp, [tissue.patch(*b[2:]) for b in chunk])
-        else:
-            values = regressor.predict_maps(maps, config.mpp)
-        for (i, j, y0, y1, x0, x1), v in zip(chunk, values, strict=True):
-            heatmap[i, j] = v
-            rows.append((x0, y0, x1 - x0, y1 - y0, float(v), frac[(i, j, y0, y1, x0, x1)]))
-        del maps
-        done = min(s + batch_size, len(scored))
-        yield Progress("stage", done=done, total=len(scored), stage="cellularity",
-                       message=f"cellularity: {done}/{len(scored)} patches")
-    return _summarise(np.asarray(rows, float).reshape(-1, 6), heatmap, patch_px, config, regressor, warnings)
+    for b in plan.boxes:
+        i, j, y0, y1, x0, x1 = b
+        heatmap[i, j] = values[b]
+        rows.append((x0, y0, x1 - x0, y1 - y0, float(values[b]), plan.fraction[b]))
+    return _summarise(np.asarray(rows, float).reshape(-1, 6), heatmap, plan.patch_px, config, plan.regressor,
+                      list(plan.warnings))
 
 
 def _summarise(patches, heatmap, patch_px, config, regressor, warnings) -> CellularityGrid:

@@ -13,14 +13,13 @@ map and level-0 slide pixels.
 
 from __future__ import annotations
 
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from ..models.config import CLASS_NAMES
 from .nuclei import Detections, detect_nuclei
+from .row_listeners import BackgroundRows
 
 
 def detect_nuclei_chunked(
@@ -56,16 +55,16 @@ def detect_nuclei_chunked(
     return detector.result(probs)
 
 
-class StreamingNucleiDetector:
+class StreamingNucleiDetector(BackgroundRows):
     """Nuclei of a map whose rows are finished top to bottom, detected while later rows are computed.
 
     The map is cut into core chunks of ``chunk_px`` (rows x columns); each is read with a halo wider than
     the peak-suppression distance plus the smoothing support and only peaks in its core are kept, so every
     nucleus is reported exactly once. A band of chunks is detected (in a background thread) as soon as the
-    rows it reads are final: :meth:`rows_final` is the hook :func:`~.predict.predict_region` calls after each
-    finished strip, :meth:`wait` is called before the store is renamed, :meth:`result` finishes the rest on
-    the final map. The chunks, their order and so the detections are the same whether the bands ran during
-    the prediction or after it (:func:`detect_nuclei_chunked` is this class without a thread).
+    rows it reads are final (:meth:`rows_final`, the :mod:`.row_listeners` hook of
+    :func:`~.predict.predict_region`); :meth:`result` finishes the rest on the final map. The chunks, their
+    order and so the detections are the same whether the bands ran during the prediction or after it
+    (:func:`detect_nuclei_chunked` is this class without a thread).
 
     Parameters
     ----------
@@ -76,7 +75,7 @@ class StreamingNucleiDetector:
     chunk_px : int
         Core chunk side; a map that fits in one chunk is detected in one call at :meth:`result`.
     background : bool
-        Detect finished bands in a worker thread (numpy / scipy release the GIL for most of the work).
+        Detect finished bands in a worker thread.
     **detect_kwargs
         ``threshold``, ``min_distance_um``, ``class_names``, ``smooth_sigma_px``, ``class_gain`` of
         :func:`~.nuclei.detect_nuclei`.
@@ -84,6 +83,7 @@ class StreamingNucleiDetector:
 
     def __init__(self, shape_rc: tuple[int, int], mpp: float, chunk_px: int = 2048, background: bool = True,
                  **detect_kwargs: Any) -> None:
+        super().__init__(background, thread_name="nuclei")
         self.rows, self.cols = (int(v) for v in shape_rc)
         self.mpp = float(mpp)
         self.chunk_px = int(chunk_px)
@@ -92,10 +92,7 @@ class StreamingNucleiDetector:
         self.halo = (max(1, int(round(detect_kwargs.get("min_distance_um", 4.0) / self.mpp)))
                      + int(np.ceil(4 * detect_kwargs.get("smooth_sigma_px", 1.0))) + 2)
         self.next_band = 0  # first row of the next band's core not yet submitted
-        self.busy_s = 0.0  # seconds spent detecting (in the thread and at the end)
         self._parts: list[Detections] = []
-        self._futures: list[Future] = []
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nuclei") if background and self.chunked else None
 
     def rows_final(self, probs: Any, rows_done: int) -> None:
         """Rows ``[0, rows_done)`` of ``probs`` are final: start every band that reads only those rows."""
@@ -103,40 +100,21 @@ class StreamingNucleiDetector:
         if not self.chunked:
             return
         while self.next_band < self.rows and rows_done >= min(self.rows, self.next_band + self.chunk_px + self.halo):
-            if self._pool is None:
-                self._parts.extend(self._band(probs, self.next_band))
-            else:
-                self._futures.append(self._pool.submit(self._band, probs, self.next_band))
+            self._submit(self._band, probs, self.next_band)
             self.next_band += self.chunk_px
 
-    def wait(self) -> None:
-        """Wait for the submitted bands (raises what a band raised)."""
-        futures, self._futures = self._futures, []
-        for future in futures:
-            self._parts.extend(future.result())
-
-    def cancel(self) -> None:
-        """Drop bands not yet started and wait for the running one (the map is about to go away)."""
-        for future in self._futures:
-            future.cancel()
-        for future in self._futures:
-            if not future.cancelled():
-                future.exception()
-        self._futures = []
-        self._shutdown()
+    def _collect(self, result: list[Detections]) -> None:
+        self._parts.extend(result)
 
     def result(self, probs: Any) -> Detections:
         """All detections: the bands already done plus the rest of ``probs`` (the final map)."""
         self._check(probs)
         try:
             if not self.chunked:
-                t0 = time.perf_counter()
-                det = detect_nuclei(np.asarray(probs[:]), self.mpp, **self.kwargs)
-                self.busy_s += time.perf_counter() - t0
-                return det
+                return self._timed(lambda: detect_nuclei(np.asarray(probs[:]), self.mpp, **self.kwargs))
             self.wait()
             while self.next_band < self.rows:
-                self._parts.extend(self._band(probs, self.next_band))
+                self._parts.extend(self._timed(self._band, probs, self.next_band))
                 self.next_band += self.chunk_px
             parts = self._parts
         finally:
@@ -148,7 +126,6 @@ class StreamingNucleiDetector:
         )
 
     def _band(self, probs: Any, r0: int) -> list[Detections]:
-        t0 = time.perf_counter()
         r1, halo = min(self.rows, r0 + self.chunk_px), self.halo
         hr0, hr1 = max(0, r0 - halo), min(self.rows, r1 + halo)
         parts = []
@@ -159,18 +136,12 @@ class StreamingNucleiDetector:
             pts = det.points_rc + np.array([hr0, hc0], float)
             core = (pts[:, 0] >= r0) & (pts[:, 0] < r1) & (pts[:, 1] >= c0) & (pts[:, 1] < c1)
             parts.append(Detections(pts[core], det.classes[core], det.scores[core]))
-        self.busy_s += time.perf_counter() - t0
         return parts
 
     def _check(self, probs: Any) -> None:
         if tuple(probs.shape[1:]) != (self.rows, self.cols):
             raise ValueError(f"nuclei detector set up for {self.rows} x {self.cols} maps was given "
                              f"{probs.shape[1]} x {probs.shape[2]}")
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
 
 def points_to_level0(points_rc: np.ndarray, origin_level0_rc: tuple[float, float],

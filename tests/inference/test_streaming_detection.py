@@ -104,3 +104,35 @@ def test_small_map_is_detected_in_one_call_and_shapes_are_checked():
     assert len(det) == 1 and det.classes[0] == "malignant"
     with pytest.raises(ValueError, match="100 x 90 maps was given 100 x 80"):
         StreamingNucleiDetector((100, 90), 1.0).result(probs[:, :, :80])
+
+
+def test_cellularity_patches_scored_beside_the_network_equal_the_grid_after(tmp_path):
+    from napari_cellularity.features.cell_area import CellAreaEstimate
+    from napari_cellularity.features.cellularity_map import cellularity_grid, plan_grid
+    from napari_cellularity.features.cellularity_stream import StreamingCellularity
+    from napari_cellularity.inference.row_listeners import RowListeners
+    from napari_cellularity.progress import drain
+
+    config = SegmentationConfig(name="blob", version=1, mpp=1.0, tile_size_px=64)
+    regressor = CellAreaEstimate(seg_config=config)
+    tissue = np.ones((150, 130), bool)  # downsampled 2x, left half of the bottom rows glass
+    tissue[100:, :40] = False  # two all-glass patches are not scored
+    plan = plan_grid((4, 300, 260), config, regressor=regressor, patch_px=50, tissue_mask=tissue)
+    patches = StreamingCellularity(plan, config, batch_size=4)
+    seen = []
+
+    class Watch(StreamingCellularity):
+        def rows_final(self, probs, rows_done):
+            seen.append((rows_done, patches.next_box))
+
+    detector = StreamingNucleiDetector((300, 260), 1.0, chunk_px=CHUNK)
+    pred = run_prediction(predict_region(BlobNet(), config, IMG, store_path=tmp_path / "m.zarr",
+                                         row_listener=RowListeners(detector, patches, Watch(plan, config)), **KW))
+    streamed = drain(patches.result(pred.probs))
+    after = cellularity_grid(pred.probs, config, regressor=regressor, patch_px=50, tissue_mask=tissue)
+    assert len(plan.boxes) == 28 and 0.05 < after.image_cellularity < 0.95
+    np.testing.assert_array_equal(streamed.patches, after.patches)
+    np.testing.assert_array_equal(streamed.heatmap, after.heatmap)
+    assert streamed.image_cellularity == after.image_cellularity and streamed.warnings == after.warnings
+    assert any(rows < 300 and n > 0 for rows, n in seen)  # patches were submitted before the last strip
+    assert patches.busy_s > 0 and not any(t.name.startswith("cellularity") for t in threading.enumerate())
