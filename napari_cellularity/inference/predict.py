@@ -214,10 +214,10 @@ def predict_region(
     read_ahead : int
         Batches of tiles read by a background thread while the network runs (0: read inline).
     row_listener : optional
-        Post-processing that runs on finished rows while the network computes the next ones (e.g.
-        :class:`~.cells.StreamingNucleiDetector`): ``rows_final(probs, rows_done)`` after each finished
-        strip (rows ``[0, rows_done)`` of the stored maps are final, earlier runs' rows included),
-        ``wait()`` before the maps are committed, ``cancel()`` when the prediction stops unfinished.
+        Post-processing on finished rows while the network computes the next ones (protocol in
+        :mod:`.row_listeners`; e.g. :class:`~.cells.StreamingNucleiDetector`): ``rows_final(probs,
+        rows_done)`` after each finished strip (earlier runs' rows included), ``wait()`` before the maps
+        are committed, ``cancel()`` when the prediction stops unfinished.
 
     Yields
     ------
