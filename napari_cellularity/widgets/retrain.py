@@ -1,6 +1,7 @@
 """Retrain widget: fine-tune the segmentation model on the pathologist's corrected points.
 
-Thin Qt glue: counts (points, regions, the teaching hint) come from the Annotate widget's layers,
+Thin Qt glue: counts (points, regions, the teaching hint) come from the Annotate widget's layers
+(plus the annotations saved for the other open images, :mod:`._retrain_data`),
 crops (with the labelled regions in each crop's frame) from
 :func:`napari_cellularity.annotations.training_items.annotations_to_items`, training from
 ``training.finetune.iter_finetune`` (a generator run through ``_worker.run_generator`` with a
@@ -31,7 +32,6 @@ from qtpy.QtWidgets import (
 from ..annotations.autosave import load_sidecar
 from ..annotations.points import AnnotationError, PointAnnotations
 from ..annotations.regions import hint_text
-from ..annotations.training_items import annotations_to_items, check_enough_annotations
 from ..models.config import CELL_CLASSES
 from ..models.registry import list_models
 from ..progress import Progress
@@ -39,6 +39,7 @@ from . import _confirm
 from ._layers import annotation_layer_name, find_layer
 from ._plots import LossPlot
 from ._regions import viewer_regions
+from ._retrain_data import build_training_set, saved_annotations
 from ._retrain_text import finetune_defaults, finished_text, format_refit_metrics
 from ._session import find_widgets, layer_mpp, layer_pixel_source
 from ._text import WrapLabel
@@ -77,6 +78,9 @@ class RetrainWidget(QWidget):
         self.steps_spin.setToolTip("Default: the fine-tune's measured default (FinetuneSettings.steps)")
         row.addWidget(self.steps_spin)
         layout.addLayout(row)
+        self.other_images_check = QCheckBox("Also learn from the other open images' saved annotations")
+        self.other_images_check.setChecked(True)
+        layout.addWidget(self.other_images_check)
         row = QHBoxLayout()
         self.retrain_button, self.cancel_button = QPushButton("Retrain segmentation"), QPushButton("Cancel")
         self.retrain_button.clicked.connect(self.start_retrain)
@@ -186,7 +190,9 @@ class RetrainWidget(QWidget):
         if want in refs:
             self.model_combo.setCurrentText(want)
         self.model_combo.blockSignals(False)
-        self.counts_label.setText("Annotations:\n" + hint_text(self.annotations()))
+        others = saved_annotations(self.viewer, self.image_layer())[0] if self.other_images_check.isChecked() else []
+        self.counts_label.setText("Annotations:\n" + hint_text(self.annotations()) + (
+            f"\n+ {sum(len(a) for _, a, _ in others)} points saved for {len(others)} other open image(s)" if others else ""))
         n_roi = self.roi_estimate_count()
         busy = self.worker is not None and getattr(self.worker, "is_running", False)
         self.refit_button.setEnabled(n_roi >= MIN_ROI_ESTIMATES and not busy)
@@ -197,15 +203,15 @@ class RetrainWidget(QWidget):
 
     # ------------------------------------------------------------------ retrain
     def build_items(self) -> list:
-        """Training crops from the annotations on the current image (raises AnnotationError)."""
+        """Training crops from the current image's annotations and, when ticked, those saved for the other open
+        images (raises AnnotationError); what was used is in ``self.training_set``."""
         img = self.image_layer()
         if img is None:
             raise AnnotationError("open a slide or image first")
-        ann = self.annotations()
         _, min_points, min_classes = finetune_defaults()
-        check_enough_annotations(ann, min_points, min_classes)
-        data = img.data[0] if img.multiscale else img.data
-        return annotations_to_items(data, ann, mpp=float(img.scale[-1]), slide_id=img.name)
+        self.training_set = build_training_set(self.viewer, img, self.annotations(), float(img.scale[-1]),
+                                               min_points, min_classes, self.other_images_check.isChecked())
+        return self.training_set.items
 
     def start_retrain(self) -> Any:
         """Refuse with a notification when there is too little data, else run fine-tuning."""
@@ -233,8 +239,11 @@ class RetrainWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.refit_button.setEnabled(False)
         n_regions = len({(id(r), i.image_id) for i in items for r in i.regions})
+        n_images = len(self.training_set.images)
         self.status.setText(f"Fine-tuning {base or 'default model'} on {sum(len(i.points_rc) for i in items)} points"
-                            + (f" and {n_regions} region crop(s)" if n_regions else "") + "…")
+                            + (f" and {n_regions} region crop(s)" if n_regions else "")
+                            + (f" from {n_images} images" if n_images > 1 else "") + "…"
+                            + "".join(f" {note}." for note in self.training_set.notes))
         self.worker = run_generator(
             lambda: iter_finetune(base, items, FinetuneSettings(steps=steps, device="auto")),
             on_yield=self._on_record, on_return=self._on_result, on_abort=self._on_abort,
