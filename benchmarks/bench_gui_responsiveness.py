@@ -25,7 +25,8 @@ What it does, in one ``napari.Viewer(show=True)`` with the Analyze dock (threade
 
 Event-loop latency is measured with a ``QTimer`` firing every 10 ms: the gaps between its
 ticks (p50 / p95 / max) are how long the GUI thread was busy; ``phases`` splits a run's gaps into
-click to first tile (model loading), tiles, and result layers (from the worker's return to the end). On a loaded machine a wall gap also
+click to first tile (model loading), tiles, and result layers (from the worker's return to the end), each
+with its ``most_gui_cpu`` gaps (GUI-thread CPU, wall, our callbacks inside them). On a loaded machine a wall gap also
 counts the time the GUI thread waited for a CPU, so every tick also reads ``time.thread_time()`` on
 the GUI thread: ``tick_gap_gui_cpu`` is the GUI thread's own CPU per gap (load-independent: ours,
 napari's, vispy's GL calls). From Linux ``schedstat`` each tick also reads the GUI thread's run-queue
@@ -188,8 +189,14 @@ class Probe:
         wall = ticks[np.asarray(idx) + 1] - ticks[idx]
         cpu = [self.tick_cpu[i + 1][0] - self.tick_cpu[i][0] for i in idx]
         worst = idx[int(np.argmax(wall))]
+        costliest = [idx[k] for k in np.argsort(cpu)[::-1][:6]]
         return {"wall": _stats_ms(list(wall)), "gui_cpu": _stats_ms(cpu),
-                "longest": {"wall_ms": round(float(wall.max()) * 1e3, 1), **self.gap_parts_ms(worst)}}
+                "longest": {"wall_ms": round(float(wall.max()) * 1e3, 1), **self.gap_parts_ms(worst)},
+                "most_gui_cpu": [{"gui_cpu_ms": self.gap_parts_ms(i)["gui_cpu_ms"],
+                                  "wall_ms": round(float(ticks[i + 1] - ticks[i]) * 1e3, 1),
+                                  "ours": [[c[0], round(c[3] * 1e3, 1)] for c in self.calls
+                                           if c[1] < ticks[i + 1] and c[2] > ticks[i] and not c[0].startswith("camera")]}
+                                 for i in costliest]}
 
     def callbacks(self) -> dict[str, dict[str, float]]:
         """Per callback name: count, total and longest wall / GUI-thread CPU ms."""
