@@ -212,24 +212,28 @@ def analyze_region(
     # nuclei and cellularity patches of finished rows are computed beside the network
     detector = StreamingNucleiDetector(shape_rc, config.mpp, **config.detection_kwargs())
     patches = StreamingCellularity(plan, config)
-    pred = yield from predict_region(
-        net, config, image, mpp=slide_mpp, region=(box.row0, box.col0, box.rows, box.cols),
-        device=settings.device, batch_size=settings.batch_size, tta=settings.tta, stain_norm=settings.stain_norm,
-        store_path=store,
-        precision=settings.precision, resume=store is not None and (store_dir is None if resume is None else resume),
-        row_listener=RowListeners(detector, patches),
-    )
-    yield notice("detecting nuclei")
-    t = time.perf_counter()
-    det = detector.result(pred.probs)
-    level0 = pred.to_level0(det.points_rc)
-    nuclei = {c: level0[det.classes == c] for c in CELL_CLASSES}
-    scores = {c: np.asarray(det.scores)[det.classes == c] for c in CELL_CLASSES}
-    detect_s = time.perf_counter() - t
-    yield notice("estimating cellularity")
-    t = time.perf_counter()
-    grid = drain(patches.result(pred.probs))
-    cellularity_s = time.perf_counter() - t
+    listeners = RowListeners(detector, patches)
+    try:
+        pred = yield from predict_region(
+            net, config, image, mpp=slide_mpp, region=(box.row0, box.col0, box.rows, box.cols),
+            device=settings.device, batch_size=settings.batch_size, tta=settings.tta, stain_norm=settings.stain_norm,
+            store_path=store,
+            precision=settings.precision, resume=store is not None and (store_dir is None if resume is None else resume),
+            row_listener=listeners,
+        )
+        yield notice("detecting nuclei")
+        t = time.perf_counter()
+        det = detector.result(pred.probs)
+        level0 = pred.to_level0(det.points_rc)
+        nuclei = {c: level0[det.classes == c] for c in CELL_CLASSES}
+        scores = {c: np.asarray(det.scores)[det.classes == c] for c in CELL_CLASSES}
+        detect_s = time.perf_counter() - t
+        yield notice("estimating cellularity")
+        t = time.perf_counter()
+        grid = drain(patches.result(pred.probs))
+        cellularity_s = time.perf_counter() - t
+    finally:
+        listeners.cancel()  # ends their worker threads; a no-op once both results were taken
     canvas = None
     if big and display:
         yield notice("preparing the display maps")

@@ -66,6 +66,19 @@ def test_small_region_result_is_consistent(coarse_model):
     assert set(result.timings_s) >= {"detect_s", "cellularity_s"}
 
 
+def test_analysis_stopped_after_the_prediction_leaves_no_worker_thread(coarse_model):
+    """Nuclei / cellularity workers beside the network end when the analysis is closed before its results."""
+    import threading
+
+    gen = analyze_region(he_like_image(), slide_mpp=SLIDE_MPP, box=Level0Box(0, 0, 384, 448), settings=CPU)
+    for record in gen:
+        if getattr(record, "message", "") == "detecting nuclei":
+            break
+    assert any(t.name.startswith("cellularity") for t in threading.enumerate())  # patches were scored beside it
+    gen.close()
+    assert not any(t.name.startswith(("cellularity", "nuclei")) for t in threading.enumerate())
+
+
 def test_unknown_cellularity_model_fails_before_any_tile(coarse_model):
     import pytest
 
