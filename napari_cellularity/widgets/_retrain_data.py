@@ -46,17 +46,27 @@ class TrainingSet:
     notes: list[str] = field(default_factory=list)
 
 
-def saved_annotations(viewer: Any, current: Any) -> tuple[list[tuple[Any, PointAnnotations, float]], list[str]]:
-    """(layer, annotations, µm/px) of every other open image whose sidecar holds points or regions, and notes."""
-    found, notes = [], []
-    seen = {layer_slide_path(current)} if current is not None else set()
+def open_sidecars(viewer: Any) -> list[tuple[Any, Any]]:
+    """(image layer, its sidecar document) for each distinct slide path among the open images that has a sidecar
+    (the first layer of a path stands for it)."""
+    found, seen = [], set()
     for layer in image_layers(viewer):
         path = layer_slide_path(layer)
-        if layer is current or not path or path in seen:
+        if not path or path in seen:
             continue
         seen.add(path)
         doc = load_sidecar(path, quiet=True)
-        if doc is None or (len(doc.points) == 0 and not doc.points.regions):
+        if doc is not None:
+            found.append((layer, doc))
+    return found
+
+
+def saved_annotations(viewer: Any, current: Any) -> tuple[list[tuple[Any, PointAnnotations, float]], list[str]]:
+    """(layer, annotations, µm/px) of every other open image whose sidecar holds points or regions, and notes."""
+    found, notes = [], []
+    current_path = layer_slide_path(current) if current is not None else None
+    for layer, doc in open_sidecars(viewer):
+        if layer_slide_path(layer) == current_path or (len(doc.points) == 0 and not doc.points.regions):
             continue
         mpp = layer_mpp(layer)
         if mpp is None:

@@ -29,7 +29,6 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..annotations.autosave import load_sidecar
 from ..annotations.points import AnnotationError, PointAnnotations
 from ..annotations.regions import hint_text
 from ..models.config import CELL_CLASSES
@@ -39,7 +38,7 @@ from . import _confirm
 from ._layers import annotation_layer_name, find_layer
 from ._plots import LossPlot
 from ._regions import viewer_regions
-from ._retrain_data import build_training_set, saved_annotations
+from ._retrain_data import build_training_set, open_sidecars, saved_annotations
 from ._retrain_text import finetune_defaults, finished_text, format_refit_metrics
 from ._session import find_widgets, layer_mpp, layer_pixel_source
 from ._text import WrapLabel
@@ -150,15 +149,7 @@ class RetrainWidget(QWidget):
 
     def roi_estimates(self) -> list[tuple[Any, Any]]:
         """(image layer, RoiEstimate) for every estimate stored in the sidecars of the open images."""
-        out, seen = [], set()
-        for layer in image_layers(self.viewer):
-            path = layer_slide_path(layer)
-            if not path or path in seen:
-                continue
-            seen.add(path)
-            doc = load_sidecar(path, quiet=True)
-            out += [(layer, est) for est in (doc.roi_estimates if doc else [])]
-        return out
+        return [(layer, est) for layer, doc in open_sidecars(self.viewer) for est in doc.roi_estimates]
 
     def roi_estimate_count(self) -> int:
         return len(self.roi_estimates())
