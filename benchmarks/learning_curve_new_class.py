@@ -180,7 +180,7 @@ def run_one(args, variant: str, n: int, seed: int, train: list[PointImage], val:
         "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "base": base_scores, "tuned": tuned,
         "taught_f1": tuned[TAUGHT],
         "delta": {c: tuned[c] - base_scores[c] for c in ("malignant", "lymphocyte")},
-        "guard": {k: result.guard.get(k) for k in ("candidate", "reasons")},
+        "guard": {k: result.guard.get(k) for k in ("candidate", "reasons", "own_cells")},
         "class_gain": dict(cfg.detection.get("class_gain") or {}),
         "settings": {k: v for k, v in vars(settings).items() if k not in ("models_dir", "run_dir")},
     }

@@ -24,7 +24,7 @@ from pathlib import Path
 from napari_cellularity.annotations.point_images import PointImage
 from napari_cellularity.progress import Progress, drain
 
-from . import new_class
+from . import new_class, own_cells
 from .checkpoints import fresh_run_dir
 from .finetune_data import (  # noqa: F401 - check_items, count_points_on_glass: re-exported
     FinetuneCancelled,
@@ -112,6 +112,9 @@ class FinetuneSettings:
     tune_new_gain : bool
         Choose the reset channel's ``detection.class_gain`` on the user's clicks
         (:func:`training.new_class.choose_class_gain`) and store it in the new model's config.
+    own_cells_check : bool
+        Also judge the new version on the base model's own cells on the held-back images
+        (:mod:`training.own_cells`), a replay set that needs no original training data.
 
     Raises
     ------
@@ -147,6 +150,7 @@ class FinetuneSettings:
     train_channels: str = "all"
     new_pos_weight: float = 0.25
     tune_new_gain: bool = False
+    own_cells_check: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -274,6 +278,8 @@ def iter_finetune(
     before = evaluate_segmentation(net.to(dev), val, base, dev, thresholds=(thr,))
     check = replay_check_tiles(check_images, ft.crop_px, base.mpp)
     replay_before = evaluate_segmentation(net, check, base, dev, thresholds=(thr,)) if check else None
+    own = own_cells.own_cells(net, val, base, dev) if ft.own_cells_check else None
+    sources = own_cells.click_sources(net, train[:desc["n_train_images"]] + val, base, dev) if own else {}
     yield Progress("stage", 0, ft.steps, f"scored {base.ref} on the held-out points", stage="before",
                    data={"metrics": before})
     n_new = desc["n_train_images"]
@@ -325,7 +331,9 @@ def iter_finetune(
         cfg.training["finetune"]["class_gain_scores"] = {c: sc for c, (_, sc) in gains.items()}
         after = evaluate_segmentation(tuned, val, cfg, dev, thresholds=(thr,))
     replay_after = evaluate_segmentation(tuned.to(dev), check, cfg, dev, thresholds=(thr,)) if check else None
-    guard = judge(before, after, thr, replay_before=replay_before, replay_after=replay_after).to_dict()
+    yield Progress("stage", ft.steps, ft.steps, "comparing the new version with its base", stage="judging")
+    kept = own_cells.retention(tuned.to(dev), own, cfg, dev, sources) if own else None
+    guard = judge(before, after, thr, replay_before=replay_before, replay_after=replay_after, own=kept).to_dict()
     cfg.metrics["finetune"].update(after=json_safe(after), after_step=best.get("step"),
                                    val_cells=desc["val_cells"], threshold=thr, guard=json_safe(guard))
     cfg.version = next_version(cfg.name)

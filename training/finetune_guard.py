@@ -6,6 +6,8 @@ a fixed replay set of the original data. The new version is a **candidate** (sav
 the default nor selected without a warned confirmation; see ``models/defaults.py``) when
 
 * any class with annotated cells loses more than :data:`GUARD_MARGIN_F1` of F1, or
+* any class loses more than ``own_cells.OWN_MARGIN`` of the cells its base found on the held-back
+  images (:mod:`training.own_cells`: the replay set that needs no original data), or
 * it finds far fewer cells than its base on the same images (fewer than half, e.g. 0), or
 * nothing could be measured.
 
@@ -49,6 +51,7 @@ class GuardVerdict:
 
     held_back: dict[str, tuple[float, float]]
     replay: dict[str, tuple[float, float]] = field(default_factory=dict)
+    own: dict[str, dict[str, int]] = field(default_factory=dict)
     cells: tuple[int, int] = (0, 0)
     worse_classes: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
@@ -66,6 +69,10 @@ class GuardVerdict:
             if scores:
                 parts = [f"{c} F1 {b:.2f} → {a:.2f}" for c, (b, a) in scores.items()]
                 lines.append(f"{title}: " + ", ".join(parts))
+        if self.own:
+            from .own_cells import describe
+
+            lines.append(describe(self.own))
         lines.append(f"cells found on the held-back images: {self.cells[0]} → {self.cells[1]}")
         if self.candidate:
             lines.append("worse — not activated (" + "; ".join(self.reasons) + ")")
@@ -77,7 +84,8 @@ class GuardVerdict:
         return {"candidate": self.candidate, "worse_classes": list(self.worse_classes),
                 "reasons": list(self.reasons), "margin_f1": self.margin, "cells_before_after": list(self.cells),
                 "held_back_f1": {c: list(v) for c, v in self.held_back.items()},
-                "replay_f1": {c: list(v) for c, v in self.replay.items()}, "text": self.describe()}
+                "replay_f1": {c: list(v) for c, v in self.replay.items()},
+                "own_cells": {c: dict(v) for c, v in self.own.items()}, "text": self.describe()}
 
 
 def _pairs(before: dict, after: dict, threshold: float) -> dict[str, tuple[float, float]]:
@@ -86,7 +94,8 @@ def _pairs(before: dict, after: dict, threshold: float) -> dict[str, tuple[float
 
 
 def judge(before: dict, after: dict, threshold: float, *, replay_before: dict | None = None,
-          replay_after: dict | None = None, margin: float = GUARD_MARGIN_F1) -> GuardVerdict:
+          replay_after: dict | None = None, own: dict[str, dict[str, int]] | None = None,
+          margin: float = GUARD_MARGIN_F1) -> GuardVerdict:
     """Compare base (``before``) and fine-tuned (``after``) ``evaluate_segmentation`` results.
 
     Parameters
@@ -97,6 +106,8 @@ def judge(before: dict, after: dict, threshold: float, *, replay_before: dict | 
         The detection threshold both were evaluated at.
     replay_before, replay_after
         Results on the fixed replay set of the original data (optional).
+    own
+        :func:`training.own_cells.retention` of the base model's own cells (optional).
     margin
         Largest tolerated F1 loss of any class.
 
@@ -109,12 +120,16 @@ def judge(before: dict, after: dict, threshold: float, *, replay_before: dict | 
     worse = sorted({c for scores in (held, replay) for c, (b, a) in scores.items() if a < b - margin},
                    key=CELL_CLASSES.index)
     reasons = [f"{c} F1 drops by more than {margin:.2f}" for c in worse]
+    if own:
+        from .own_cells import judged
+
+        reasons += judged(own)
     cells = (detections(before, threshold), detections(after, threshold))
     if cells[0] > 0 and cells[1] < MIN_DETECTION_RATIO * cells[0]:
         reasons.append(f"finds {cells[1]} cells where its base found {cells[0]}")
     if not held and not replay:
         reasons.append("the held-back check could not be measured")
-    return GuardVerdict(held, replay, cells, tuple(worse), tuple(reasons), margin)
+    return GuardVerdict(held, replay, dict(own or {}), cells, tuple(worse), tuple(reasons), margin)
 
 
 def split_replay(replay_items: list | None) -> tuple[list, list]:

@@ -34,8 +34,8 @@ class DetectionScore:
                 "tp": self.tp, "fp": self.fp, "fn": self.fn}
 
 
-def match_points(pred_rc: np.ndarray, true_rc: np.ndarray, radius: float) -> DetectionScore:
-    """Count TP / FP / FN with a one-to-one matching that maximises matches within ``radius``.
+def match_pairs(pred_rc: np.ndarray, true_rc: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(pred_idx, true_idx)`` of a one-to-one matching that maximises matches within ``radius``.
 
     Pairs farther than ``radius`` never match. Among maximum matchings the total distance is
     minimised (``scipy.optimize.linear_sum_assignment`` with a large cost for forbidden pairs).
@@ -46,11 +46,16 @@ def match_points(pred_rc: np.ndarray, true_rc: np.ndarray, radius: float) -> Det
     pred_rc = np.asarray(pred_rc, float).reshape(-1, 2)
     true_rc = np.asarray(true_rc, float).reshape(-1, 2)
     if len(pred_rc) == 0 or len(true_rc) == 0:
-        return DetectionScore(0, len(pred_rc), len(true_rc))
+        return np.zeros(0, int), np.zeros(0, int)
     d = cdist(pred_rc, true_rc)
     allowed = d <= radius
-    big = 1e6
-    cost = np.where(allowed, d, big)
-    rows, cols = linear_sum_assignment(cost)
-    tp = int(np.sum(allowed[rows, cols]))
-    return DetectionScore(tp, len(pred_rc) - tp, len(true_rc) - tp)
+    rows, cols = linear_sum_assignment(np.where(allowed, d, 1e6))
+    keep = allowed[rows, cols]
+    return rows[keep], cols[keep]
+
+
+def match_points(pred_rc: np.ndarray, true_rc: np.ndarray, radius: float) -> DetectionScore:
+    """Count TP / FP / FN with the one-to-one matching of :func:`match_pairs`."""
+    n_pred, n_true = len(np.reshape(pred_rc, (-1, 2))), len(np.reshape(true_rc, (-1, 2)))
+    tp = len(match_pairs(pred_rc, true_rc, radius)[0])
+    return DetectionScore(tp, n_pred - tp, n_true - tp)

@@ -207,6 +207,24 @@ def test_guard_flags_a_model_that_finds_no_cells():
     assert judge({}, {}, 0.5).candidate  # nothing measured: never activated silently
 
 
+def test_guard_flags_forgetting_the_held_back_clicks_missed():
+    """Issue 13's seed: F1 on the few held-back clicks looks fine, the base's own lymphocytes are gone."""
+    from training.finetune_guard import judge
+
+    n_true = {"malignant": 10, "normal": 8, "lymphocyte": 2}
+    before = _eval_dict({"malignant": 0.8, "normal": 0.0, "lymphocyte": 1.0}, {"malignant": 9, "lymphocyte": 2}, n_true)
+    after = _eval_dict({"malignant": 0.8, "normal": 0.6, "lymphocyte": 1.0}, {"malignant": 9, "normal": 6,
+                                                                          "lymphocyte": 2}, n_true)
+    assert not judge(before, after, 0.5).candidate
+    own = {"malignant": {"n": 120, "kept": 100, "retaught": 15, "lost": 5},
+           "lymphocyte": {"n": 60, "kept": 20, "retaught": 0, "lost": 40}}
+    verdict = judge(before, after, 0.5, own=own)
+    assert verdict.candidate and "lymphocyte loses 40 of the 60 cells" in verdict.describe()
+    assert verdict.to_dict()["own_cells"]["lymphocyte"]["lost"] == 40
+    own["lymphocyte"].update(kept=58, lost=2)
+    assert not judge(before, after, 0.5, own=own).candidate
+
+
 def test_guard_checks_a_fixed_replay_set(tiny_base, synthetic_items):
     from training.finetune_guard import split_replay
 

@@ -1,0 +1,75 @@
+"""The guard's replay set without original data: the base model's own cells on the held-back images."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from napari_cellularity.annotations.point_images import PointImage
+from napari_cellularity.inference.nuclei import Detections
+from training import own_cells
+
+CONFIG = SimpleNamespace(mpp=0.5)  # 6 µm = 12 px
+
+
+def _det(rows: list[tuple[float, float, str, float]]) -> Detections:
+    pts = np.array([(r, c) for r, c, _, _ in rows], float).reshape(-1, 2)
+    return Detections(pts, np.array([k for _, _, k, _ in rows], dtype=object), np.array([s for *_, s in rows], float))
+
+
+def _grid(n: int, cls: str, row: float, score: float = 0.9) -> list[tuple[float, float, str, float]]:
+    return [(row, 20.0 + 30.0 * i, cls, score) for i in range(n)]
+
+
+@pytest.fixture
+def fake_models(monkeypatch):
+    """``net`` arguments are names; :func:`own_cells._detect` returns that model's fixed detections."""
+    dets: dict[str, Detections] = {}
+    monkeypatch.setattr(own_cells, "_detect", lambda net, image, config, dev: dets[net])
+    return dets
+
+
+def _item(points=(), classes=()) -> PointImage:
+    return PointImage(np.full((200, 700, 3), 230, np.uint8), np.array(points, float).reshape(-1, 2),
+                      np.array(classes, dtype=object), 0.5, "img", "P1", "test")
+
+
+def test_own_cells_keep_only_confident_cell_classes(fake_models):
+    fake_models["base"] = _det(_grid(3, "malignant", 50) + [(100, 20, "lymphocyte", 0.3), (100, 60, "other", 0.95)])
+    own = own_cells.own_cells("base", [_item()], CONFIG, "cpu")
+    assert own.count() == {"malignant": 3, "normal": 0, "lymphocyte": 0}
+
+
+def test_retention_sorts_kept_retaught_and_lost(fake_models):
+    fake_models["base"] = _det(_grid(20, "malignant", 50) + _grid(20, "lymphocyte", 150))
+    own = own_cells.own_cells("base", [_item()], CONFIG, "cpu")
+    # The new version: 6 malignant now normal, 2 malignant gone; 10 lymphocytes now normal, 1 moved by 3 px.
+    tuned = (_grid(12, "malignant", 50) + [(50, 20.0 + 30 * i, "normal", 0.8) for i in range(12, 18)]
+             + [(153, 20.0, "lymphocyte", 0.9)] + [(150, 20.0 + 30 * i, "lymphocyte", 0.9) for i in range(1, 10)]
+             + [(150, 20.0 + 30 * i, "normal", 0.9) for i in range(10, 20)])
+    fake_models["tuned"] = _det(tuned)
+    sources = {"normal": ["malignant"], "malignant": []}  # the user's normal clicks were called malignant by the base
+    rows = own_cells.retention("tuned", own, CONFIG, "cpu", sources)
+    assert rows["malignant"] == {"n": 20, "kept": 12, "retaught": 6, "lost": 2}
+    assert rows["lymphocyte"] == {"n": 20, "kept": 10, "retaught": 0, "lost": 10}  # normal never came from them
+    reasons = own_cells.judged(rows)
+    assert reasons == ["lymphocyte loses 10 of the 20 cells its base found (more than 15%)"]
+    assert "lymphocyte 50 % of 20" in own_cells.describe(rows)
+    assert "malignant 90 % of 20 (30 % moved to a class you taught)" in own_cells.describe(rows)
+
+
+def test_small_classes_are_reported_not_judged():
+    rows = {"lymphocyte": {"n": 9, "kept": 0, "retaught": 0, "lost": 9}}
+    assert own_cells.judged(rows) == []
+    assert own_cells.judged({"lymphocyte": {**rows["lymphocyte"], "n": 10, "lost": 10}})
+
+
+def test_click_sources_are_what_the_base_called_the_clicks(fake_models):
+    fake_models["base"] = _det(_grid(8, "malignant", 50) + _grid(2, "lymphocyte", 150))
+    clicks = [(50, 20.0 + 30 * i) for i in range(8)] + [(152, 20.0), (150, 50.0), (150, 400.0)]
+    item = _item(clicks, ["normal"] * 8 + ["lymphocyte"] * 3)
+    sources = own_cells.click_sources("base", [item], CONFIG, "cpu")
+    assert sources == {"normal": ["malignant"], "lymphocyte": []}
+

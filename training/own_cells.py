@@ -1,0 +1,137 @@
+"""The guard's replay set that needs no original data: the base model's own cells on the held-back images.
+
+A pathologist clicks a few cells of each class, and only some of those clicks are held back, so a
+fine-tuned version that forgets a class can pass the held-back check by luck (issue 13: one seed lost
+0.23 lymphocyte F1 on labelled images while its two held-back lymphocyte clicks did not show it).
+The base model's confident detections on the same held-back images are a fixed replay set of
+hundreds of cells per class, available in the app without the original training data. For each of
+the base's cells the new version, with its own detection settings, either
+
+* **keeps** it: a detection of the same class within :data:`RADIUS_UM`;
+* **re-teaches** it: a detection of a class ``t`` the user clicked, where the base model called at
+  least :data:`SOURCE_SHARE` of the user's ``t`` clicks this cell's class (teaching normal epithelium
+  must move cells the base called malignant: that is what teaching is for);
+* or **loses** it: nothing there, or a class the user's clicks do not explain.
+
+:func:`finetune_guard.judge` makes the version a candidate when a class loses more than
+:data:`OWN_MARGIN` of its base cells (classes with at least :data:`MIN_OWN_CELLS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_cellularity.annotations.point_images import PointImage
+from napari_cellularity.models.config import CELL_CLASSES
+
+#: A base detection is one of its "own cells" when its class probability at the centre reaches this.
+MIN_SCORE = 0.5
+#: Matching radius between a base cell and a new detection (as the F1 at 6 µm).
+RADIUS_UM = 6.0
+#: Class ``c`` is a source of a clicked class ``t`` when the base called at least this share of ``t``'s clicks ``c``.
+SOURCE_SHARE = 0.25
+#: A class may lose at most this share of its own cells before the new version is only a candidate.
+OWN_MARGIN = 0.15
+#: Classes with fewer own cells on the held-back images are reported, not judged.
+MIN_OWN_CELLS = 10
+
+
+@dataclass(frozen=True)
+class OwnCells:
+    """The base model's confident cells, per held-back image (at the model's µm/px)."""
+
+    images: list[np.ndarray]
+    points_rc: list[np.ndarray]
+    classes: list[np.ndarray]
+
+    def count(self) -> dict[str, int]:
+        return {c: int(sum(np.sum(k == c) for k in self.classes)) for c in CELL_CLASSES}
+
+
+def _detect(net, image: np.ndarray, config, dev):
+    from napari_cellularity.inference.nuclei import detect_nuclei
+
+    from .partial_labels import predict_maps
+
+    maps = predict_maps(net, image, config, dev).astype(np.float32) / 255.0
+    return detect_nuclei(maps, config.mpp, **config.detection_kwargs())
+
+
+def own_cells(net, items: list[PointImage], config, dev, min_score: float = MIN_SCORE) -> OwnCells:
+    """The base model's detections with centre probability ≥ ``min_score`` on ``items``, cell classes only."""
+    from napari_cellularity.annotations.point_images import resample
+
+    images, points, classes = [], [], []
+    for item in items:
+        image = resample(item, config.mpp).image
+        det = _detect(net, image, config, dev)
+        keep = (det.scores >= min_score) & np.isin(det.classes.astype(str), CELL_CLASSES)
+        images.append(image)
+        points.append(det.points_rc[keep])
+        classes.append(det.classes[keep].astype(str))
+    return OwnCells(images, points, classes)
+
+
+def click_sources(net, items: list[PointImage], config, dev, share: float = SOURCE_SHARE) -> dict[str, list[str]]:
+    """For each clicked class ``t``: the other classes the base model called at least ``share`` of ``t``'s clicks."""
+    from napari_cellularity.annotations.point_images import resample
+
+    called: dict[str, dict[str, int]] = {}
+    for item in items:
+        it = resample(item, config.mpp)
+        if not len(it.points_rc):
+            continue
+        det = _detect(net, it.image, config, dev)
+        for t in np.unique(it.classes.astype(str)):
+            pts = it.points_rc[it.classes == t]
+            tally = called.setdefault(str(t), {})
+            tally["_n"] = tally.get("_n", 0) + len(pts)
+            if not len(det.points_rc):
+                continue
+            d = np.linalg.norm(pts[:, None, :] - det.points_rc[None, :, :], axis=2)
+            near = d.argmin(axis=1)
+            hit = d[np.arange(len(pts)), near] <= RADIUS_UM / config.mpp
+            for c in det.classes[near][hit].astype(str):
+                tally[c] = tally.get(c, 0) + 1
+    return {t: [c for c, k in tally.items() if c not in ("_n", t) and k >= share * tally["_n"]]
+            for t, tally in called.items()}
+
+
+def retention(net, own: OwnCells, config, dev, sources: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Per class: ``n`` own cells of the base and how many the new version ``kept`` / ``retaught`` / ``lost``."""
+    from napari_cellularity.metrics.detection import match_pairs
+
+    out = {c: {"n": 0, "kept": 0, "retaught": 0, "lost": 0} for c in CELL_CLASSES}
+    allowed = {c: {t for t, src in sources.items() if c in src} for c in CELL_CLASSES}
+    for image, pts, cls in zip(own.images, own.points_rc, own.classes, strict=True):
+        if not len(pts):
+            continue
+        det = _detect(net, image, config, dev)
+        new_cls = np.full(len(pts), "", dtype=object)
+        pi, ti = match_pairs(det.points_rc, pts, RADIUS_UM / config.mpp)
+        new_cls[ti] = det.classes[pi].astype(str)
+        for c, n in zip(cls, new_cls, strict=True):
+            row = out[c]
+            row["n"] += 1
+            row["kept" if n == c else "retaught" if n in allowed[c] else "lost"] += 1
+    return {c: row for c, row in out.items() if row["n"]}
+
+
+def judged(rows: dict[str, dict[str, int]], margin: float = OWN_MARGIN,
+           min_cells: int = MIN_OWN_CELLS) -> list[str]:
+    """The reasons (one per class) why ``rows`` of :func:`retention` make the new version a candidate."""
+    return [f"{c} loses {r['lost']} of the {r['n']} cells its base found (more than {margin:.0%})"
+            for c, r in rows.items() if r["n"] >= min_cells and r["lost"] > margin * r["n"]]
+
+
+def describe(rows: dict[str, dict[str, int]]) -> str:
+    """One line, e.g. ``cells its base found, still found: malignant 96 % of 412 (5 % re-taught), ...``."""
+    parts = []
+    for c, r in rows.items():
+        text = f"{c} {100 * (r['n'] - r['lost']) / r['n']:.0f} % of {r['n']}"
+        if r["retaught"]:
+            text += f" ({100 * r['retaught'] / r['n']:.0f} % moved to a class you taught)"
+        parts.append(text)
+    return "cells its base found on the held-back images, still found: " + ", ".join(parts)
