@@ -20,7 +20,7 @@ def main(out_dir: Path) -> int:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1400, 900)
+    viewer.window.resize(1400, 900)
     viewer.scale_bar.visible = True
     viewer.open(str(sample_slide_path()), plugin="napari-cellularity")
     viewer.reset_view()

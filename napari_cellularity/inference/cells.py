@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..models.config import CLASS_NAMES
-from .nuclei import Detections, detect_nuclei
+from .nuclei import MIN_DISTANCE_UM, SMOOTH_SIGMA_PX, Detections, detect_nuclei
 from .row_listeners import BackgroundRows
 
 
@@ -26,10 +26,10 @@ def detect_nuclei_chunked(
     probs: Any,
     mpp: float,
     threshold: float = 0.3,
-    min_distance_um: float = 4.0,
+    min_distance_um: float = MIN_DISTANCE_UM,
     class_names: tuple[str, ...] = CLASS_NAMES,
     chunk_px: int = 2048,
-    smooth_sigma_px: float = 1.0,
+    smooth_sigma_px: float = SMOOTH_SIGMA_PX,
     class_gain: dict[str, float] | None = None,
 ) -> Detections:
     """:func:`~napari_cellularity.inference.nuclei.detect_nuclei` over a large (C, H, W) map.
@@ -89,8 +89,8 @@ class StreamingNucleiDetector(BackgroundRows):
         self.chunk_px = int(chunk_px)
         self.kwargs = detect_kwargs
         self.chunked = self.rows > self.chunk_px or self.cols > self.chunk_px
-        self.halo = (max(1, int(round(detect_kwargs.get("min_distance_um", 4.0) / self.mpp)))
-                     + int(np.ceil(4 * detect_kwargs.get("smooth_sigma_px", 1.0))) + 2)
+        self.halo = (max(1, int(round(detect_kwargs.get("min_distance_um", MIN_DISTANCE_UM) / self.mpp)))
+                     + int(np.ceil(4 * detect_kwargs.get("smooth_sigma_px", SMOOTH_SIGMA_PX))) + 2)
         self.next_band = 0  # first row of the next band's core not yet submitted
         self._parts: list[Detections] = []
 

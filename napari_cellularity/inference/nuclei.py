@@ -36,13 +36,17 @@ class Detections:
         return self.points_rc[self.classes == cls]
 
 
+#: Defaults of :func:`detect_nuclei` that callers sizing a halo around its peaks read too.
+MIN_DISTANCE_UM, SMOOTH_SIGMA_PX = 4.0, 1.0
+
+
 def detect_nuclei(
     probs: np.ndarray,
     mpp: float,
     threshold: float = 0.3,
-    min_distance_um: float = 4.0,
+    min_distance_um: float = MIN_DISTANCE_UM,
     class_names: tuple[str, ...] = CLASS_NAMES,
-    smooth_sigma_px: float = 1.0,
+    smooth_sigma_px: float = SMOOTH_SIGMA_PX,
     class_gain: dict[str, float] | None = None,
 ) -> Detections:
     """Find nucleus centres as local maxima of the strongest cell-class map.
