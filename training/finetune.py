@@ -113,7 +113,7 @@ class FinetuneSettings:
         Choose the reset channel's ``detection.class_gain`` on the user's clicks
         (:func:`training.new_class.choose_class_gain`) and store it in the new model's config.
     own_cells_check : bool
-        Also judge the new version on the base model's own cells on the held-back images
+        Also judge the new version on the cells the base model was sure of on the user's images
         (:mod:`training.own_cells`), a replay set that needs no original training data.
 
     Raises
@@ -278,8 +278,9 @@ def iter_finetune(
     before = evaluate_segmentation(net.to(dev), val, base, dev, thresholds=(thr,))
     check = replay_check_tiles(check_images, ft.crop_px, base.mpp)
     replay_before = evaluate_segmentation(net, check, base, dev, thresholds=(thr,)) if check else None
-    own = own_cells.own_cells(net, val, base, dev) if ft.own_cells_check else None
-    sources = own_cells.click_sources(net, train[:desc["n_train_images"]] + val, base, dev) if own else {}
+    user_items = train[:desc["n_train_images"]] + val  # the user's crops, without replay tiles
+    own = own_cells.own_cells(net, user_items, base, dev) if ft.own_cells_check else None
+    sources = own_cells.click_sources(net, user_items, base, dev) if own else {}
     yield Progress("stage", 0, ft.steps, f"scored {base.ref} on the held-out points", stage="before",
                    data={"metrics": before})
     n_new = desc["n_train_images"]

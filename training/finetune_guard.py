@@ -6,8 +6,8 @@ a fixed replay set of the original data. The new version is a **candidate** (sav
 the default nor selected without a warned confirmation; see ``models/defaults.py``) when
 
 * any class with annotated cells loses more than :data:`GUARD_MARGIN_F1` of F1, or
-* any class loses more than ``own_cells.OWN_MARGIN`` of the cells its base found on the held-back
-  images (:mod:`training.own_cells`: the replay set that needs no original data), or
+* any class surely loses more than ``own_cells.OWN_MARGIN`` of the cells its base was sure of on the
+  user's images (:mod:`training.own_cells`: the replay set that needs no original data), or
 * it finds far fewer cells than its base on the same images (fewer than half, e.g. 0), or
 * nothing could be measured.
 

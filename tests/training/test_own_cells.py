@@ -52,12 +52,21 @@ def test_retention_sorts_kept_retaught_and_lost(fake_models):
     fake_models["tuned"] = _det(tuned)
     sources = {"normal": ["malignant"], "malignant": []}  # the user's normal clicks were called malignant by the base
     rows = own_cells.retention("tuned", own, CONFIG, "cpu", sources)
-    assert rows["malignant"] == {"n": 20, "kept": 12, "retaught": 6, "lost": 2}
-    assert rows["lymphocyte"] == {"n": 20, "kept": 10, "retaught": 0, "lost": 10}  # normal never came from them
+    assert rows["malignant"] == {"n": 20, "kept": 12, "retaught": 6, "lost": 2, "moved": 0}
+    assert rows["lymphocyte"] == {"n": 20, "kept": 10, "retaught": 0, "lost": 10, "moved": 10}  # normal: not from them
     reasons = own_cells.judged(rows)
-    assert reasons == ["lymphocyte loses 10 of the 20 cells its base found (more than 15%)"]
+    assert reasons == ["lymphocyte loses 10 of the 20 cells its base was sure of (more than 15%)"]
     assert "lymphocyte 50 % of 20" in own_cells.describe(rows)
     assert "malignant 90 % of 20 (30 % moved to a class you taught)" in own_cells.describe(rows)
+
+
+def test_a_lost_share_counts_only_when_it_is_sure():
+    """Measured cases (docs/learning_curve.md): 3 of 11 lost on a healthy run, 7 of 11 on a forgetting one."""
+    low = own_cells.lost_share_low
+    assert low(0, 0) == 0.0 and low(0, 50) == 0.0
+    assert low(3, 11) < own_cells.OWN_MARGIN < low(7, 11)
+    assert low(30, 200) < low(30, 100) < 30 / 100  # more cells, surer; always below the observed share
+    assert 0.0 < low(5, 10) < 0.5 < low(10, 10) < 1.0
 
 
 def test_small_classes_are_reported_not_judged():
