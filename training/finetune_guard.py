@@ -117,13 +117,16 @@ def judge(before: dict, after: dict, threshold: float, *, replay_before: dict | 
     """
     held = _pairs(before, after, threshold)
     replay = _pairs(replay_before or {}, replay_after or {}, threshold)
-    worse = sorted({c for scores in (held, replay) for c, (b, a) in scores.items() if a < b - margin},
-                   key=CELL_CLASSES.index)
-    reasons = [f"{c} F1 drops by more than {margin:.2f}" for c in worse]
+    f1_worse = sorted({c for scores in (held, replay) for c, (b, a) in scores.items() if a < b - margin},
+                      key=CELL_CLASSES.index)
+    reasons = [f"{c} F1 drops by more than {margin:.2f}" for c in f1_worse]
+    own_worse: dict[str, str] = {}
     if own:
         from .own_cells import judged
 
-        reasons += judged(own)
+        own_worse = judged(own)
+        reasons += list(own_worse.values())
+    worse = sorted(set(f1_worse) | set(own_worse), key=CELL_CLASSES.index)
     cells = (detections(before, threshold), detections(after, threshold))
     if cells[0] > 0 and cells[1] < MIN_DETECTION_RATIO * cells[0]:
         reasons.append(f"finds {cells[1]} cells where its base found {cells[0]}")

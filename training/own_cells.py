@@ -151,11 +151,11 @@ def lost_share_low(lost: int, n: int, z: float = _Z) -> float:
 
 
 def judged(rows: dict[str, dict[str, int]], margin: float = OWN_MARGIN,
-           min_cells: int = MIN_OWN_CELLS) -> list[str]:
-    """The reasons (one per class) why ``rows`` of :func:`retention` make the new version a candidate: a class
-    with at least ``min_cells`` own cells that surely (:func:`lost_share_low`) loses more than ``margin`` of them."""
-    return [f"{c} loses {r['lost']} of the {r['n']} cells its base was sure of (more than {margin:.0%})"
-            for c, r in rows.items() if r["n"] >= min_cells and lost_share_low(r["lost"], r["n"]) > margin]
+           min_cells: int = MIN_OWN_CELLS) -> dict[str, str]:
+    """Class -> reason, for each class of ``rows`` (:func:`retention`) that makes the new version a candidate: at
+    least ``min_cells`` own cells, of which it surely (:func:`lost_share_low`) loses more than ``margin``."""
+    return {c: f"{c} loses {r['lost']} of the {r['n']} cells its base was sure of (more than {margin:.0%})"
+            for c, r in rows.items() if r["n"] >= min_cells and lost_share_low(r["lost"], r["n"]) > margin}
 
 
 def describe(rows: dict[str, dict[str, int]]) -> str:

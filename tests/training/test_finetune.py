@@ -220,6 +220,7 @@ def test_guard_flags_forgetting_the_held_back_clicks_missed():
            "lymphocyte": {"n": 60, "kept": 20, "retaught": 0, "lost": 40}}
     verdict = judge(before, after, 0.5, own=own)
     assert verdict.candidate and "lymphocyte loses 40 of the 60 cells" in verdict.describe()
+    assert verdict.worse_classes == ("lymphocyte",)  # the model picker says "worse than its base on lymphocyte"
     assert verdict.to_dict()["own_cells"]["lymphocyte"]["lost"] == 40
     own["lymphocyte"].update(kept=58, lost=2)
     assert not judge(before, after, 0.5, own=own).candidate

@@ -55,7 +55,7 @@ def test_retention_sorts_kept_retaught_and_lost(fake_models):
     assert rows["malignant"] == {"n": 20, "kept": 12, "retaught": 6, "lost": 2, "moved": 0}
     assert rows["lymphocyte"] == {"n": 20, "kept": 10, "retaught": 0, "lost": 10, "moved": 10}  # normal: not from them
     reasons = own_cells.judged(rows)
-    assert reasons == ["lymphocyte loses 10 of the 20 cells its base was sure of (more than 15%)"]
+    assert reasons == {"lymphocyte": "lymphocyte loses 10 of the 20 cells its base was sure of (more than 15%)"}
     assert "lymphocyte 50 % of 20" in own_cells.describe(rows)
     assert "malignant 90 % of 20 (30 % moved to a class you taught)" in own_cells.describe(rows)
 
@@ -71,7 +71,7 @@ def test_a_lost_share_counts_only_when_it_is_sure():
 
 def test_small_classes_are_reported_not_judged():
     rows = {"lymphocyte": {"n": 9, "kept": 0, "retaught": 0, "lost": 9}}
-    assert own_cells.judged(rows) == []
+    assert own_cells.judged(rows) == {}
     assert own_cells.judged({"lymphocyte": {**rows["lymphocyte"], "n": 10, "lost": 10}})
 
 
