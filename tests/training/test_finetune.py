@@ -61,9 +61,9 @@ def test_finetune_saves_a_new_version_with_parent_and_metrics(tiny_base, synthet
     steps = [r for r in records if r.kind == "step"]
     assert [r.done for r in steps] == [1, 2, 3] and all(np.isfinite(r.data["loss"]) for r in steps)
     stages = [r for r in records if r.kind == "stage"]
-    assert [r.stage for r in stages] == ["prepared", "before", "saved"]
+    assert [r.stage for r in stages] == ["prepared", "before", "judging", "saved"]
     assert stages[0].data["val_cells"] > 0 and "detection" in stages[1].data["metrics"]
-    assert stages[2].data["ref"] == "tiny-base@2" and stages[2].done == stages[2].total == 3
+    assert stages[-1].data["ref"] == "tiny-base@2" and stages[-1].done == stages[-1].total == 3
     assert any(r.kind == "validation" for r in records)
     assert len([h for h in result.history if "loss" in h]) == 3
 
