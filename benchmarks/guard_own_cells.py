@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             tr, held, desc = prepare_data(items, None, 0.0, ft.val_fraction, ft.crop_px, base.mpp, ft.seed)
             own_held = own_cells.own_cells(base_net, held, base, dev, low)
             own_all = own_cells.own_cells(base_net, tr + held, base, dev, low)
-            sources = own_cells.click_sources(base_net, tr + held, base, dev)
+            sources = own_all.sources  # from the user's clicks, as in the fine-tune
             net, cfg = load_segmentation_model(str(cfgs[-1]), device="cpu")
             d = rec["delta"]
             truth = min(d["malignant"], d["lymphocyte"]) < -TRUE_FORGETTING

@@ -280,7 +280,6 @@ def iter_finetune(
     replay_before = evaluate_segmentation(net, check, base, dev, thresholds=(thr,)) if check else None
     user_items = train[:desc["n_train_images"]] + val  # the user's crops, without replay tiles
     own = own_cells.own_cells(net, user_items, base, dev) if ft.own_cells_check else None
-    sources = own_cells.click_sources(net, user_items, base, dev) if own else {}
     yield Progress("stage", 0, ft.steps, f"scored {base.ref} on the held-out points", stage="before",
                    data={"metrics": before})
     n_new = desc["n_train_images"]
@@ -333,7 +332,7 @@ def iter_finetune(
         after = evaluate_segmentation(tuned, val, cfg, dev, thresholds=(thr,))
     replay_after = evaluate_segmentation(tuned.to(dev), check, cfg, dev, thresholds=(thr,)) if check else None
     yield Progress("stage", ft.steps, ft.steps, "comparing the new version with its base", stage="judging")
-    kept = own_cells.retention(tuned.to(dev), own, cfg, dev, sources) if own else None
+    kept = own_cells.retention(tuned.to(dev), own, cfg, dev) if own else None
     guard = judge(before, after, thr, replay_before=replay_before, replay_after=replay_after, own=kept).to_dict()
     cfg.metrics["finetune"].update(after=json_safe(after), after_step=best.get("step"),
                                    val_cells=desc["val_cells"], threshold=thr, guard=json_safe(guard))

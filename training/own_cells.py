@@ -47,12 +47,17 @@ MIN_OWN_CELLS = 10
 
 @dataclass(frozen=True)
 class OwnCells:
-    """The base model's confident cells, per image (at the model's µm/px)."""
+    """The base model's confident cells, per image (at the model's µm/px), and the sources of the user's clicks.
+
+    ``sources``: for each clicked class ``t``, the other classes the base model called at least
+    :data:`SOURCE_SHARE` of the ``t`` clicks (from the same detections).
+    """
 
     images: list[np.ndarray]
     points_rc: list[np.ndarray]
     classes: list[np.ndarray]
     scores: list[np.ndarray]
+    sources: dict[str, list[str]]
 
     def count(self) -> dict[str, int]:
         return {c: int(sum(np.sum(k == c) for k in self.classes)) for c in CELL_CLASSES}
@@ -62,7 +67,7 @@ class OwnCells:
         keep = [s >= min_score for s in self.scores]
         return OwnCells(self.images, [p[k] for p, k in zip(self.points_rc, keep, strict=True)],
                         [c[k] for c, k in zip(self.classes, keep, strict=True)],
-                        [s[k] for s, k in zip(self.scores, keep, strict=True)])
+                        [s[k] for s, k in zip(self.scores, keep, strict=True)], self.sources)
 
 
 def _detect(net, image: np.ndarray, config, dev):
@@ -74,49 +79,48 @@ def _detect(net, image: np.ndarray, config, dev):
     return detect_nuclei(maps, config.mpp, **config.detection_kwargs())
 
 
-def own_cells(net, items: list[PointImage], config, dev, min_score: float = MIN_SCORE) -> OwnCells:
-    """The base model's detections with centre probability ≥ ``min_score`` on ``items``, cell classes only."""
+def _tally_clicks(called: dict[str, dict[str, int]], points_rc: np.ndarray, classes: np.ndarray, det,
+                  radius_px: float) -> None:
+    """Add, per clicked class, the clicks and the class of the nearest detection within ``radius_px`` to ``called``."""
+    for t in np.unique(classes.astype(str)):
+        pts = points_rc[classes == t]
+        tally = called.setdefault(str(t), {})
+        tally["_n"] = tally.get("_n", 0) + len(pts)
+        if not len(det.points_rc):
+            continue
+        d = np.linalg.norm(pts[:, None, :] - det.points_rc[None, :, :], axis=2)
+        near = d.argmin(axis=1)
+        for c in det.classes[near][d[np.arange(len(pts)), near] <= radius_px].astype(str):
+            tally[c] = tally.get(c, 0) + 1
+
+
+def own_cells(net, items: list[PointImage], config, dev, min_score: float = MIN_SCORE,
+              share: float = SOURCE_SHARE) -> OwnCells:
+    """The base model's detections with centre probability ≥ ``min_score`` on ``items`` (cell classes only), and
+    the classes it called the items' clicks (one prediction per item)."""
     from napari_cellularity.annotations.point_images import resample
 
     images, points, classes, scores = [], [], [], []
-    for item in items:
-        image = resample(item, config.mpp).image
-        det = _detect(net, image, config, dev)
-        keep = (det.scores >= min_score) & np.isin(det.classes.astype(str), CELL_CLASSES)
-        images.append(image)
-        points.append(det.points_rc[keep])
-        classes.append(det.classes[keep].astype(str))
-        scores.append(det.scores[keep])
-    return OwnCells(images, points, classes, scores)
-
-
-def click_sources(net, items: list[PointImage], config, dev, share: float = SOURCE_SHARE) -> dict[str, list[str]]:
-    """For each clicked class ``t``: the other classes the base model called at least ``share`` of ``t``'s clicks."""
-    from napari_cellularity.annotations.point_images import resample
-
     called: dict[str, dict[str, int]] = {}
     for item in items:
         it = resample(item, config.mpp)
-        if not len(it.points_rc):
-            continue
         det = _detect(net, it.image, config, dev)
-        for t in np.unique(it.classes.astype(str)):
-            pts = it.points_rc[it.classes == t]
-            tally = called.setdefault(str(t), {})
-            tally["_n"] = tally.get("_n", 0) + len(pts)
-            if not len(det.points_rc):
-                continue
-            d = np.linalg.norm(pts[:, None, :] - det.points_rc[None, :, :], axis=2)
-            near = d.argmin(axis=1)
-            hit = d[np.arange(len(pts)), near] <= RADIUS_UM / config.mpp
-            for c in det.classes[near][hit].astype(str):
-                tally[c] = tally.get(c, 0) + 1
-    return {t: [c for c, k in tally.items() if c not in ("_n", t) and k >= share * tally["_n"]]
-            for t, tally in called.items()}
+        keep = (det.scores >= min_score) & np.isin(det.classes.astype(str), CELL_CLASSES)
+        images.append(it.image)
+        points.append(det.points_rc[keep])
+        classes.append(det.classes[keep].astype(str))
+        scores.append(det.scores[keep])
+        if len(it.points_rc):
+            _tally_clicks(called, it.points_rc, it.classes, det, RADIUS_UM / config.mpp)
+    sources = {t: [c for c, k in tally.items() if c not in ("_n", t) and k >= share * tally["_n"]]
+               for t, tally in called.items()}
+    return OwnCells(images, points, classes, scores, sources)
 
 
-def retention(net, own: OwnCells, config, dev, sources: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+def retention(net, own: OwnCells, config, dev, sources: dict[str, list[str]] | None = None) -> dict[str, dict[str, int]]:
     """Per class: ``n`` own cells of the base and how many the new version ``kept`` / ``retaught`` / ``lost``.
+
+    ``sources`` (default ``own.sources``) decide which moves the user's clicks explain.
 
     ``moved`` counts the lost cells that are still detected, with a class the user's clicks do not explain
     (the rest of ``lost`` are no longer detected at all).
@@ -124,6 +128,7 @@ def retention(net, own: OwnCells, config, dev, sources: dict[str, list[str]]) ->
     from napari_cellularity.metrics.detection import match_pairs
 
     out = {c: {"n": 0, "kept": 0, "retaught": 0, "lost": 0, "moved": 0} for c in CELL_CLASSES}
+    sources = own.sources if sources is None else sources
     allowed = {c: {t for t, src in sources.items() if c in src} for c in CELL_CLASSES}
     for image, pts, cls in zip(own.images, own.points_rc, own.classes, strict=True):
         if not len(pts):

@@ -50,7 +50,9 @@ def test_retention_sorts_kept_retaught_and_lost(fake_models):
              + [(153, 20.0, "lymphocyte", 0.9)] + [(150, 20.0 + 30 * i, "lymphocyte", 0.9) for i in range(1, 10)]
              + [(150, 20.0 + 30 * i, "normal", 0.9) for i in range(10, 20)])
     fake_models["tuned"] = _det(tuned)
-    sources = {"normal": ["malignant"], "malignant": []}  # the user's normal clicks were called malignant by the base
+    assert own.sources == {}  # no clicks on this image: no move is explained ...
+    assert own_cells.retention("tuned", own, CONFIG, "cpu")["malignant"]["lost"] == 8
+    sources = {"normal": ["malignant"], "malignant": []}  # ... unless the user's normal clicks were called malignant
     rows = own_cells.retention("tuned", own, CONFIG, "cpu", sources)
     assert rows["malignant"] == {"n": 20, "kept": 12, "retaught": 6, "lost": 2, "moved": 0}
     assert rows["lymphocyte"] == {"n": 20, "kept": 10, "retaught": 0, "lost": 10, "moved": 10}  # normal: not from them
@@ -79,6 +81,7 @@ def test_click_sources_are_what_the_base_called_the_clicks(fake_models):
     fake_models["base"] = _det(_grid(8, "malignant", 50) + _grid(2, "lymphocyte", 150))
     clicks = [(50, 20.0 + 30 * i) for i in range(8)] + [(152, 20.0), (150, 50.0), (150, 400.0)]
     item = _item(clicks, ["normal"] * 8 + ["lymphocyte"] * 3)
-    sources = own_cells.click_sources("base", [item], CONFIG, "cpu")
-    assert sources == {"normal": ["malignant"], "lymphocyte": []}
+    own = own_cells.own_cells("base", [item], CONFIG, "cpu")
+    assert own.sources == {"normal": ["malignant"], "lymphocyte": []}
+    assert own.above(0.95).sources == own.sources
 
