@@ -22,7 +22,7 @@ from . import _layers as L
 
 
 def show_class_map(viewer: Any, result: Any, translate_um: Sequence[float], units: Any) -> None:
-    """The hidden "Cell classes" labels layer (full resolution, or the big region's display map)."""
+    """The "Cell classes" labels layer (full resolution, or the big region's display map); a new one is hidden."""
     pred, summary = result.prediction, result.summary
     lut = np.array([L.CLASS_LABEL_VALUES.get(c, 0) for c in pred.class_names], np.uint8)
     if result.display is None:
@@ -87,13 +87,17 @@ def done_text(summary: Any, untrained: Sequence[str]) -> str:
 
 
 def result_steps(viewer: Any, result: Any, *, paint_maps: Callable[..., None], translate_um: Sequence[float],
-                 units: Any, visible: dict[str, bool], heatmap_visible: bool) -> list[Callable[[], None]]:
+                 units: Any, visible: dict[str, bool], heatmap_visible: bool,
+                 class_map: bool = False) -> list[Callable[[], None]]:
     """The layer updates of a finished run, in order, each small enough for one event-loop turn.
 
-    ``paint_maps(cls)`` shows the probability map of one class (the widget knows its canvas).
+    ``paint_maps(cls)`` shows the probability map of one class (the widget knows its canvas). The class
+    map is made only when ``class_map`` (the user ticked it) and updated whenever it exists.
     """
     steps: list[Callable[[], None]] = [functools.partial(paint_maps, cls) for cls in CELL_CLASSES]
-    steps.append(functools.partial(show_class_map, viewer, result, translate_um, units))
+    if class_map or L.find_layer(viewer, L.CLASS_MAP_LAYER) is not None:  # made on demand (OnDemandClassMap)
+        steps.append(functools.partial(show_class_map, viewer, result, translate_um, units))
+        steps.append(functools.partial(reveal, viewer, L.CLASS_MAP_LAYER, class_map))
     for cls in CELL_CLASSES:  # a new layer is made hidden, then shown (drawn) in a turn of its own
         steps.append(functools.partial(show_points, viewer, result, cls, translate_um, units))
         steps.append(functools.partial(reveal, viewer, L.points_layer_name(cls), visible.get(cls, True)))
@@ -148,6 +152,28 @@ def discard_unfilled(viewer: Any, names: Sequence[str]) -> None:
 def _unfilled(layer: Any) -> bool:
     """True for a layer that holds nothing (a map of zeros)."""
     return layer is not None and not np.any(np.asarray(layer.data))
+
+
+class OnDemandClassMap:
+    """The "Cell classes" layer (each pixel's most likely class), made only when the user asks for it.
+
+    Adding a Labels layer costs napari 0.4-0.5 s of GUI-thread CPU (its painting-tool visuals; measured with
+    ``benchmarks/bench_gui_responsiveness.py``), the longest stall left after a run, and the layer is rarely
+    looked at (the probability overlays show the same classes). So it is built from the last result when its
+    "Show" box is ticked; once it exists, later runs update it in place, shown or not.
+    """
+
+    def __init__(self, viewer: Any) -> None:
+        self.viewer, self.source = viewer, None
+
+    def remember(self, result: Any, translate_um: Sequence[float], units: Any) -> None:
+        """The finished run (and where its image lies) to build the layer from when asked."""
+        self.source = (result, tuple(translate_um), units)
+
+    def set_visible(self, visible: bool) -> None:
+        if visible and L.find_layer(self.viewer, L.CLASS_MAP_LAYER) is None and self.source is not None:
+            show_class_map(self.viewer, *self.source)
+        reveal(self.viewer, L.CLASS_MAP_LAYER, visible)
 
 
 def reveal(viewer: Any, name: str, visible: bool) -> None:

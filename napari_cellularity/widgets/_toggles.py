@@ -1,4 +1,4 @@
-"""The "Show" toggles of the Analyze widget: one per cell class, the heatmap, its legend.
+"""The "Show" toggles of the Analyze widget: one per cell class, the heatmap, its legend, the class map.
 
 A class the selected model has not learned (``models.defaults.untrained_classes``: no annotated
 cell of it in the model's recorded training / validation data) is greyed, unticked, and
@@ -37,13 +37,14 @@ def untrained_note(classes: Sequence[str], *, link: bool = False) -> str:
 
 
 class ShowToggles(QWidget):
-    """Class and heatmap visibility checkboxes; calls ``on_class(cls, visible)`` / ``on_heatmap(visible)``."""
+    """Class, heatmap and class-map checkboxes; call ``on_class(cls, visible)`` / ``on_heatmap(visible)`` /
+    ``on_class_map(visible)``."""
 
     #: The user clicked the "Annotate" link of the not-learned note.
     teach_requested = Signal()
 
     def __init__(self, on_class: Callable[[str, bool], None], on_heatmap: Callable[[bool], None],
-                 parent: QWidget | None = None) -> None:
+                 on_class_map: Callable[[bool], None] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         col = QVBoxLayout(self)
         col.setContentsMargins(0, 0, 0, 0)
@@ -69,6 +70,11 @@ class ShowToggles(QWidget):
         col.addWidget(self.heatmap_check)
         self.legend = gradient_legend(L.HEATMAP_COLORMAP, "0 %", "100 %", "cellularity")
         col.addWidget(self.legend)
+        self.class_map_check = QCheckBox("Cell class map")
+        self.class_map_check.setToolTip("Each pixel's most likely class, as one layer (made when ticked)")
+        if on_class_map is not None:
+            self.class_map_check.toggled.connect(on_class_map)
+        col.addWidget(self.class_map_check)
         self.set_untrained(())
 
     def set_untrained(self, classes: Sequence[str]) -> None:

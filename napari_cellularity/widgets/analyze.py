@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
 from ..analysis import AnalysisSettings, display, regions
 from ..models.config import CELL_CLASSES
 from . import _layers as L
-from . import _session
+from . import _results, _session
 from ._camera import current_view_box
 from ._model_picker import ModelPicker
 from ._results import discard_unfilled, done_text, prebuild_steps, result_steps, reveal
@@ -125,7 +125,8 @@ class AnalyzeWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
-        self.toggles = ShowToggles(self._set_class_visible, self._set_heatmap_visible)
+        self.class_map = _results.OnDemandClassMap(self.viewer)
+        self.toggles = ShowToggles(self._set_class_visible, self._set_heatmap_visible, self.class_map.set_visible)
         self.toggles.teach_requested.connect(lambda: _session.show_teaching_step(self.viewer))
         self.class_checks, self.heatmap_check = self.toggles.class_checks, self.toggles.heatmap_check
         self.legend = self.toggles.legend
@@ -364,13 +365,15 @@ class AnalyzeWidget(QWidget):
                                                   result.summary.model_mpp, classes=(cls,))
         for step in result_steps(self.viewer, result, paint_maps=paint, translate_um=self.image_translate,
                                  units=self.image_units, heatmap_visible=self.heatmap_check.isChecked(),
-                                 visible={c: k.isChecked() for c, k in self.class_checks.items()}):
+                                 visible={c: k.isChecked() for c, k in self.class_checks.items()},
+                                 class_map=self.toggles.class_map_check.isChecked()):
             self.gui.add(step)
         self.gui.add(self._finish_result, result)
 
     def _finish_result(self, result: Any) -> None:
         store_summary(self.viewer, result.summary)
         self.last_result = result
+        self.class_map.remember(result, self.image_translate, self.image_units)
         self.status.setText(done_text(result.summary, self.toggles.untrained))
 
     def _on_error(self, exc: BaseException) -> None:
@@ -394,6 +397,4 @@ class AnalyzeWidget(QWidget):
                 layer.visible = visible
 
     def _set_heatmap_visible(self, visible: bool) -> None:
-        layer = L.find_layer(self.viewer, L.HEATMAP_LAYER)
-        if layer is not None:
-            layer.visible = visible
+        reveal(self.viewer, L.HEATMAP_LAYER, visible)

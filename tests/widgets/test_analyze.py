@@ -50,6 +50,7 @@ def test_builds_with_models_devices_and_legend(viewer_widget):
 
 def test_analyze_adds_layers_with_um_geometry(viewer_widget):
     viewer, widget = viewer_widget
+    widget.toggles.class_map_check.setChecked(True)  # the class map is made on demand (#14)
     _run_whole(widget)
     for cls in CELL_CLASSES:
         prob = L.find_layer(viewer, L.prob_layer_name(cls), Image)
@@ -194,6 +195,8 @@ def test_set_model_selects_a_newly_registered_version(viewer_widget, user_home):
 def test_big_region_layers_are_downsampled_and_overlay(viewer_widget, small_big_threshold):
     viewer, widget = viewer_widget
     _run_whole(widget)
+    assert L.find_layer(viewer, L.CLASS_MAP_LAYER) is None  # not asked for: not made (#14)
+    widget.toggles.class_map_check.setChecked(True)  # made from the last result when ticked
     f = small_big_threshold
     expected = display.overlay_translate_um((0, 0), SLIDE_MPP, f * MODEL_MPP, (10.0, 20.0))
     for cls in CELL_CLASSES:

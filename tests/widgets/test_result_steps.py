@@ -11,7 +11,7 @@ from napari.layers import Image, Labels, Points
 from napari_cellularity.analysis import regions
 from napari_cellularity.models.config import CELL_CLASSES
 from napari_cellularity.widgets import _layers as L
-from napari_cellularity.widgets._results import result_steps, show_points
+from napari_cellularity.widgets._results import OnDemandClassMap, result_steps, show_points
 
 SLIDE_MPP, MODEL_MPP = 0.5, 1.0
 
@@ -27,9 +27,9 @@ def _result(box: regions.Level0Box) -> SimpleNamespace:
                            heatmap=rng.uniform(0, 1, (box.rows // 8, box.cols // 8)), heatmap_pixel_um=4 * MODEL_MPP)
 
 
-def _steps(viewer, result, visible):
+def _steps(viewer, result, visible, class_map=False):
     return result_steps(viewer, result, paint_maps=lambda cls: None, translate_um=(0.0, 0.0), units=None,
-                        visible=visible, heatmap_visible=True)
+                        visible=visible, heatmap_visible=True, class_map=class_map)
 
 
 def test_new_layers_are_made_hidden_and_shown_by_the_next_step(make_napari_viewer):
@@ -47,7 +47,30 @@ def test_new_layers_are_made_hidden_and_shown_by_the_next_step(make_napari_viewe
         assert seen[name][0] is False and seen[name][-1] is visible[cls]  # made hidden, shown a step later
     assert seen[L.HEATMAP_LAYER] == [False, True]
     assert isinstance(L.find_layer(viewer, L.HEATMAP_LAYER), Image)
-    assert not L.find_layer(viewer, L.CLASS_MAP_LAYER, Labels).visible
+    assert L.find_layer(viewer, L.CLASS_MAP_LAYER) is None  # not asked for: no Labels layer to pay for
+
+
+def test_the_class_map_is_made_on_demand_and_then_kept_up_to_date(make_napari_viewer):
+    viewer = make_napari_viewer()
+    first = _result(regions.Level0Box(0, 0, 64, 64))
+    on_demand = OnDemandClassMap(viewer)
+    on_demand.set_visible(True)  # ticked before any run: nothing to show yet
+    assert L.find_layer(viewer, L.CLASS_MAP_LAYER) is None
+    on_demand.remember(first, (0.0, 0.0), None)
+    on_demand.set_visible(True)
+    labels = L.find_layer(viewer, L.CLASS_MAP_LAYER, Labels)
+    assert labels.visible and labels.data.shape == (32, 32) and labels.data.max() > 0
+    on_demand.set_visible(False)
+    assert not labels.visible
+    for step in _steps(viewer, _result(regions.Level0Box(0, 64, 64, 64)), {}):  # unticked, but it exists
+        step()
+    labels = L.find_layer(viewer, L.CLASS_MAP_LAYER, Labels)
+    assert labels.data.shape == (32, 64) and not labels.visible  # grown over the new region, still hidden
+    seen = []
+    for step in _steps(viewer, _result(regions.Level0Box(64, 0, 64, 64)), {}, class_map=True):
+        step()
+        seen.append(L.find_layer(viewer, L.CLASS_MAP_LAYER).visible)
+    assert seen[-1] and L.find_layer(viewer, L.CLASS_MAP_LAYER, Labels).data.shape == (64, 64)
 
 
 def test_an_existing_layer_keeps_showing_while_it_is_updated(make_napari_viewer):
