@@ -157,7 +157,7 @@ def _unfilled(layer: Any) -> bool:
 class OnDemandClassMap:
     """The "Cell classes" layer (each pixel's most likely class), made only when the user asks for it.
 
-    Adding a Labels layer costs napari 0.4-0.5 s of GUI-thread CPU (its painting-tool visuals; measured with
+    Adding a Labels layer costs napari 0.2-0.5 s of GUI-thread CPU (its painting-tool visuals; measured with
     ``benchmarks/bench_gui_responsiveness.py``), the longest stall left after a run, and the layer is rarely
     looked at (the probability overlays show the same classes). So it is built from the last result when its
     "Show" box is ticked; once it exists, later runs update it in place, shown or not.
