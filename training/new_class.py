@@ -52,17 +52,23 @@ def restrict(pseudo: list, channels: Sequence[str]) -> list:
     return [None if p is None else replace(p, only=only) for p in pseudo]
 
 
+def nearest_classes(points_rc: np.ndarray, det, radius_px: float) -> np.ndarray:
+    """Class of each point's nearest detection, ``""`` where no detection lies within ``radius_px``."""
+    out = np.full(len(points_rc), "", dtype=object)
+    if len(points_rc) and len(det.points_rc):
+        d = np.linalg.norm(points_rc[:, None, :] - det.points_rc[None, :, :], axis=2)
+        near = d.argmin(axis=1)
+        hit = d[np.arange(len(points_rc)), near] <= radius_px
+        out[hit] = det.classes[near][hit].astype(str)
+    return out
+
+
 def click_accuracy(det, item: PointImage, radius_px: float) -> dict[str, tuple[int, int]]:
     """Per clicked class: (clicks whose nearest detection within ``radius_px`` has the click's class, clicks)."""
     out: dict[str, tuple[int, int]] = {}
     for cls in np.unique(item.classes):
-        pts = item.points_rc[item.classes == cls]
-        ok = 0
-        if len(det.points_rc):
-            d = np.linalg.norm(pts[:, None, :] - det.points_rc[None, :, :], axis=2)
-            near = d.argmin(axis=1)
-            ok = int(((d[np.arange(len(pts)), near] <= radius_px) & (det.classes[near] == cls)).sum())
-        out[str(cls)] = (ok, len(pts))
+        near = nearest_classes(item.points_rc[item.classes == cls], det, radius_px)
+        out[str(cls)] = (int((near == str(cls)).sum()), len(near))
     return out
 
 

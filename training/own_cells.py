@@ -82,15 +82,13 @@ def _detect(net, image: np.ndarray, config, dev):
 def _tally_clicks(called: dict[str, dict[str, int]], points_rc: np.ndarray, classes: np.ndarray, det,
                   radius_px: float) -> None:
     """Add, per clicked class, the clicks and the class of the nearest detection within ``radius_px`` to ``called``."""
+    from .new_class import nearest_classes
+
     for t in np.unique(classes.astype(str)):
-        pts = points_rc[classes == t]
+        near = nearest_classes(points_rc[classes == t], det, radius_px)
         tally = called.setdefault(str(t), {})
-        tally["_n"] = tally.get("_n", 0) + len(pts)
-        if not len(det.points_rc):
-            continue
-        d = np.linalg.norm(pts[:, None, :] - det.points_rc[None, :, :], axis=2)
-        near = d.argmin(axis=1)
-        for c in det.classes[near][d[np.arange(len(pts)), near] <= radius_px].astype(str):
+        tally["_n"] = tally.get("_n", 0) + len(near)
+        for c in near[near != ""]:
             tally[c] = tally.get(c, 0) + 1
 
 
