@@ -278,15 +278,17 @@ def iter_finetune(
     before = evaluate_segmentation(net.to(dev), val, base, dev, thresholds=(thr,))
     check = replay_check_tiles(check_images, ft.crop_px, base.mpp)
     replay_before = evaluate_segmentation(net, check, base, dev, thresholds=(thr,)) if check else None
-    user_items = train[:desc["n_train_images"]] + val  # the user's crops, without replay tiles
-    own = own_cells.own_cells(net, user_items, base, dev) if ft.own_cells_check else None
+    n_new = desc["n_train_images"]
+    user_items = train[:n_new] + val  # the user's crops, without replay tiles
+    user_maps = new_class.base_maps(net, user_items if ft.own_cells_check else train[:n_new] if ft.partial_labels
+                                    else [], base, dev)  # one base prediction per crop, shared below
+    own = own_cells.own_cells(net, user_items, base, dev, maps=user_maps) if ft.own_cells_check else None
     yield Progress("stage", 0, ft.steps, f"scored {base.ref} on the held-out points", stage="before",
                    data={"metrics": before})
-    n_new = desc["n_train_images"]
     partial = [i < n_new for i in range(len(train))] if ft.partial_labels else None
     pseudo, new = None, []
     if ft.partial_labels:
-        pseudo = new_class.pseudo_labels(net, train[:n_new], base, dev, ft) + [None] * (len(train) - n_new)
+        pseudo = new_class.pseudo_labels(user_maps[:n_new], base, ft) + [None] * (len(train) - n_new)
         desc["pseudo_labels"] = {"known_channels": list(pseudo[0].known) if pseudo else [],
                                  "pos": ft.pseudo_pos, "neg": ft.pseudo_neg, "other": ft.pseudo_other}
         new = new_class.new_channels(counts, pseudo[:n_new])

@@ -25,13 +25,20 @@ from napari_cellularity.annotations.point_images import PointImage
 GAINS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
-def pseudo_labels(net, items: list[PointImage], base, dev, ft) -> list:
-    """The base model's maps on each new training image (at its mpp) as :class:`PseudoLabels`."""
+def base_maps(net, items: list[PointImage], base, dev) -> list[np.ndarray]:
+    """The base model's uint8 maps on each item (resampled to its mpp): one network pass per item, shared by
+    the pseudo-labels and the own-cells check."""
     from napari_cellularity.annotations.point_images import resample
 
-    from .partial_labels import PseudoLabels, known_channels, predict_maps
+    from .partial_labels import predict_maps
 
-    maps = [predict_maps(net, resample(it, base.mpp).image, base, dev) for it in items]
+    return [predict_maps(net, resample(it, base.mpp).image, base, dev) for it in items]
+
+
+def pseudo_labels(maps: Sequence[np.ndarray], base, ft) -> list:
+    """The base model's maps on each new training image (:func:`base_maps`) as :class:`PseudoLabels`."""
+    from .partial_labels import PseudoLabels, known_channels
+
     known = known_channels(maps, base.class_names, ft.pseudo_pos)
     firing = known_channels(maps, base.class_names, ft.pseudo_neg)
     return [PseudoLabels(m, known, ft.pseudo_pos, ft.pseudo_neg, ft.pseudo_other, firing=firing,

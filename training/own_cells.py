@@ -22,6 +22,7 @@ docs/learning_curve.md "Fourth round").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,13 +71,15 @@ class OwnCells:
                         [s[k] for s, k in zip(self.scores, keep, strict=True)], self.sources)
 
 
-def _detect(net, image: np.ndarray, config, dev):
+def _detect(net, image: np.ndarray, config, dev, maps: np.ndarray | None = None):
+    """Nuclei ``net`` detects on ``image``; ``maps`` (its uint8 maps on ``image``, if already predicted) skip the
+    network."""
     from napari_cellularity.inference.nuclei import detect_nuclei
 
     from .partial_labels import predict_maps
 
-    maps = predict_maps(net, image, config, dev).astype(np.float32) / 255.0
-    return detect_nuclei(maps, config.mpp, **config.detection_kwargs())
+    maps = predict_maps(net, image, config, dev) if maps is None else maps
+    return detect_nuclei(np.asarray(maps, np.float32) / 255.0, config.mpp, **config.detection_kwargs())
 
 
 def _tally_clicks(called: dict[str, dict[str, int]], points_rc: np.ndarray, classes: np.ndarray, det,
@@ -93,16 +96,19 @@ def _tally_clicks(called: dict[str, dict[str, int]], points_rc: np.ndarray, clas
 
 
 def own_cells(net, items: list[PointImage], config, dev, min_score: float = MIN_SCORE,
-              share: float = SOURCE_SHARE) -> OwnCells:
+              share: float = SOURCE_SHARE, maps: Sequence[np.ndarray | None] | None = None) -> OwnCells:
     """The base model's detections with centre probability ≥ ``min_score`` on ``items`` (cell classes only), and
-    the classes it called the items' clicks (one prediction per item)."""
+    the classes it called the items' clicks (one prediction per item).
+
+    ``maps``: the base model's uint8 maps on each item at ``config.mpp`` where already predicted (e.g. for the
+    pseudo-labels; :func:`training.new_class.base_maps`), ``None`` entries predicted here."""
     from napari_cellularity.annotations.point_images import resample
 
     images, points, classes, scores = [], [], [], []
     called: dict[str, dict[str, int]] = {}
-    for item in items:
+    for item, item_maps in zip(items, maps or [None] * len(items), strict=True):
         it = resample(item, config.mpp)
-        det = _detect(net, it.image, config, dev)
+        det = _detect(net, it.image, config, dev, item_maps)
         keep = (det.scores >= min_score) & np.isin(det.classes.astype(str), CELL_CLASSES)
         images.append(it.image)
         points.append(det.points_rc[keep])

@@ -27,7 +27,7 @@ def _grid(n: int, cls: str, row: float, score: float = 0.9) -> list[tuple[float,
 def fake_models(monkeypatch):
     """``net`` arguments are names; :func:`own_cells._detect` returns that model's fixed detections."""
     dets: dict[str, Detections] = {}
-    monkeypatch.setattr(own_cells, "_detect", lambda net, image, config, dev: dets[net])
+    monkeypatch.setattr(own_cells, "_detect", lambda net, image, config, dev, maps=None: dets[net])
     return dets
 
 
@@ -40,6 +40,24 @@ def test_own_cells_keep_only_confident_cell_classes(fake_models):
     fake_models["base"] = _det(_grid(3, "malignant", 50) + [(100, 20, "lymphocyte", 0.3), (100, 60, "other", 0.95)])
     own = own_cells.own_cells("base", [_item()], CONFIG, "cpu")
     assert own.count() == {"malignant": 3, "normal": 0, "lymphocyte": 0}
+
+
+def test_own_cells_reuse_maps_already_predicted():
+    """The fine-tune predicts each crop once: maps handed in are detected on, the network is never called."""
+    names = ("background", "malignant", "normal", "lymphocyte")
+    config = SimpleNamespace(mpp=0.5, detection_kwargs=lambda: {"threshold": 0.5, "class_names": names})
+    maps = np.zeros((4, 200, 700), np.uint8)
+    yy, xx = np.mgrid[:200, :700]
+    for r, c in ((50, 100), (120, 400)):
+        maps[1] = np.maximum(maps[1], (250 * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 40.0)).astype(np.uint8))
+
+    class NoNetwork:
+        def __call__(self, *args):
+            raise AssertionError("the network ran although the maps were given")
+
+    own = own_cells.own_cells(NoNetwork(), [_item()], config, "cpu", maps=[maps])
+    assert own.count() == {"malignant": 2, "normal": 0, "lymphocyte": 0}
+    np.testing.assert_allclose(np.sort(own.points_rc[0][:, 1]), [100, 400], atol=1)
 
 
 def test_retention_sorts_kept_retaught_and_lost(fake_models):
