@@ -13,6 +13,7 @@ Command line::
     napari-cellularity train segmentation --folds 5 --fold 0 --train brca_m2c=../shared/data/brca_m2c:train \\
         brca_m2c=../shared/data/brca_m2c:val --run-dir runs/cv/paper/fold0 --steps 1500 ...
     python -m training.crossval runs/cv/paper/fold*/fold_result.json     # mean ± sd table
+    python -m training.crossval runs/cv/*/fold0/fold_result.json --export-to DIR   # + the fold models, for checks
 """
 
 from __future__ import annotations
@@ -172,9 +173,7 @@ def rescore_fold(run_dir: str | Path, data: tuple[str, ...], grid: dict, device:
 
     path = Path(run_dir) / "fold_result.json"
     rec = json.loads(path.read_text(encoding="utf-8"))
-    run = FoldRun(data=tuple(data), fold=rec["fold"], k=rec["k"], folds_file=rec["folds_file"], run_dir=run_dir,
-                  extra_channels=tuple(rec["class_names"][4:]), device=device, recipe=rec["recipe"],
-                  stain_norm=bool(rec.get("stain_norm")), detection_grid=grid, architecture=rec.get("architecture"))
+    run = _run_of(rec, run_dir, data, device, grid)
     items = items if items is not None else load_datasets(list(data))
     split = split_fold(items, load_folds(run.folds_file), run.fold)
     inner_val, test = split.inner_val, split.test
@@ -195,6 +194,33 @@ def rescore_fold(run_dir: str | Path, data: tuple[str, ...], grid: dict, device:
                history=[*rec.get("history", []), old])
     write_json_atomic(path, rec)
     return rec
+
+
+def _run_of(rec: dict, run_dir: str | Path, data, device: str, grid: dict | None = None) -> FoldRun:
+    """The :class:`FoldRun` a ``fold_result.json`` record was written by."""
+    return FoldRun(data=tuple(data or rec["data"]), fold=rec["fold"], k=rec["k"], folds_file=rec["folds_file"],
+                   run_dir=run_dir, extra_channels=tuple(rec["class_names"][4:]), device=device, recipe=rec["recipe"],
+                   stain_norm=bool(rec.get("stain_norm")), detection_grid=dict(grid or DETECTION_GRID),
+                   architecture=rec.get("architecture"))
+
+
+def export_fold(run_dir: str | Path, name: str, folder: str | Path) -> Path:
+    """Save a finished fold run's chosen checkpoint as a model ``name@1`` in ``folder`` (weights + config, with the
+    detection settings chosen on its inner validation), so the product's inference path (e.g.
+    ``benchmarks/external_checks.py`` with ``$NAPARI_CELLULARITY_HOME``) can score it; returns the config path."""
+    from napari_cellularity.models.registry import save_segmentation_model
+
+    from .checkpoints import load_best
+
+    rec = json.loads((Path(run_dir) / "fold_result.json").read_text(encoding="utf-8"))
+    config = fold_config(_run_of(rec, run_dir, None, "cpu"))
+    config.name = name
+    config.detection.update(threshold=rec["detection"]["threshold"],
+                            min_distance_um=rec["detection"]["min_distance_um"])
+    config.training = {"fold_run": str(run_dir), "recipe": rec["recipe"], "fold": rec["fold"],
+                       "best_step": rec.get("best_step"), "data": rec["data"]}
+    net, _ = load_best(run_dir, config, "cpu")
+    return save_segmentation_model(net, config, folder)
 
 
 def summarise(records: list[dict]) -> dict[str, tuple[float, float, int]]:
@@ -233,7 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="first re-tune each run's detection on its inner validation with these thresholds "
                    "(needs --data) and re-score its fold")
     p.add_argument("--data", nargs="+", default=None, help="the pool the folds were trained on")
+    p.add_argument("--export-to", default=None, metavar="DIR",
+                   help="also save each run's chosen model in DIR as cv-<recipe>-fold<I>@1 (for external checks)")
     args = p.parse_args(argv)
+    if args.export_to:
+        for path in args.results:
+            rec = json.loads(Path(path).read_text(encoding="utf-8"))
+            slug = "-".join("".join(ch if ch.isalnum() else " " for ch in rec.get("recipe") or "paper").split())
+            print(export_fold(Path(path).parent, f"cv-{slug}-fold{rec['fold']}", args.export_to))
     if args.rescore_thresholds:
         grid = {**DETECTION_GRID, "thresholds": tuple(args.rescore_thresholds)}
         for path in args.results:

@@ -49,7 +49,7 @@ def test_cli_fold_flags_go_together():
         run_segmentation(args)
 
 
-def test_train_fold_with_stain_norm_scores_the_held_out_fold(draw_item, tmp_path):
+def test_train_fold_with_stain_norm_scores_the_held_out_fold(draw_item, tmp_path, monkeypatch):
     import json
 
     from training.crossval import FoldRun, rescore_fold, train_fold
@@ -70,3 +70,18 @@ def test_train_fold_with_stain_norm_scores_the_held_out_fold(draw_item, tmp_path
     assert json.loads((tmp_path / "f1" / "fold_result.json").read_text())["detection"]["threshold"] == 0.3
     again = rescore_fold(tmp_path / "f1", (), {"thresholds": (0.1,), "min_distances_um": (3.0,)}, items=items)
     assert again["detection"]["threshold"] == 0.1 and again["history"][0]["detection"]["threshold"] == 0.3
+    # The chosen model, exported for the product's inference path, carries the re-tuned detection settings.
+    import torch
+
+    from napari_cellularity.models.registry import load_segmentation_model
+    from training.checkpoints import load_best
+    from training.crossval import export_fold, fold_config
+
+    cfg_path = export_fold(tmp_path / "f1", "cv-paper-fold1", tmp_path / "home" / "models")
+    monkeypatch.setenv("NAPARI_CELLULARITY_HOME", str(tmp_path / "home"))
+    net, cfg = load_segmentation_model("cv-paper-fold1@1")
+    assert cfg_path.exists() and cfg.detection["threshold"] == 0.1 and cfg.detection["min_distance_um"] == 3.0
+    ref, _ = load_best(tmp_path / "f1", fold_config(run), "cpu")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(net.float()(x), ref(x), atol=2e-2, rtol=0)  # fp16 weights
