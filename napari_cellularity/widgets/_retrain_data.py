@@ -61,11 +61,14 @@ def open_sidecars(viewer: Any) -> list[tuple[Any, Any]]:
     return found
 
 
-def saved_annotations(viewer: Any, current: Any) -> tuple[list[tuple[Any, PointAnnotations, float]], list[str]]:
-    """(layer, annotations, µm/px) of every other open image whose sidecar holds points or regions, and notes."""
+def saved_annotations(viewer: Any, current: Any, sidecars: list[tuple[Any, Any]] | None = None,
+                      ) -> tuple[list[tuple[Any, PointAnnotations, float]], list[str]]:
+    """(layer, annotations, µm/px) of every other open image whose sidecar holds points or regions, and notes.
+
+    ``sidecars``: :func:`open_sidecars` already read (default: read them now)."""
     found, notes = [], []
     current_path = layer_slide_path(current) if current is not None else None
-    for layer, doc in open_sidecars(viewer):
+    for layer, doc in open_sidecars(viewer) if sidecars is None else sidecars:
         if layer_slide_path(layer) == current_path or (len(doc.points) == 0 and not doc.points.regions):
             continue
         mpp = layer_mpp(layer)

@@ -182,10 +182,12 @@ class RetrainWidget(QWidget):
         if want in refs:
             self.model_combo.setCurrentText(want)
         self.model_combo.blockSignals(False)
-        others = saved_annotations(self.viewer, self.image_layer())[0] if self.other_images_check.isChecked() else []
+        sidecars = open_sidecars(self.viewer)  # read once: saved points and ROI estimates
+        others = saved_annotations(self.viewer, self.image_layer(), sidecars)[0] \
+            if self.other_images_check.isChecked() else []
         self.counts_label.setText("Annotations:\n" + hint_text(self.annotations()) + (
             f"\n+ {sum(len(a) for _, a, _ in others)} points saved for {len(others)} other open image(s)" if others else ""))
-        n_roi = self.roi_estimate_count()
+        n_roi = sum(len(doc.roi_estimates) for _, doc in sidecars)
         busy = self.worker is not None and getattr(self.worker, "is_running", False)
         self.refit_button.setEnabled(n_roi >= MIN_ROI_ESTIMATES and not busy)
         self.refit_label.setText(
