@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellularity.annotations.point_images import PointImage
-from napari_cellularity.models.config import CLASS_LOSS_WEIGHTS, SegmentationConfig
+from napari_cellularity.models.config import CENTRE_CHANNEL, CLASS_LOSS_WEIGHTS, SegmentationConfig
 from napari_cellularity.progress import Progress, drain
 
 from .checkpoints import NEW_RUN_STATE, load_best, resume, save_last, save_state_dict
@@ -138,6 +138,8 @@ def _setup(config: SegmentationConfig, settings: TrainSettings, run_dir: Path, d
     net = build_network(config).to(dev)
     if init_state is not None:
         net.load_state_dict(init_state)
+    elif CENTRE_CHANNEL in config.class_names:
+        _centre_prior(net, config.class_names.index(CENTRE_CHANNEL))
     if dev.type == "cuda":
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(trainable_parameters(net, settings.trainable, settings.head_lr_scale), lr=settings.lr_start)
@@ -151,8 +153,24 @@ def _setup(config: SegmentationConfig, settings: TrainSettings, run_dir: Path, d
     return dev, net, opt, scaler, state
 
 
-def _step(net, opt, scaler, x, y, weights: list[float], settings: TrainSettings, dev, mask=None) -> float:
-    """One optimisation step on the batch (x, y) (supervised where ``mask`` > 0, if given); returns the loss."""
+#: Starting probability of a fresh centre channel (its focal loss over ~65k negatives per crop would otherwise
+#: swamp the other channels' loss in the first steps; CenterNet starts its heatmaps at 0.1).
+CENTRE_PRIOR = 0.01
+
+
+def _centre_prior(net, index: int, prior: float = CENTRE_PRIOR) -> None:
+    """Set the output bias of channel ``index`` so that it starts at probability ``prior`` everywhere."""
+    import torch
+
+    convs = [m for m in net.segmentation_head.modules() if isinstance(m, torch.nn.Conv2d) and m.bias is not None]
+    with torch.no_grad():
+        convs[-1].bias[index] = math.log(prior / (1.0 - prior))
+
+
+def _step(net, opt, scaler, x, y, weights: list[float], settings: TrainSettings, dev, mask=None,
+          focal: tuple[int, ...] = ()) -> float:
+    """One optimisation step on the batch (x, y) (supervised where ``mask`` > 0, if given; channels ``focal`` with
+    the centre focal loss); returns the loss."""
     from .losses import segmentation_loss
 
     net.train()
@@ -160,7 +178,7 @@ def _step(net, opt, scaler, x, y, weights: list[float], settings: TrainSettings,
         freeze_batchnorm(net)
     with train_autocast(dev, settings.cpu_bf16):
         logits = net(x)
-    loss, _ = segmentation_loss(logits, y, weights, settings.alpha, mask=mask)
+    loss, _ = segmentation_loss(logits, y, weights, settings.alpha, mask=mask, focal_channels=focal)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(opt)
@@ -212,6 +230,7 @@ def iter_training(
     run_dir.mkdir(parents=True, exist_ok=True)
     dev, net, opt, scaler, state = _setup(config, settings, run_dir, device, init_state)
     weights = [CLASS_LOSS_WEIGHTS.get(c, 1.0) for c in config.class_names]
+    focal = tuple(i for i, c in enumerate(config.class_names) if c == CENTRE_CHANNEL)  # centre map: focal loss
     sampler = CropSampler(train_items, config, settings.crop_px, settings.aug_strength, settings.point_crop_frac,
                           tuple(settings.point_crop_classes), robust=settings.robustness(),
                           scale_jitter=settings.aug_scale, partial=partial, pseudo=pseudo,
@@ -240,7 +259,7 @@ def iter_training(
             lr = lr_at(step, settings.steps, settings.lr_start, settings.lr_end, frac=frac)
             for g in opt.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
-            loss = _step(net, opt, scaler, x, y, weights, settings, dev, mask)
+            loss = _step(net, opt, scaler, x, y, weights, settings, dev, mask, focal)
             losses.append(loss)
             state["step"] = step + 1
             yield Progress("step", state["step"], settings.steps, f"step {state['step']}/{settings.steps} loss {loss:.4f}",

@@ -88,3 +88,53 @@ def test_soft_jaccard_penalises_false_positives():
 def test_wrong_number_of_weights_is_refused():
     with pytest.raises(ValueError, match="class weights"):
         segmentation_loss(torch.zeros(1, 4, 2, 2), torch.zeros(1, 4, 2, 2), [1.0, 1.0])
+
+
+def _centre_target() -> torch.Tensor:
+    """One Gaussian (sigma 2 px, peak 1) at (8, 8) of a 1 x 17 x 17 map."""
+    yy, xx = torch.meshgrid(torch.arange(17.0), torch.arange(17.0), indexing="ij")
+    return torch.exp(-((yy - 8) ** 2 + (xx - 8) ** 2) / 8.0)[None]
+
+
+def test_centre_focal_loss_hand_computed_and_zero_when_right():
+    from training.losses import centre_focal_loss
+
+    target = _centre_target()
+    # p = 0.5 everywhere: each positive (the peak and its 4 neighbours, y = 0.88) costs 0.25 log 2, a negative
+    # (1 - y)^4 * 0.25 * log 2; divided by the 5 positives.
+    assert int((target >= 0.85).sum()) == 5
+    want = 0.25 * math.log(2) * (5 + float(((1 - target) ** 4)[target < 0.85].sum())) / 5
+    assert float(centre_focal_loss(torch.zeros(1, 17, 17), target)) == pytest.approx(want, rel=1e-5)
+    right = torch.where(target >= 0.85, 30.0, -30.0)
+    assert float(centre_focal_loss(right, target)) == pytest.approx(0.0, abs=1e-6)
+    missed = torch.where(target >= 0.85, -3.0, -30.0)
+    assert float(centre_focal_loss(missed, target)) > 2.0
+
+
+def test_centre_focal_loss_barely_penalises_the_gaussian_shoulders_and_respects_the_mask():
+    from training.losses import centre_focal_loss
+
+    target = _centre_target()
+    logits = torch.zeros(1, 17, 17, requires_grad=True)
+    centre_focal_loss(logits, target).backward()
+    shoulder, far = float(logits.grad[0, 8, 10]), float(logits.grad[0, 0, 0])  # y = 0.61 vs y = 0
+    assert 0 < shoulder < 0.03 * far
+    mask = torch.ones(1, 17, 17)
+    mask[0, :4] = 0
+    logits.grad = None
+    centre_focal_loss(logits, target, mask=mask).backward()
+    assert torch.all(logits.grad[0, :4] == 0) and torch.all(logits.grad[0, 4:] != 0)
+
+
+def test_focal_channels_replace_that_channels_paper_loss_only():
+    from training.losses import centre_focal_loss
+
+    centre = _centre_target()[:, 4:12, 4:12]  # the Gaussian's peak at (4, 4)
+    target = torch.cat([_target(), centre[None].expand(2, 1, 8, 8)], dim=1)
+    logits = torch.randn(2, 5, 8, 8, generator=torch.Generator().manual_seed(1))
+    weights = [*WEIGHTS, 1.0]
+    _, paper = segmentation_loss(logits, target, weights)
+    total, mixed = segmentation_loss(logits, target, weights, focal_channels=(4,))
+    assert mixed[:4].tolist() == pytest.approx(paper[:4].tolist())
+    assert float(mixed[4]) == pytest.approx(float(centre_focal_loss(logits[:, 4], target[:, 4])))
+    assert float(total) == pytest.approx(float((mixed * torch.tensor(weights)).sum() / sum(weights)), rel=1e-5)

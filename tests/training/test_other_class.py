@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import torch
 
 from napari_cellularity.inference.cells import detect_nuclei_chunked
@@ -119,3 +120,18 @@ def test_training_with_extra_channels_runs(draw_item, tiny_config, tmp_path):
     net, best = train_segmentation([item], [item], config, settings, tmp_path / "run", device="cpu")
     assert net(torch.zeros(1, 3, 64, 64)).shape[1] == 6
     assert "other" in best["metrics"]["detection"]["t0.3"]["6um"] and "all" in best["metrics"]["n_true"]
+
+
+def test_a_fresh_centre_channel_starts_at_its_prior(tiny_config, tmp_path):
+    """Random init elsewhere, but the centre map starts at p = 0.01 so its focal loss does not swamp the rest."""
+    import dataclasses
+
+    from training.loop import CENTRE_PRIOR, _setup
+    from training.settings import TrainSettings
+
+    config = dataclasses.replace(tiny_config, class_names=WITH_BOTH)
+    _, net, *_ = _setup(config, TrainSettings(steps=1, threads=1), tmp_path / "run", "cpu", None)
+    with torch.no_grad():
+        p = torch.sigmoid(net.eval()(torch.zeros(1, 3, 64, 64)))
+    assert float(p[0, 5].mean()) == pytest.approx(CENTRE_PRIOR, rel=0.5)
+    assert float(p[0, 4].mean()) > 0.05  # the other channels keep their random start
