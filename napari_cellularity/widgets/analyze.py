@@ -87,7 +87,8 @@ class AnalyzeWidget(QWidget):
         form.addRow("Image", self.image_combo)
         self.mpp_override = QCheckBox("override")
         self.mpp_override.setToolTip("Analyse at this µm/px instead of the file's (the image is rescaled to it)")
-        self.mpp_spin = QDoubleSpinBox(decimals=4, minimum=0.05, maximum=20.0, singleStep=0.05, value=0.5)
+        self.mpp_spin = QDoubleSpinBox(decimals=4, minimum=0.0, maximum=20.0, singleStep=0.05, value=0.5)
+        self.mpp_spin.setSpecialValueText("unknown")  # shown at 0: never the previous image's value
         self.mpp_spin.setSuffix(" µm/px")
         self.mpp_set_button = QPushButton("Set")
         self.mpp_set_button.setToolTip("State this image's resolution (its scale bar, overlays and points follow)")
@@ -157,14 +158,11 @@ class AnalyzeWidget(QWidget):
         """
         self.picker.select(ref, confirmed_candidate=confirmed_candidate)
 
-    def _model_config(self) -> Any:
-        return self.picker.current_config()
-
     def _on_model_changed(self, *_: Any) -> None:
         from ..models.defaults import untrained_classes
 
         try:
-            cfg = self._model_config()
+            cfg = self.picker.current_config()
         except ValueError:
             cfg = None
         self.toggles.set_untrained(untrained_classes(cfg) if cfg is not None else ())
@@ -175,10 +173,8 @@ class AnalyzeWidget(QWidget):
             current = combo.currentText()
             combo.blockSignals(True)
             combo.clear()
-            names = [
-                lay.name for lay in self.viewer.layers
-                if lay.__class__.__name__ == kind and L.META_KEY not in lay.metadata
-            ]
+            names = [lay.name for lay in self.viewer.layers
+                     if lay.__class__.__name__ == kind and L.META_KEY not in lay.metadata]
             combo.addItems(names)
             if current in names:
                 combo.setCurrentText(current)
@@ -196,9 +192,9 @@ class AnalyzeWidget(QWidget):
             mpp = recall_mpp(layer.metadata.get("path"))
             state_mpp(self.viewer, layer, mpp, remember=False)
             self.status.setText(f"{layer.name}: using {mpp:g} µm/px, as you stated for this file before.")
-        if mpp is not None and not self.mpp_override.isChecked():
-            self.mpp_spin.setValue(mpp)
         unknown = layer is not None and mpp is None
+        if (mpp is not None and not self.mpp_override.isChecked()) or unknown:
+            self.mpp_spin.setValue(mpp or 0.0)
         self.mpp_prompt.setVisible(unknown)
         if unknown or not self.cancel_button.isEnabled():  # Cancel is enabled only while a job runs
             self.run_button.setEnabled(not unknown)
@@ -211,6 +207,9 @@ class AnalyzeWidget(QWidget):
         if layer is None:
             return None
         mpp = float(self.mpp_spin.value())
+        if mpp <= 0:
+            self.status.setText(f"{layer.name}: enter its µm per pixel first (0.25 for 40x, 0.5 for 20x).")
+            return None
         state_mpp(self.viewer, layer, mpp)
         self.mpp_override.setChecked(False)
         self._show_mpp()
@@ -240,7 +239,7 @@ class AnalyzeWidget(QWidget):
         entry = self.model_combo.currentData()
         if entry is None:
             raise LookupError("no segmentation model installed: train one (Retrain) or install the default")
-        if self.mpp_override.isChecked() and float(self.mpp_spin.value()) != layer_mpp(layer):
+        if self.mpp_override.isChecked() and 0 < float(self.mpp_spin.value()) != layer_mpp(layer):
             state_mpp(self.viewer, layer, float(self.mpp_spin.value()))  # overlays follow the stated scale
         mpp = layer_mpp(layer)
         if mpp is None:
@@ -261,7 +260,7 @@ class AnalyzeWidget(QWidget):
             return
         try:
             inputs = self._inputs()
-            self.config = self._model_config()
+            self.config = self.picker.current_config()
         except (ValueError, LookupError, OSError) as exc:
             show_error(f"Analyze: {exc}")
             self.status.setText(str(exc))

@@ -87,3 +87,18 @@ def test_override_on_a_known_image_rescales_it(make_napari_viewer, coarse_model)
     assert tuple(image.scale) == (0.5, 0.5)  # overlays computed at 0.5 µm/px land on the image
     prob = L.find_layer(viewer, L.prob_layer_name("malignant"), Image)
     np.testing.assert_allclose(_world_extent(prob), _world_extent(image), atol=1e-6)
+
+
+def test_unknown_resolution_never_shows_the_previous_images_value(make_napari_viewer, coarse_model, png):
+    viewer = make_napari_viewer()
+    viewer.add_image(he_like_image(), name="known", rgb=True, scale=(0.499, 0.499), metadata={"mpp_source": "file"})
+    _, widget = viewer.window.add_plugin_dock_widget("napari-cellularity", "Analyze")
+    assert widget.mpp_spin.value() == pytest.approx(0.499)
+    image = _open(viewer, png)
+    widget.image_combo.setCurrentText(image.name)
+    assert widget.mpp_spin.value() == 0.0 and widget.mpp_spin.text() == "unknown"
+    assert widget.state_resolution() is None and "µm per pixel first" in widget.status.text()
+    assert layer_mpp(image) is None and recall_mpp(png) is None and not widget.run_button.isEnabled()
+    widget.mpp_override.setChecked(True)
+    widget.run()
+    assert widget.worker is None and layer_mpp(image) is None  # "unknown" is never stated as 0 µm/px
