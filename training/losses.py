@@ -94,20 +94,20 @@ def segmentation_loss(
         raise ValueError(f"{weights.numel()} class weights for {logits.shape[1]} channels")
     logits = logits.float()
     target = target.float()
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    if mask is None:
-        bce = bce.mean(dim=(0, 2, 3))
-        jac = soft_jaccard(torch.sigmoid(logits), target)
-    else:
+    if mask is not None:
         mask = mask.float()
         if mask.shape != target.shape:
             raise ValueError(f"supervision mask of shape {tuple(mask.shape)} for targets {tuple(target.shape)}")
-        bce = (bce * mask).sum(dim=(0, 2, 3)) / mask.sum(dim=(0, 2, 3)).clamp_min(1.0)
-        jac = soft_jaccard(torch.sigmoid(logits), target, mask=mask)
-    per_class = (1.0 - alpha) * bce - alpha * jac
-    if focal_channels:
-        per_class = per_class.clone()
-        for c in focal_channels:
-            per_class[c] = centre_focal_loss(logits[:, c], target[:, c], mask=None if mask is None else mask[:, c])
+    paper = [c for c in range(logits.shape[1]) if c not in set(focal_channels)]  # eqs. 1-3 channels
+    lg, tg, mk = logits[:, paper], target[:, paper], None if mask is None else mask[:, paper]
+    bce = F.binary_cross_entropy_with_logits(lg, tg, reduction="none")
+    if mk is None:
+        bce = bce.mean(dim=(0, 2, 3))
+    else:
+        bce = (bce * mk).sum(dim=(0, 2, 3)) / mk.sum(dim=(0, 2, 3)).clamp_min(1.0)
+    per_class = logits.new_zeros(logits.shape[1])
+    per_class[paper] = (1.0 - alpha) * bce - alpha * soft_jaccard(torch.sigmoid(lg), tg, mask=mk)
+    for c in focal_channels:
+        per_class[c] = centre_focal_loss(logits[:, c], target[:, c], mask=None if mask is None else mask[:, c])
     total = (per_class * weights).sum() / weights.sum()
     return total, per_class.detach()
