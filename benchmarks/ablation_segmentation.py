@@ -12,6 +12,8 @@ when that file exists, so a killed ablation resumes by re-running the same comma
 
 ``--fold-major`` trains row one and row two (paper, paper + first lever) fold by fold, so a budget that runs
 out leaves paired folds; the table then also reports the per-fold (paired) gain, mean ± sd.
+``--combine`` makes that second row the paper plus *every* lever in ``--levers`` (e.g. stain-aug + centre-channel,
+no greedy decision in between); ``--report-only --combine`` reports the same pair.
 ``--pair-rows paper|lever`` trains one row of that pair only, so two processes (one per core) can share
 the folds without training the same fold twice; ``--report-only`` then writes the table.
 
@@ -124,6 +126,14 @@ def paired_gain(candidate: list[dict], best: list[dict], key: str = "macro_f1_6u
     return float(d.mean()), float(d.std(ddof=1)) if len(d) > 1 else float("nan"), len(d)
 
 
+def pair_recipes(args) -> tuple[Recipe, Recipe]:
+    """Rows one and two: the paper and the paper plus the first lever (all of ``--levers`` with ``--combine``)."""
+    second = PAPER
+    for name in args.levers if args.combine else args.levers[:1]:
+        second = second.plus(LEVERS[name])
+    return PAPER, second
+
+
 def ablate(args) -> dict:
     """Greedy ablation; returns ``{"rows": [...], "best": name}`` and writes the table."""
     out = Path(args.out)
@@ -145,7 +155,7 @@ def ablate(args) -> dict:
     if args.fold_major and args.levers and not args.report_only:
         # rows one and two do not depend on any decision: train them fold by fold, so that a run stopped
         # early leaves paired folds (paper and paper + first lever on the same fold), not one complete row
-        pair = (PAPER, PAPER.plus(LEVERS[args.levers[0]]))
+        pair = pair_recipes(args)
         pair = pair[:1] if args.pair_rows == "paper" else pair[1:] if args.pair_rows == "lever" else pair
         for fold in args.folds_used:
             for recipe in pair:
@@ -153,8 +163,9 @@ def ablate(args) -> dict:
         if args.pair_rows != "both":  # a second process trains the other row; report with --report-only
             return {"rows": [], "best": PAPER.name}
     rows, best, best_summary, best_records = [], PAPER, None, []
-    for lever in [None, *[LEVERS[n] for n in args.levers]]:
-        recipe = PAPER if lever is None else best.plus(lever)
+    greedy = [pair_recipes(args)[1]] if args.combine else [LEVERS[n] for n in args.levers]
+    for lever in [None, *greedy]:
+        recipe = PAPER if lever is None else lever if args.combine else best.plus(lever)
         records = run_row(recipe, args, base, items, folds_file, k)
         if not records:  # --report-only: nothing finished for this row (later rows depend on it)
             break
@@ -206,6 +217,8 @@ def parse_args(argv=None):
                    help="train nothing: table of the fold results already written (finished folds only)")
     p.add_argument("--fold-major", action="store_true",
                    help="train the paper row and the first lever's row fold by fold (paired folds when stopped early)")
+    p.add_argument("--combine", action="store_true",
+                   help="one candidate row: the paper plus every lever in --levers (no greedy steps)")
     p.add_argument("--pair-rows", choices=("both", "paper", "lever"), default="both",
                    help="with --fold-major: train only this row of the pair (two processes can share the folds)")
     p.add_argument("--out", required=True)

@@ -56,3 +56,19 @@ def test_paired_gain_uses_only_folds_both_rows_scored():
     cand = [{"fold": f, "summary": {"macro_f1_6um": v}} for f, v in ((0, 0.55), (2, 0.5), (3, 0.9))]
     mean, sd, n = mod.paired_gain(cand, best)
     assert n == 2 and abs(mean - 0.075) < 1e-9 and abs(sd - 0.0353553) < 1e-6
+
+
+def test_combine_pairs_the_paper_with_every_lever_at_once(tmp_path):
+    spec = importlib.util.spec_from_file_location("ablation_segmentation", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "abl"
+    argv = ["--tiny", "--steps", "1", "--folds-used", "0", "--levers", "stain-aug", "centre-channel", "--combine",
+            "--fold-major", "--out", str(out)]
+    assert mod.main(argv) == 0
+    combined = out / "paper-stain-aug-centre-channel" / "fold0" / "fold_result.json"
+    assert combined.exists() and not (out / "paper-stain-aug").exists()
+    assert json.loads(combined.read_text())["recipe"] == "paper + stain-aug + centre-channel"
+    assert mod.main([*argv[:-3], "--report-only", "--out", str(out)]) == 0
+    names = [r["recipe"] for r in json.loads((out / "ablation.json").read_text())["rows"]]
+    assert names == ["paper", "paper + stain-aug + centre-channel"]
