@@ -200,6 +200,7 @@ class AnalyzeWidget(QWidget):
             self.run_button.setEnabled(not unknown)
         if unknown:
             self.status.setText(MPP_PROMPT)
+            self.progress.reset()  # not the previous image's finished run
 
     def state_resolution(self) -> float | None:
         """Set the chosen image's µm/px to the spin box value (scale, units; remembered per file)."""
