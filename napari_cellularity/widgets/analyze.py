@@ -62,6 +62,7 @@ class AnalyzeWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.worker: Any = None
+        self.mpp_layer: Any = None  # the image whose resolution the spin box shows (or the user is typing)
         self.model_cache: dict = {}
         self.first_tile_s: float | None = None
         self.prebuilt: list[str] = []  # layers made empty at the Run click (discarded unless filled)
@@ -127,7 +128,8 @@ class AnalyzeWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self.class_map = _results.OnDemandClassMap(self.viewer)
-        self.toggles = ShowToggles(self._set_class_visible, self._set_heatmap_visible, self.class_map.set_visible)
+        self.toggles = ShowToggles(self._set_class_visible, functools.partial(reveal, self.viewer, L.HEATMAP_LAYER),
+                                   self.class_map.set_visible)
         self.toggles.teach_requested.connect(lambda: _session.show_teaching_step(self.viewer))
         self.class_checks, self.heatmap_check = self.toggles.class_checks, self.toggles.heatmap_check
         self.legend = self.toggles.legend
@@ -176,8 +178,7 @@ class AnalyzeWidget(QWidget):
             names = [lay.name for lay in self.viewer.layers
                      if lay.__class__.__name__ == kind and L.META_KEY not in lay.metadata]
             combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
+            combo.setCurrentText(current)  # kept when still there (no match: no change)
             combo.blockSignals(False)
         self._show_mpp()
 
@@ -193,8 +194,9 @@ class AnalyzeWidget(QWidget):
             state_mpp(self.viewer, layer, mpp, remember=False)
             self.status.setText(f"{layer.name}: using {mpp:g} µm/px, as you stated for this file before.")
         unknown = layer is not None and mpp is None
-        if (mpp is not None and not self.mpp_override.isChecked()) or unknown:
-            self.mpp_spin.setValue(mpp or 0.0)
+        if (mpp is not None and not self.mpp_override.isChecked()) or (unknown and layer is not self.mpp_layer):
+            self.mpp_spin.setValue(mpp or 0.0)  # another image's value never stays; a value typed for this one does
+        self.mpp_layer = layer
         self.mpp_prompt.setVisible(unknown)
         if unknown or not self.cancel_button.isEnabled():  # Cancel is enabled only while a job runs
             self.run_button.setEnabled(not unknown)
@@ -395,6 +397,3 @@ class AnalyzeWidget(QWidget):
             layer = L.find_layer(self.viewer, name)
             if layer is not None:
                 layer.visible = visible
-
-    def _set_heatmap_visible(self, visible: bool) -> None:
-        reveal(self.viewer, L.HEATMAP_LAYER, visible)

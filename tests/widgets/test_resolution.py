@@ -99,6 +99,12 @@ def test_unknown_resolution_never_shows_the_previous_images_value(make_napari_vi
     assert widget.mpp_spin.value() == 0.0 and widget.mpp_spin.text() == "unknown"
     assert widget.state_resolution() is None and "µm per pixel first" in widget.status.text()
     assert layer_mpp(image) is None and recall_mpp(png) is None and not widget.run_button.isEnabled()
+    widget.mpp_spin.setValue(0.5)  # typed for this image, not yet Set: a new layer (a ROI) must not clear it
+    viewer.add_shapes([np.array([[0.0, 0.0], [9.0, 9.0]])], shape_type="rectangle", name="roi")
+    assert widget.mpp_spin.value() == pytest.approx(0.5) and layer_mpp(image) is None
+    widget.image_combo.setCurrentText("known")
+    widget.image_combo.setCurrentText(image.name)
+    assert widget.mpp_spin.text() == "unknown"  # back from another image: that image's value is not kept
     widget.mpp_override.setChecked(True)
     widget.run()
     assert widget.worker is None and layer_mpp(image) is None  # "unknown" is never stated as 0 µm/px
