@@ -1,22 +1,27 @@
 """Learning curve of a class the base model never learned, taught through the Retrain widget's code path.
 
-Stand-in for a pathologist teaching "normal epithelium": BRCA-M2C **stromal** nuclei (label 3,
-mapped to ``background`` when the shipped ``fpn-resnet34-brca@2`` was trained, so the model was
-taught they are *not* cells of interest) are taught into the model's never-trained ``normal``
-channel. For each run:
+Two stand-ins for a pathologist teaching "normal epithelium" (``--stand-in``):
 
-* clicks: ``K`` stromal nuclei (as ``normal``) drawn at random from ``--images`` BRCA-M2C train
-  images with many stromal nuclei (drawn per seed), plus ``--extra-clicks`` malignant and as many
-  lymphocyte clicks (the Retrain widget requires >= 2 classes; they also tell the new class what it
-  is not); or the polygon variant: ``R`` circular regions around clusters of stromal nuclei, every
-  stromal nucleus inside clicked and the region marked ``complete`` for ``normal``;
+* ``stromal`` (default): BRCA-M2C **stromal** nuclei (label 3, mapped to ``background`` when the
+  shipped ``fpn-resnet34-brca@2`` was trained, so the model was taught they are *not* cells of
+  interest) are taught into the model's never-trained ``normal`` channel;
+* ``lymphocyte``: BRCA-M2C lymphocytes (labelled exhaustively, unlike stromal nuclei) are taught
+  into the ``lymphocyte`` channel of a base trained with ``--untaught lymphocyte`` (lymphocytes were
+  background there; ``fpn-resnet34-nolym@1``, command in docs/learning_curve.md).
+
+For each run:
+
+* clicks: ``K`` nuclei of the taught class drawn at random from ``--images`` BRCA-M2C train
+  images with many of them (drawn per seed), plus ``--extra-clicks`` of each class the base knows
+  (the Retrain widget requires >= 2 classes; they also tell the new class what it is not); or the
+  polygon variant: ``R`` circular regions around clusters of the taught nuclei, every one inside
+  clicked and the region marked ``complete`` for that class;
 * fine-tune through exactly ``training.finetune.iter_finetune(base, items, FinetuneSettings(...))``
   with the default settings (only ``device``, ``seed``, ``name`` and the model folder set), no replay
   data (a user install has none);
 * score the base and the new model on the 10 held-back BRCA-M2C val images
   (``training.evaluate.evaluate_segmentation``, point F1 at 6 µm at the model's detection
-  threshold): the taught class (stromal ground truth vs predicted ``normal``) and malignant /
-  lymphocyte (forgetting).
+  threshold): the taught class and the classes the base knows (forgetting).
 
 One JSON line per run in ``<out>/runs.jsonl`` (a killed run resumes, finished runs are skipped);
 ``--table`` prints the mean ± sd table. Reproduce the documented table with::
@@ -34,6 +39,7 @@ import logging
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,17 +49,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from napari_cellularity.annotations.point_images import LabelRegion, PointImage  # noqa: E402
 
 log = logging.getLogger("learning_curve")
-#: BRCA-M2C ids with the stromal nuclei as the class to teach.
-TEACH_MAP = {1: "lymphocyte", 2: "malignant", 3: "normal"}
-TAUGHT = "normal"
 REGION_RADIUS_UM = 40.0
 
 
-def pick_images(items: list[PointImage], n: int, min_taught: int, rng: np.random.Generator) -> list[PointImage]:
+@dataclass(frozen=True)
+class StandIn:
+    """Which BRCA-M2C nuclei play the class being taught, and into which channel of which base."""
+
+    #: BRCA-M2C label id -> our class name (the taught nuclei get the name the user clicks).
+    teach_map: dict[int, str]
+    #: The class the simulated user clicks (a channel the base never learned).
+    taught: str
+    #: Classes the base knows: the extra clicks and the forgetting columns.
+    known: tuple[str, ...]
+    #: The base model it needs (one that never learned ``taught``).
+    base: str
+    describe: str
+
+
+STAND_INS = {
+    # @2 was trained with stromal nuclei as background and no normal labels: its normal channel is 0 everywhere.
+    "stromal": StandIn({1: "lymphocyte", 2: "malignant", 3: "normal"}, "normal", ("malignant", "lymphocyte"),
+                       "fpn-resnet34-brca@2", "stromal nuclei taught as `normal`"),
+    # A base trained with `napari-cellularity train segmentation ... --untaught lymphocyte` (docs/learning_curve.md):
+    # lymphocytes were background, so its lymphocyte channel never fired; BRCA-M2C labels them exhaustively.
+    "lymphocyte": StandIn({1: "lymphocyte", 2: "malignant", 3: "background"}, "lymphocyte", ("malignant",),
+                          "fpn-resnet34-nolym@1", "lymphocytes taught into a base trained without them"),
+}
+
+
+def pick_images(items: list[PointImage], n: int, min_taught: int, rng: np.random.Generator,
+                taught: str) -> list[PointImage]:
     """``n`` train images with at least ``min_taught`` nuclei of the taught class, drawn at random."""
-    rich = [it for it in items if it.counts()[TAUGHT] >= min_taught]
+    rich = [it for it in items if it.counts()[taught] >= min_taught]
     if len(rich) < n:
-        raise SystemExit(f"only {len(rich)} images have >= {min_taught} {TAUGHT} points; need {n}")
+        raise SystemExit(f"only {len(rich)} images have >= {min_taught} {taught} points; need {n}")
     return [rich[i] for i in sorted(rng.choice(len(rich), n, replace=False))]
 
 
@@ -70,15 +100,15 @@ def _extra(item: PointImage, quota: dict[str, int], rng) -> np.ndarray:
     return keep
 
 
-def click_items(images: list[PointImage], k: int, extra: int, rng) -> list[PointImage]:
-    """``k`` taught-class clicks pooled over the images, plus ``extra`` malignant and lymphocyte clicks each."""
-    pool = [(i, j) for i, it in enumerate(images) for j in np.flatnonzero(it.classes == TAUGHT)]
+def click_items(images: list[PointImage], k: int, extra: int, rng, si: StandIn) -> list[PointImage]:
+    """``k`` taught-class clicks pooled over the images, plus ``extra`` clicks of each known class."""
+    pool = [(i, j) for i, it in enumerate(images) for j in np.flatnonzero(it.classes == si.taught)]
     if len(pool) < k:
-        raise SystemExit(f"only {len(pool)} {TAUGHT} points in the chosen images; K={k} asked")
+        raise SystemExit(f"only {len(pool)} {si.taught} points in the chosen images; K={k} asked")
     chosen = [pool[t] for t in rng.choice(len(pool), k, replace=False)]
     items = []
     for i, it in enumerate(images):
-        keep = _extra(it, {c: _share(extra, len(images), i) for c in ("malignant", "lymphocyte")}, rng)
+        keep = _extra(it, {c: _share(extra, len(images), i) for c in si.known}, rng)
         keep[[j for (ii, j) in chosen if ii == i]] = True
         if keep.any():
             items.append(_subset(it, keep))
@@ -94,15 +124,15 @@ def circle(centre_rc: np.ndarray, radius: float, n: int = 32) -> np.ndarray:
     return np.stack([centre_rc[0] + radius * np.sin(t), centre_rc[1] + radius * np.cos(t)], axis=1)
 
 
-def region_items(images: list[PointImage], n_regions: int, extra: int, rng) -> list[PointImage]:
+def region_items(images: list[PointImage], n_regions: int, extra: int, rng, si: StandIn) -> list[PointImage]:
     """``n_regions`` circles (radius :data:`REGION_RADIUS_UM`) around dense clusters of the taught class,
     spread over the images; every taught nucleus inside is clicked, the region is ``complete``."""
     items = []
     for i, it in enumerate(images):
         n_here = _share(n_regions, len(images), i)
-        keep = _extra(it, {c: _share(extra, len(images), i) for c in ("malignant", "lymphocyte")}, rng)
+        keep = _extra(it, {c: _share(extra, len(images), i) for c in si.known}, rng)
         regions = []
-        pts = it.cell_points(TAUGHT)
+        pts = it.cell_points(si.taught)
         r = REGION_RADIUS_UM / it.mpp
         taken = np.zeros(len(pts), bool)
         for _ in range(n_here):
@@ -115,30 +145,31 @@ def region_items(images: list[PointImage], n_regions: int, extra: int, rng) -> l
             centre = pts[rng.choice(top)]
             inside = np.linalg.norm(pts - centre, axis=1) <= r
             taken |= np.linalg.norm(pts - centre, axis=1) <= 2 * r  # the next region does not overlap
-            regions.append(LabelRegion(circle(centre, r), TAUGHT, "complete"))
-            keep[np.flatnonzero(it.classes == TAUGHT)[inside]] = True
+            regions.append(LabelRegion(circle(centre, r), si.taught, "complete"))
+            keep[np.flatnonzero(it.classes == si.taught)[inside]] = True
         if keep.any() or regions:
             items.append(_subset(it, keep, regions))
     return items
 
 
-def scores(metrics: dict, threshold: float) -> dict[str, float]:
+def scores(metrics: dict, threshold: float, taught: str) -> dict[str, float]:
     """F1 at 6 µm per class, and the taught class's precision and recall."""
     det = metrics["detection"][f"t{threshold:g}"]["6um"]
-    out = {c: float(det[c]["f1"]) for c in ("malignant", "lymphocyte", TAUGHT)}
-    out.update({f"{TAUGHT}_precision": float(det[TAUGHT]["precision"]), f"{TAUGHT}_recall": float(det[TAUGHT]["recall"])})
+    out = {c: float(det[c]["f1"]) for c in ("malignant", "lymphocyte", "normal")}
+    out.update({f"{taught}_precision": float(det[taught]["precision"]), f"{taught}_recall": float(det[taught]["recall"])})
     return out
 
 
-def evaluate(net, val: list[PointImage], config, threshold: float) -> dict[str, float]:
+def evaluate(net, val: list[PointImage], config, threshold: float, taught: str) -> dict[str, float]:
     import torch
 
     from training.evaluate import evaluate_segmentation
 
-    return scores(evaluate_segmentation(net, val, config, torch.device("cpu"), thresholds=(threshold,)), threshold)
+    res = evaluate_segmentation(net, val, config, torch.device("cpu"), thresholds=(threshold,))
+    return scores(res, threshold, taught)
 
 
-def run_one(args, variant: str, n: int, seed: int, train: list[PointImage], val: list[PointImage],
+def run_one(args, si: StandIn, variant: str, n: int, seed: int, train: list[PointImage], val: list[PointImage],
             base_scores: dict, threshold: float) -> dict:
     import resource
 
@@ -147,9 +178,9 @@ def run_one(args, variant: str, n: int, seed: int, train: list[PointImage], val:
     from training.finetune import FinetuneSettings, iter_finetune
 
     rng = np.random.default_rng([seed, n, 0 if variant == "clicks" else 1])
-    images = pick_images(train, args.images, args.min_taught, rng)
-    items = (click_items(images, n, args.extra_clicks, rng) if variant == "clicks"
-             else region_items(images, n, args.extra_clicks, rng))
+    images = pick_images(train, args.images, args.min_taught, rng, si.taught)
+    items = (click_items(images, n, args.extra_clicks, rng, si) if variant == "clicks"
+             else region_items(images, n, args.extra_clicks, rng, si))
     name = f"lc-{variant}-{n}-s{seed}"
     models = Path(args.out) / "models"
     overrides = json.loads(args.settings) if args.settings else {}
@@ -170,16 +201,17 @@ def run_one(args, variant: str, n: int, seed: int, train: list[PointImage], val:
     wall = time.time() - t0
     cpu = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
     net, cfg = load_segmentation_model(str(result.config_path))
-    tuned = evaluate(net, val, cfg, threshold)
+    tuned = evaluate(net, val, cfg, threshold, si.taught)
     for f in result.config_path.parent.glob(f"{name}-v*") if not args.keep_models else ():
         f.unlink()  # 45 MB each; the JSON line keeps what matters
-    counts = {c: int(sum((it.classes == c).sum() for it in items)) for c in ("malignant", "lymphocyte", TAUGHT)}
+    counts = {c: int(sum((it.classes == c).sum() for it in items)) for c in ("malignant", "lymphocyte", "normal")}
     return {
+        "stand_in": args.stand_in, "taught": si.taught, "base_model": args.base,
         "variant": variant, "n": n, "seed": seed, "images": [it.image_id for it in images], "clicks": counts,
         "regions": sum(len(it.regions) for it in items), "steps_done": max(steps or [0]),
         "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "base": base_scores, "tuned": tuned,
-        "taught_f1": tuned[TAUGHT],
-        "delta": {c: tuned[c] - base_scores[c] for c in ("malignant", "lymphocyte")},
+        "taught_f1": tuned[si.taught],
+        "delta": {c: tuned[c] - base_scores[c] for c in si.known},
         "guard": {k: result.guard.get(k) for k in ("candidate", "reasons", "own_cells")},
         "class_gain": dict(cfg.detection.get("class_gain") or {}),
         "settings": {k: v for k, v in vars(settings).items() if k not in ("models_dir", "run_dir")},
@@ -199,45 +231,52 @@ def table(out: Path) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["variant"], r["n"]), []).append(r)
-    out = ["| labels | seeds | taught F1@6µm | taught P / R | Δ malignant F1 | Δ lymphocyte F1 | steps | wall s | CPU s |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    known = [c for c in ("malignant", "lymphocyte") if rows and all(c in r["delta"] for r in rows)]
+    out = [f"| labels | seeds | taught F1@6µm | taught P / R | {' | '.join(f'Δ {c} F1' for c in known)} | steps | "
+           "wall s | CPU s |", "|---|---|---|---|" + "---|" * len(known) + "---|---|---|"]
 
     def ms(v) -> str:
         v = np.asarray(v, float)
         return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
     for (variant, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0] != "clicks", kv[0][1])):
-        label = f"{n} clicks" if variant == "clicks" else f"{n} regions ({np.mean([r['clicks'][TAUGHT] for r in rs]):.0f} nuclei)"
-        pr = f"{np.mean([r['tuned'][TAUGHT + '_precision'] for r in rs]):.2f} / " \
-             f"{np.mean([r['tuned'][TAUGHT + '_recall'] for r in rs]):.2f}"
-        out.append(f"| {label} | {len(rs)} | {ms([r['taught_f1'] for r in rs])} | {pr} | "
-                   f"{ms([r['delta']['malignant'] for r in rs])} | {ms([r['delta']['lymphocyte'] for r in rs])} | "
+        taught = rs[0].get("taught", "normal")  # runs before the stand-in option taught `normal`
+        label = f"{n} clicks" if variant == "clicks" else \
+            f"{n} regions ({np.mean([r['clicks'][taught] for r in rs]):.0f} nuclei)"
+        pr = f"{np.mean([r['tuned'][taught + '_precision'] for r in rs]):.2f} / " \
+             f"{np.mean([r['tuned'][taught + '_recall'] for r in rs]):.2f}"
+        deltas = " | ".join(ms([r["delta"][c] for r in rs]) for c in known)
+        out.append(f"| {label} | {len(rs)} | {ms([r['taught_f1'] for r in rs])} | {pr} | {deltas} | "
                    f"{np.mean([r['steps_done'] for r in rs]):.0f} | {np.mean([r['wall_s'] for r in rs]):.0f} | "
                    f"{np.mean([r['cpu_s'] for r in rs]):.0f} |")
     if rows:
-        b = rows[0]["base"]
-        out.append(f"\nBase model on the same images: {TAUGHT} (stromal) F1 {b[TAUGHT]:.3f}, malignant "
-                   f"{b['malignant']:.3f}, lymphocyte {b['lymphocyte']:.3f}.")
+        b, taught = rows[0]["base"], rows[0].get("taught", "normal")
+        out.append(f"\nBase model {rows[0].get('base_model', '')} on the same images: taught class ({taught}) F1 "
+                   f"{b[taught]:.3f}, " + ", ".join(f"{c} {b[c]:.3f}" for c in known) + ".")
     return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/brca_m2c", help="BRCA-M2C root (train/ and val/)")
-    p.add_argument("--base", default="fpn-resnet34-brca@2")
+    p.add_argument("--stand-in", default="stromal", choices=sorted(STAND_INS),
+                   help="the nuclei that play the new class (and the base that never learned them)")
+    p.add_argument("--base", default=None, help="base model (default: the stand-in's)")
     p.add_argument("--out", default="runs/learning_curve")
     p.add_argument("--clicks", type=int, nargs="*", default=[100, 25, 50, 200], help="K values (clicks variant)")
     p.add_argument("--regions", type=int, nargs="*", default=[6, 3], help="region counts (polygon variant)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--images", type=int, default=4, help="train images the labels come from")
     p.add_argument("--min-taught", type=int, default=60, help="an image qualifies with this many taught nuclei")
-    p.add_argument("--extra-clicks", type=int, default=10, help="malignant and lymphocyte clicks each")
+    p.add_argument("--extra-clicks", type=int, default=10, help="clicks of each class the base knows")
     p.add_argument("--val-limit", type=int, default=0, help="score on the first N val images only (0 = all)")
     p.add_argument("--settings", default="", help='FinetuneSettings overrides as JSON (pilots), e.g. \'{"steps": 50}\'')
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--table", action="store_true", help="print the table of the finished runs and exit")
     p.add_argument("--keep-models", action="store_true", help="keep the fine-tuned models in <out>/kept (diagnosis)")
     args = p.parse_args(argv)
+    si = STAND_INS[args.stand_in]
+    args.base = args.base or si.base
     out = Path(args.out)
     results = out / "runs.jsonl"
     if args.table:
@@ -251,16 +290,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
-    train = load_brca_m2c(args.data, "train", TEACH_MAP)
-    val = load_brca_m2c(args.data, "val", TEACH_MAP)
+    train = load_brca_m2c(args.data, "train", si.teach_map)
+    val = load_brca_m2c(args.data, "val", si.teach_map)
     val = val[: args.val_limit] if args.val_limit else val
     net, cfg = load_segmentation_model(args.base, device="cpu")
     threshold = float(cfg.detection["threshold"])
-    base_file = out / f"base-{cfg.ref.replace('@', '-v')}-{len(val)}.json"
+    base_file = out / f"base-{args.stand_in}-{cfg.ref.replace('@', '-v')}-{len(val)}.json"
     if base_file.exists():
         base_scores = json.loads(base_file.read_text())
     else:
-        base_scores = evaluate(net, val, cfg, threshold)
+        base_scores = evaluate(net, val, cfg, threshold, si.taught)
         base_file.write_text(json.dumps(base_scores))
     log.info("base %s on %d val images: %s", cfg.ref, len(val), base_scores)
     del net
@@ -274,10 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         if (variant, n, seed) in finished:
             continue
         log.info("run %s n=%d seed=%d", variant, n, seed)
-        rec = run_one(args, variant, n, seed, train, val, base_scores, threshold)
-        log.info("-> taught F1 %.3f, Δ malignant %+.3f, Δ lymphocyte %+.3f, %d steps, %.0f s wall, %.0f s CPU",
-                 rec["taught_f1"], rec["delta"]["malignant"], rec["delta"]["lymphocyte"], rec["steps_done"],
-                 rec["wall_s"], rec["cpu_s"])
+        rec = run_one(args, si, variant, n, seed, train, val, base_scores, threshold)
+        log.info("-> taught F1 %.3f, Δ %s, %d steps, %.0f s wall, %.0f s CPU", rec["taught_f1"],
+                 ", ".join(f"{c} {d:+.3f}" for c, d in rec["delta"].items()), rec["steps_done"], rec["wall_s"],
+                 rec["cpu_s"])
         with results.open("a") as f:
             f.write(json.dumps(rec) + "\n")
     if args.keep_models and (out / "models").exists():

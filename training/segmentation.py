@@ -69,6 +69,9 @@ class SegmentationRun:
     device: str = "auto"
     #: Extra output channels (``other``, ``centre``: ``models.config.EXTRA_CHANNELS``) after the four classes.
     extra_channels: tuple[str, ...] = ()
+    #: Cell classes whose points become ``background`` in train and val (never learned; e.g. the base of the
+    #: learning-curve stand-in that teaches lymphocytes, issue 13): :func:`.datasets.class_maps.as_untaught`.
+    untaught: tuple[str, ...] = ()
 
 
 def load_datasets(specs: list[str]) -> list[PointImage]:
@@ -129,6 +132,11 @@ def train_and_save(run: SegmentationRun, settings: TrainSettings,
 
     train = load_datasets(list(run.train))
     val = load_datasets(list(run.val))
+    if run.untaught:
+        from .datasets.class_maps import as_untaught
+
+        train, val = as_untaught(train, run.untaught), as_untaught(val, run.untaught)
+        log.info("untaught classes (their points are background): %s", ", ".join(run.untaught))
     val_patients = {it.patient_id for it in val}
     dropped = [it.image_id for it in train if it.patient_id in val_patients]
     train = [it for it in train if it.patient_id not in val_patients]
@@ -149,6 +157,7 @@ def train_and_save(run: SegmentationRun, settings: TrainSettings,
         "settings": asdict(settings),
         "best_step": best.get("step"),
         "init_model": run.init_model,
+        "untaught_classes": list(run.untaught),
         "recipe": RECIPE,
         # Reinhard reference of the training images: optional stain normalisation at inference (off by default).
         "stain_reference": reinhard_reference(it.image for it in train),

@@ -76,6 +76,9 @@ def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="processes preparing batches (0: in-process)")
     parser.add_argument("--time-budget-min", type=float, default=0.0,
                         help="wall-clock budget: the lr schedule follows elapsed time too; stop when it is used")
+    parser.add_argument("--untaught", nargs="+", default=[], choices=["malignant", "normal", "lymphocyte"],
+                        metavar="CLASS", help="cell classes whose points become background: a model that never "
+                        "learns them (the base of a teaching benchmark)")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="save the network at every validation (run-dir/checkpoints) for weight averaging")
     _add_recipe_arguments(parser)
@@ -119,10 +122,13 @@ def run_segmentation(args: argparse.Namespace) -> int:
                              keep_checkpoints=args.keep_checkpoints, workers=args.workers,
                              time_budget_s=60.0 * args.time_budget_min)
     if args.fold is not None:
+        if args.untaught:
+            raise SystemExit("--untaught trains a base model with --val; it is not a cross-validation option")
         return _run_fold(args, settings)
     run = SegmentationRun(train=tuple(args.train), val=tuple(args.val), name=args.name, version=args.version,
                           mpp=args.mpp, init_model=args.init_model, run_dir=args.run_dir, out=args.out,
-                          device=args.device, extra_channels=tuple(args.extra_channels))
+                          device=args.device, extra_channels=tuple(args.extra_channels),
+                          untaught=tuple(args.untaught))
     config, path = train_and_save(run, settings, progress=_log_steps(10))
     print(f"saved {config.ref} to {path}")
     return 0

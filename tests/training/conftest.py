@@ -73,3 +73,29 @@ def synthetic_items():
         p = make_he_patch((256, 256), mpp=0.5, seed=seed, tumour_fraction=0.3)
         items.append(PointImage(p.image, p.points_rc, p.classes, p.mpp, f"syn{seed}", pid, "synthetic"))
     return items
+
+
+@pytest.fixture(name="fake_brca")
+def _fake_brca_fixture():
+    """Writes procedural patches as a BRCA-M2C folder (row col class; 1 lymphocyte, 2 tumour, 3 stromal =
+    the patches' normal nuclei): train seeds 1-3, val seed 7, 1 µm/px."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from napari_cellularity.synthetic import make_he_patch
+
+    def write(root: Path) -> Path:
+        ids = {"lymphocyte": 1, "malignant": 2, "normal": 3}
+        for split, seeds in (("train", (1, 2, 3)), ("val", (7,))):
+            (root / split / "images").mkdir(parents=True)
+            (root / split / "labels").mkdir(parents=True)
+            for s in seeds:
+                p = make_he_patch((256, 256), mpp=1.0, seed=s, tumour_fraction=0.2)  # 23-59 normal nuclei each
+                stem = f"TCGA-XX-{s:04d}-01Z-00-DX1_{s}"
+                Image.fromarray(p.image).save(root / split / "images" / f"{stem}.png")
+                rows = [f"{int(r)} {int(c)} {ids[k]}" for (r, c), k in zip(p.points_rc, p.classes, strict=True)]
+                (root / split / "labels" / f"{stem}_gt_class_coords.txt").write_text("\n".join(rows) + "\n")
+        return root
+
+    return write

@@ -99,3 +99,24 @@ def map_names(
             f"targets: {list(CLASS_NAMES)} or {IGNORE!r} to drop the points"
         )
     return out
+
+
+def as_untaught(items: Iterable[Any], classes: Iterable[str]) -> list[Any]:
+    """``items`` (:class:`PointImage`) with the points of ``classes`` turned into ``background``.
+
+    Trains a model that never learns those classes — their channels only ever see negatives, as the
+    ``normal`` channel of a model trained on data without normal-epithelium labels — while the
+    nuclei stay "not a cell of interest" (e.g. the base of the learning-curve stand-in that teaches
+    lymphocytes, issue 13). Regions of those classes are dropped. The items themselves are unchanged.
+    """
+    from dataclasses import replace
+
+    drop = set(classes)
+    bad = drop - (set(CLASS_NAMES) - {"background"})
+    if bad:
+        raise ValueError(f"untaught classes must be cell classes of {list(CLASS_NAMES)}, got {sorted(bad)}")
+    out = []
+    for it in items:
+        cls = np.where(np.isin(it.classes.astype(str), sorted(drop)), "background", it.classes).astype(object)
+        out.append(replace(it, classes=cls, regions=[r for r in it.regions if r.cls not in drop]))
+    return out
