@@ -47,6 +47,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from napari_cellularity.annotations.point_images import LabelRegion, PointImage  # noqa: E402
+from napari_cellularity.models.config import CELL_CLASSES  # noqa: E402
+from training.datasets.class_maps import BRCA_M2C_CLASS_MAP  # noqa: E402
 
 log = logging.getLogger("learning_curve")
 REGION_RADIUS_UM = 40.0
@@ -64,17 +66,17 @@ class StandIn:
     known: tuple[str, ...]
     #: The base model it needs (one that never learned ``taught``).
     base: str
-    describe: str
 
 
 STAND_INS = {
     # @2 was trained with stromal nuclei as background and no normal labels: its normal channel is 0 everywhere.
-    "stromal": StandIn({1: "lymphocyte", 2: "malignant", 3: "normal"}, "normal", ("malignant", "lymphocyte"),
-                       "fpn-resnet34-brca@2", "stromal nuclei taught as `normal`"),
+    # BRCA-M2C's map with its stromal nuclei (3) named as the class the user clicks.
+    "stromal": StandIn({**BRCA_M2C_CLASS_MAP, 3: "normal"}, "normal", ("malignant", "lymphocyte"),
+                       "fpn-resnet34-brca@2"),
     # A base trained with `napari-cellularity train segmentation ... --untaught lymphocyte` (docs/learning_curve.md):
-    # lymphocytes were background, so its lymphocyte channel never fired; BRCA-M2C labels them exhaustively.
-    "lymphocyte": StandIn({1: "lymphocyte", 2: "malignant", 3: "background"}, "lymphocyte", ("malignant",),
-                          "fpn-resnet34-nolym@1", "lymphocytes taught into a base trained without them"),
+    # lymphocytes were background, so its lymphocyte channel never fired; BRCA-M2C labels them exhaustively, and
+    # its own map names them lymphocytes here.
+    "lymphocyte": StandIn(BRCA_M2C_CLASS_MAP, "lymphocyte", ("malignant",), "fpn-resnet34-nolym@1"),
 }
 
 
@@ -155,7 +157,7 @@ def region_items(images: list[PointImage], n_regions: int, extra: int, rng, si: 
 def scores(metrics: dict, threshold: float, taught: str) -> dict[str, float]:
     """F1 at 6 µm per class, and the taught class's precision and recall."""
     det = metrics["detection"][f"t{threshold:g}"]["6um"]
-    out = {c: float(det[c]["f1"]) for c in ("malignant", "lymphocyte", "normal")}
+    out = {c: float(det[c]["f1"]) for c in CELL_CLASSES}
     out.update({f"{taught}_precision": float(det[taught]["precision"]), f"{taught}_recall": float(det[taught]["recall"])})
     return out
 
@@ -204,7 +206,7 @@ def run_one(args, si: StandIn, variant: str, n: int, seed: int, train: list[Poin
     tuned = evaluate(net, val, cfg, threshold, si.taught)
     for f in result.config_path.parent.glob(f"{name}-v*") if not args.keep_models else ():
         f.unlink()  # 45 MB each; the JSON line keeps what matters
-    counts = {c: int(sum((it.classes == c).sum() for it in items)) for c in ("malignant", "lymphocyte", "normal")}
+    counts = {c: int(sum((it.classes == c).sum() for it in items)) for c in CELL_CLASSES}
     return {
         "stand_in": args.stand_in, "taught": si.taught, "base_model": args.base,
         "variant": variant, "n": n, "seed": seed, "images": [it.image_id for it in images], "clicks": counts,
@@ -231,7 +233,7 @@ def table(out: Path) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["variant"], r["n"]), []).append(r)
-    known = [c for c in ("malignant", "lymphocyte") if rows and all(c in r["delta"] for r in rows)]
+    known = [c for c in CELL_CLASSES if rows and all(c in r["delta"] for r in rows)]
     out = [f"| labels | seeds | taught F1@6µm | taught P / R | {' | '.join(f'Δ {c} F1' for c in known)} | steps | "
            "wall s | CPU s |", "|---|---|---|---|" + "---|" * len(known) + "---|---|---|"]
 

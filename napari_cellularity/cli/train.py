@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from napari_cellularity.models.config import EXTRA_CHANNELS, PRECISIONS
+from napari_cellularity.models.config import CELL_CLASSES, EXTRA_CHANNELS, PRECISIONS
 from napari_cellularity.progress import Progress
 from training import cellularity as cellularity_lib
 from training.finetune import FinetuneSettings
@@ -76,7 +76,7 @@ def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="processes preparing batches (0: in-process)")
     parser.add_argument("--time-budget-min", type=float, default=0.0,
                         help="wall-clock budget: the lr schedule follows elapsed time too; stop when it is used")
-    parser.add_argument("--untaught", nargs="+", default=[], choices=["malignant", "normal", "lymphocyte"],
+    parser.add_argument("--untaught", nargs="+", default=[], choices=list(CELL_CLASSES),
                         metavar="CLASS", help="cell classes whose points become background: a model that never "
                         "learns them (the base of a teaching benchmark)")
     parser.add_argument("--keep-checkpoints", action="store_true",

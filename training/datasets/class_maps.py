@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from napari_cellularity.annotations.points import CLASS_ALIASES
-from napari_cellularity.models.config import CLASS_NAMES
+from napari_cellularity.models.config import CELL_CLASSES, CLASS_NAMES
 
 from .errors import DatasetError
 
@@ -112,9 +112,9 @@ def as_untaught(items: Iterable[Any], classes: Iterable[str]) -> list[Any]:
     from dataclasses import replace
 
     drop = set(classes)
-    bad = drop - (set(CLASS_NAMES) - {"background"})
+    bad = drop - set(CELL_CLASSES)
     if bad:
-        raise ValueError(f"untaught classes must be cell classes of {list(CLASS_NAMES)}, got {sorted(bad)}")
+        raise ValueError(f"untaught classes must be cell classes {list(CELL_CLASSES)}, got {sorted(bad)}")
     out = []
     for it in items:
         cls = np.where(np.isin(it.classes.astype(str), sorted(drop)), "background", it.classes).astype(object)
