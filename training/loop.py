@@ -84,7 +84,8 @@ def validate(net, val_items: list[PointImage], config: SegmentationConfig, dev,
     -------
     dict
         ``{"score", "threshold", "metrics"}`` (``{"score": 0.0}`` without validation items), where
-        ``score`` is the mean F1 at 6 µm of malignant and lymphocyte and ``metrics`` the
+        ``score`` is the mean F1 at 6 µm of malignant and lymphocyte (those with annotated points;
+        :func:`training.evaluate.headline`) and ``metrics`` the
         :func:`training.evaluate.evaluate_segmentation` result.
     """
     from .evaluate import evaluate_segmentation, headline

@@ -145,3 +145,18 @@ def test_trainable_parts_freeze_the_rest(tiny_config, part):
         assert any(n.startswith("encoder.") for n in body)
     with pytest.raises(ValueError, match="unknown trainable part"):
         trainable_parameters(net, "encoder")
+
+
+def _scores(mal_f1: float, lym_f1: float, n_mal: int, n_lym: int) -> dict:
+    det = {"malignant": {"f1": mal_f1}, "lymphocyte": {"f1": lym_f1}}
+    return {"n_true": {"malignant": n_mal, "lymphocyte": n_lym}, "detection": {"t0.4": {"6um": det}}}
+
+
+def test_model_selection_score_leaves_out_a_class_without_points():
+    from training.evaluate import headline
+
+    assert headline(_scores(0.6, 0.8, 10, 5), 0.4) == pytest.approx(0.7)
+    # An untaught class (no points in the scored images): its vacuous F1 of 1.0 or 0.0 must not count.
+    assert headline(_scores(0.6, 1.0, 10, 0), 0.4) == pytest.approx(0.6)
+    assert headline(_scores(0.6, 0.0, 10, 0), 0.4) == pytest.approx(0.6)
+    assert headline(_scores(0.5, 1.0, 0, 0), 0.4) == pytest.approx(0.75)  # nothing annotated: both, as before
