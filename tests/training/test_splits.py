@@ -69,3 +69,22 @@ def test_replay_tiles_are_cut_at_the_model_resolution(draw_item):
     assert len(tiles) == 3 and all(t.image.shape == (128, 128, 3) for t in tiles)  # 32 px at 1 µm = 128 px at 0.25
     assert effective_area_px(tiles, 32, 1.0) == pytest.approx(3 * 32 * 32)
     assert n_cells(tiles) > 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_big_group_is_not_held_back_when_smaller_ones_reach_the_target(draw_item, seed):
+    # Clicks on four images of four patients: one image holds most of them. Holding it back would leave
+    # the fine-tune a minority of the user's clicks; the hold-out stays near the 20 % asked for.
+    small = [_grid_item(draw_item, image_id=f"s{k}", patient_id=f"P{k}") for k in range(3)]  # 48 points each
+    big = draw_item(shape=(400, 400), points=[((r, c), "lymphocyte") for r in range(10, 390, 20) for c in range(10, 390, 20)],
+                    image_id="big", patient_id="PB")  # 361 points
+    items = [*small, big]
+    train, val, desc = holdout_split(items, 0.2, seed=seed)
+    assert "big" not in desc["val_groups"]
+    assert 0.05 * n_cells(items) <= n_cells(val) <= 0.4 * n_cells(items)
+
+
+def test_the_smallest_group_is_held_back_when_each_is_too_big(draw_item):
+    items = [_grid_item(draw_item, image_id=f"i{k}", patient_id=f"P{k}") for k in range(2)]  # 48 + 48 points
+    train, val, desc = holdout_split(items, 0.1, seed=0)
+    assert len(val) == 1 and len(train) == 1
