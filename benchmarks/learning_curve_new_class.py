@@ -171,6 +171,29 @@ def evaluate(net, val: list[PointImage], config, threshold: float, taught: str) 
     return scores(res, threshold, taught)
 
 
+def labels_for(args, si: StandIn, variant: str, n: int, seed: int, train: list[PointImage]) -> list[PointImage]:
+    """The simulated pathologist's labels of one run (the same for a given variant, count and seed)."""
+    rng = np.random.default_rng([seed, n, 0 if variant == "clicks" else 1])
+    images = pick_images(train, args.images, args.min_taught, rng, si.taught)
+    return (click_items(images, n, args.extra_clicks, rng, si) if variant == "clicks"
+            else region_items(images, n, args.extra_clicks, rng, si))
+
+
+def holdout_shares(args, si: StandIn, plan: list[tuple], train: list[PointImage]) -> str:
+    """The share of each run's points the fine-tune holds back for its check (and does not train on)."""
+    from training.datasets.splits import holdout_split, n_cells
+    from training.finetune import FinetuneSettings
+
+    fraction = FinetuneSettings().val_fraction
+    shares = []
+    for variant, n, seed in plan:
+        items = labels_for(args, si, variant, n, seed, train)
+        shares.append(n_cells(holdout_split(items, fraction, seed)[1]) / n_cells(items))
+    v = np.asarray(shares)
+    return (f"held back (target {fraction:.2f}) over {len(v)} runs: {v.mean():.2f} ± {v.std():.2f} "
+            f"({v.min():.2f}-{v.max():.2f}); per run: {np.round(v, 2).tolist()}")
+
+
 def run_one(args, si: StandIn, variant: str, n: int, seed: int, train: list[PointImage], val: list[PointImage],
             base_scores: dict, threshold: float) -> dict:
     import resource
@@ -179,10 +202,7 @@ def run_one(args, si: StandIn, variant: str, n: int, seed: int, train: list[Poin
     from napari_cellularity.progress import drain
     from training.finetune import FinetuneSettings, iter_finetune
 
-    rng = np.random.default_rng([seed, n, 0 if variant == "clicks" else 1])
-    images = pick_images(train, args.images, args.min_taught, rng, si.taught)
-    items = (click_items(images, n, args.extra_clicks, rng, si) if variant == "clicks"
-             else region_items(images, n, args.extra_clicks, rng, si))
+    items = labels_for(args, si, variant, n, seed, train)
     name = f"lc-{variant}-{n}-s{seed}"
     models = Path(args.out) / "models"
     overrides = json.loads(args.settings) if args.settings else {}
@@ -209,7 +229,7 @@ def run_one(args, si: StandIn, variant: str, n: int, seed: int, train: list[Poin
     counts = {c: int(sum((it.classes == c).sum() for it in items)) for c in CELL_CLASSES}
     return {
         "stand_in": args.stand_in, "taught": si.taught, "base_model": args.base,
-        "variant": variant, "n": n, "seed": seed, "images": [it.image_id for it in images], "clicks": counts,
+        "variant": variant, "n": n, "seed": seed, "images": list(dict.fromkeys(it.image_id for it in items)), "clicks": counts,
         "regions": sum(len(it.regions) for it in items), "steps_done": max(steps or [0]),
         "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "base": base_scores, "tuned": tuned,
         "taught_f1": tuned[si.taught],
@@ -258,6 +278,15 @@ def table(out: Path) -> str:
     return "\n".join(out)
 
 
+def plan_runs(args) -> list[tuple[str, int, int]]:
+    """(variant, count, seed) of every run: the issue's bars first (100 clicks, 6 regions) for every seed, then
+    the rest of the curve seed by seed."""
+    plan = [("clicks", k, s) for s in args.seeds for k in args.clicks] + \
+           [("regions", r, s) for s in args.seeds for r in args.regions]
+    bars = {("clicks", 100), ("regions", 6)}
+    return sorted(plan, key=lambda t: ((t[0], t[1]) not in bars, t[2]))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="../shared/data/brca_m2c", help="BRCA-M2C root (train/ and val/)")
@@ -275,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", default="", help='FinetuneSettings overrides as JSON (pilots), e.g. \'{"steps": 50}\'')
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--table", action="store_true", help="print the table of the finished runs and exit")
+    p.add_argument("--holdout", action="store_true",
+                   help="print the share of each planned run's labels held back from training and exit")
     p.add_argument("--keep-models", action="store_true", help="keep the fine-tuned models in <out>/kept (diagnosis)")
     args = p.parse_args(argv)
     si = STAND_INS[args.stand_in]
@@ -293,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out.mkdir(parents=True, exist_ok=True)
     train = load_brca_m2c(args.data, "train", si.teach_map)
+    if args.holdout:
+        print(holdout_shares(args, si, plan_runs(args), train))
+        return 0
     val = load_brca_m2c(args.data, "val", si.teach_map)
     val = val[: args.val_limit] if args.val_limit else val
     net, cfg = load_segmentation_model(args.base, device="cpu")
@@ -306,12 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("base %s on %d val images: %s", cfg.ref, len(val), base_scores)
     del net
     finished = done_keys(results)
-    plan = [("clicks", k, s) for s in args.seeds for k in args.clicks] + \
-           [("regions", r, s) for s in args.seeds for r in args.regions]
-    # The issue's bars first (100 clicks, 6 regions) for every seed, then the rest of the curve seed by seed.
-    bars = {("clicks", 100), ("regions", 6)}
-    plan.sort(key=lambda t: ((t[0], t[1]) not in bars, t[2]))
-    for variant, n, seed in plan:
+    for variant, n, seed in plan_runs(args):
         if (variant, n, seed) in finished:
             continue
         log.info("run %s n=%d seed=%d", variant, n, seed)
