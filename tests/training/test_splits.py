@@ -88,3 +88,11 @@ def test_the_smallest_group_is_held_back_when_each_is_too_big(draw_item):
     items = [_grid_item(draw_item, image_id=f"i{k}", patient_id=f"P{k}") for k in range(2)]  # 48 + 48 points
     train, val, desc = holdout_split(items, 0.1, seed=0)
     assert len(val) == 1 and len(train) == 1
+
+
+def test_a_hold_out_of_only_empty_groups_is_never_made(draw_item):
+    empty = [draw_item(shape=(64, 64), points=[], image_id=f"e{k}", patient_id=f"E{k}") for k in range(3)]
+    items = [*empty, *(_grid_item(draw_item, image_id=f"i{k}", patient_id=f"P{k}") for k in range(2))]
+    for seed in range(5):
+        train, val, desc = holdout_split(items, 0.1, seed=seed)
+        assert n_cells(val) > 0 and n_cells(train) > 0
