@@ -184,7 +184,7 @@ def holdout_shares(args, si: StandIn, plan: list[tuple], train: list[PointImage]
     from training.datasets.splits import holdout_split, n_cells
     from training.finetune import FinetuneSettings
 
-    fraction = FinetuneSettings().val_fraction
+    fraction = FinetuneSettings(**(json.loads(args.settings) if args.settings else {})).val_fraction
     shares = []
     for variant, n, seed in plan:
         items = labels_for(args, si, variant, n, seed, train)

@@ -111,7 +111,8 @@ def evaluate_segmentation(
     return result
 
 
-#: The classes the model-selection score averages.
+#: The classes the model-selection score and the cross-validation's macro F1 average (BRCA-M2C labels no
+#: normal epithelium).
 HEADLINE_CLASSES: tuple[str, ...] = ("malignant", "lymphocyte")
 
 

@@ -96,7 +96,9 @@ def holdout_split(
         return [train], [val], desc
     groups = sorted({key(it) for it in items})
     target = val_fraction * n_cells(items)
-    cells = {g: _cells_of(items, key, [g]) for g in groups}
+    cells = dict.fromkeys(groups, 0)
+    for it in items:
+        cells[key(it)] += n_cells([it])
     order = rng.permutation(groups).tolist()
     val_groups: list[str] = []
     held = 0
@@ -111,10 +113,6 @@ def holdout_split(
     val = [it for it in items if key(it) in val_groups]
     train = [it for it in items if key(it) not in val_groups]
     return train, val, {"method": kind, "val_groups": sorted(val_groups)}
-
-
-def _cells_of(items: list[PointImage], key, groups: list[str]) -> int:
-    return n_cells([it for it in items if key(it) in groups])
 
 
 def replay_tiles(
