@@ -26,7 +26,7 @@ def build_network(config: SegmentationConfig) -> torch.nn.Module:
     decoder = arch.pop("decoder", "FPN")
     if decoder != "FPN":
         raise ValueError(f"unsupported decoder {decoder!r}")
-    return smp.FPN(
+    net = smp.FPN(
         encoder_name=arch["encoder_name"],
         encoder_depth=arch.get("encoder_depth", 5),
         encoder_weights=None,
@@ -38,6 +38,46 @@ def build_network(config: SegmentationConfig) -> torch.nn.Module:
         classes=config.n_classes,
         activation=None,
     )
+    adapter = arch.get("head_adapter")
+    if adapter:
+        net.segmentation_head = AdaptedHead(net.segmentation_head,
+                                            [config.class_names.index(c) for c in adapter["channels"]],
+                                            int(adapter["hidden"]))
+    return net
+
+
+class AdaptedHead(torch.nn.Module):
+    """smp's output layer plus a small non-linear branch whose output is added to some channels' logits.
+
+    A class taught by a head-only fine-tune (issue 13) otherwise gets one linear read-out of the frozen
+    decoder features; the branch (3x3 convolution, ReLU, 1x1 convolution) lets it combine them. The
+    branch's last layer starts at zero, so a freshly adapted network computes exactly what its base did.
+    The base layers keep their names (``0``, ``1``, ...), so a base model's weights load unchanged.
+    """
+
+    def __init__(self, head: torch.nn.Module, channels: list[int], hidden: int):
+        super().__init__()
+        for name, module in head.named_children():
+            self.add_module(name, module)
+        conv = head[0]
+        self.channels = list(channels)
+        self.adapter = torch.nn.Sequential(
+            torch.nn.Conv2d(conv.in_channels, hidden, 3, padding=1),
+            torch.nn.ReLU(inplace=True),
+            torch.nn.Conv2d(hidden, len(self.channels), 1),
+        )
+        torch.nn.init.zeros_(self.adapter[2].weight)
+        torch.nn.init.zeros_(self.adapter[2].bias)
+        self._rest = [name for name, _ in head.named_children()][1:]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._modules["0"](x)
+        extra = torch.zeros_like(y)
+        extra[:, self.channels] = self.adapter(x).to(y.dtype)
+        y = y + extra
+        for name in self._rest:
+            y = self._modules[name](y)
+        return y
 
 
 def normalise_rgb(image_uint8: torch.Tensor, normalisation: str) -> torch.Tensor:

@@ -298,3 +298,20 @@ def test_twenty_sparse_clicks_and_ten_steps_keep_the_model_finding_cells(never_n
     cfg = SegmentationConfig.load(result.config_path)
     data = cfg.training["finetune"]["data"]
     assert "normal" not in data["pseudo_labels"]["known_channels"] and data["reset_channels"] == ["normal"]
+
+
+def test_head_adapter_is_trained_saved_and_kept_by_the_next_fine_tune(never_normal_base):
+    """``head_adapter``: the reset channel gets a non-linear branch; it trains, saves, loads, and a second
+    fine-tune of the adapted model keeps (does not stack) it."""
+    clicks = _clicks(_patch(1, "a"), {"normal": 10, "lymphocyte": 10})
+    ft = FinetuneSettings(steps=4, batch_size=2, crop_px=64, device="cpu", head_adapter=8)
+    result = finetune(never_normal_base, [clicks], ft)
+    cfg = SegmentationConfig.load(result.config_path)
+    assert cfg.architecture["head_adapter"] == {"channels": ["normal"], "hidden": 8}
+    assert cfg.training["finetune"]["data"]["head_adapter"] == cfg.architecture["head_adapter"]
+    net, _ = load_segmentation_model(result.new_ref)
+    assert float(net.segmentation_head.adapter[2].weight.detach().abs().sum()) > 0  # it trained (started at zero)
+    again = finetune(result.new_ref, [clicks], ft)
+    assert SegmentationConfig.load(again.config_path).architecture == cfg.architecture
+    with pytest.raises(FinetuneError, match="head_adapter"):
+        FinetuneSettings(head_adapter=-1)
