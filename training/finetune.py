@@ -116,9 +116,8 @@ class FinetuneSettings:
         Also judge the new version on the cells the base model was sure of on the user's images
         (:mod:`training.own_cells`), a replay set that needs no original training data.
     head_adapter : int
-        Give the new (reset) channels a small non-linear branch in the output layer with this many hidden
-        maps (:class:`napari_cellularity.models.fpn.AdaptedHead`; it trains with the head); 0: none. Kept
-        in the new model's architecture; a base that has one keeps it.
+        Hidden maps of a non-linear output branch for the reset channels (:func:`training.new_class.with_adapter`;
+        0: none; measured not to help, docs/learning_curve.md).
 
     Raises
     ------
@@ -177,11 +176,9 @@ class FinetuneSettings:
         if not 0.0 <= self.point_crop_frac <= 1.0 or self.time_budget_s < 0:
             raise FinetuneError(f"point_crop_frac must be in [0, 1] and time_budget_s >= 0, got "
                                 f"{self.point_crop_frac}, {self.time_budget_s}")
-        if self.head_adapter < 0:
-            raise FinetuneError(f"head_adapter must be >= 0 (hidden maps; 0 = none), got {self.head_adapter}")
-        if self.train_channels not in ("all", "new") or self.new_pos_weight <= 0:
-            raise FinetuneError(f"train_channels must be all or new and new_pos_weight positive, got "
-                                f"{self.train_channels!r}, {self.new_pos_weight}")
+        if self.train_channels not in ("all", "new") or self.new_pos_weight <= 0 or self.head_adapter < 0:
+            raise FinetuneError(f"train_channels must be all or new, new_pos_weight positive and head_adapter >= 0, "
+                                f"got {self.train_channels!r}, {self.new_pos_weight}, {self.head_adapter}")
 
 
 @dataclass
@@ -315,7 +312,7 @@ def iter_finetune(
         desc["reset_channels"] = reset_head_channels(init_state, base.class_names, new)
     cfg = _new_config(base, ft.name, settings, desc, counts, before)
     if ft.head_adapter and new and not cfg.architecture.get("head_adapter"):
-        init_state = _with_adapter(cfg, init_state, new, ft.head_adapter, ft.seed)
+        init_state = new_class.with_adapter(cfg, init_state, new, ft.head_adapter, ft.seed)
         desc["head_adapter"] = cfg.architecture["head_adapter"]
     del net
     history: list[dict] = []
@@ -355,19 +352,6 @@ def iter_finetune(
     yield Progress("stage", ft.steps, ft.steps, f"saved {cfg.ref}" + (" (candidate)" if guard["candidate"] else ""),
                    stage="saved", data={"ref": cfg.ref, "config_path": str(path), "guard": guard, **result.summary()})
     return result
-
-
-def _with_adapter(cfg, state: dict, channels: list[str], hidden: int, seed: int) -> dict:
-    """Add a :class:`~napari_cellularity.models.fpn.AdaptedHead` for ``channels`` to ``cfg``'s architecture;
-    ``state`` plus the branch's initial weights (its output layer zero: the network starts as its base)."""
-    import torch
-
-    from napari_cellularity.models.fpn import build_network
-
-    cfg.architecture = {**cfg.architecture, "head_adapter": {"channels": list(channels), "hidden": int(hidden)}}
-    torch.manual_seed(seed)
-    fresh = build_network(cfg).state_dict()
-    return {**state, **{k: v for k, v in fresh.items() if k not in state}}
 
 
 def _history_record(rec: Progress) -> dict:

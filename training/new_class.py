@@ -112,3 +112,16 @@ def choose_class_gain(net, items: list[PointImage], config, dev, cls: str, gains
         scores[float(g)] = float(np.mean([ok / n for ok, n in total.values() if n])) if total else 0.0
     best = max(scores, key=lambda g: (round(scores[g], 9), -abs(1.0 - g)))
     return best, scores
+
+
+def with_adapter(cfg, state: dict, channels: list[str], hidden: int, seed: int) -> dict:
+    """Add a :class:`~napari_cellularity.models.fpn.AdaptedHead` for ``channels`` to ``cfg``'s architecture;
+    ``state`` plus the branch's initial weights (its output layer zero: the network starts as its base)."""
+    import torch
+
+    from napari_cellularity.models.fpn import build_network
+
+    cfg.architecture = {**cfg.architecture, "head_adapter": {"channels": list(channels), "hidden": int(hidden)}}
+    torch.manual_seed(seed)
+    fresh = build_network(cfg).state_dict()
+    return {**state, **{k: v for k, v in fresh.items() if k not in state}}
