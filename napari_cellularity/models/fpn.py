@@ -40,9 +40,14 @@ def build_network(config: SegmentationConfig) -> torch.nn.Module:
     )
     adapter = arch.get("head_adapter")
     if adapter:
-        net.segmentation_head = AdaptedHead(net.segmentation_head,
-                                            [config.class_names.index(c) for c in adapter["channels"]],
-                                            int(adapter["hidden"]))
+        channels, hidden = adapter.get("channels") if isinstance(adapter, dict) else None, None
+        if isinstance(adapter, dict) and isinstance(adapter.get("hidden"), int) and adapter["hidden"] > 0:
+            hidden = adapter["hidden"]
+        if not channels or not isinstance(channels, list) or not set(channels) <= set(config.class_names) or not hidden:
+            raise ValueError(f"head_adapter must name some of the classes {list(config.class_names)} and a positive "
+                             f"number of hidden maps, got {adapter!r}")
+        net.segmentation_head = AdaptedHead(net.segmentation_head, [config.class_names.index(c) for c in channels],
+                                            hidden)
     return net
 
 

@@ -231,7 +231,10 @@ def load_segmentation_model(
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"cannot read weights {weights}: {exc}") from None
     check_finite(state, weights)
-    net = build_network(config)
+    try:
+        net = build_network(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"model config {entry.config_path}: unusable architecture: {exc}") from None
     try:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:

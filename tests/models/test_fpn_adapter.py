@@ -31,3 +31,20 @@ def test_adapted_network_starts_as_its_base_and_changes_only_its_channels():
         diff = (adapted(x) - plain(x)).abs().amax(dim=(0, 2, 3))
     k = cfg.class_names.index("normal")
     assert diff[k] > 0 and float(diff.sum() - diff[k]) == 0.0
+
+
+def test_a_config_with_a_broken_adapter_is_refused_in_one_line(tiny_model, user_home):
+    import json
+
+    import pytest
+
+    from napari_cellularity.models.registry import ModelFileError, load_segmentation_model
+
+    path = next((user_home / "models").glob("*.json"))
+    data = json.loads(path.read_text())
+    for bad in ({"channels": ["stroma"], "hidden": 8}, {"channels": ["normal"], "hidden": 0}, ["normal"]):
+        data["architecture"]["head_adapter"] = bad
+        path.write_text(json.dumps(data))
+        with pytest.raises(ModelFileError, match=r"unusable architecture: head_adapter must name") as err:
+            load_segmentation_model(tiny_model)
+        assert path.name in str(err.value) and "\n" not in str(err.value)
