@@ -154,6 +154,34 @@ def region_items(images: list[PointImage], n_regions: int, extra: int, rng, si: 
     return items
 
 
+def negative_regions(items: list[PointImage], images: list[PointImage], n_regions: int, rng,
+                     si: StandIn) -> list[PointImage]:
+    """``items`` plus ``n_regions`` "no taught-class nucleus here" circles (radius :data:`REGION_RADIUS_UM`),
+    taken in turn from the images that still have room: centred in dense annotated nuclei of other kinds
+    (stroma, tumour) with no taught nucleus inside — where a pathologist says the new class must not fire."""
+    by_id = {it.image_id: it for it in images}
+    state = []
+    for item in items:
+        full = by_id[item.image_id]
+        r = REGION_RADIUS_UM / full.mpp
+        others, taught = full.points_rc[full.classes != si.taught], full.cell_points(si.taught)
+        free = ~(np.linalg.norm(others[:, None] - taught[None], axis=2) <= r).any(axis=1) if len(taught) \
+            else np.ones(len(others), bool)
+        density = (np.linalg.norm(others[:, None] - others[None], axis=2) <= r).sum(axis=1).astype(float)
+        state.append({"others": others, "free": free, "density": density, "r": r, "regions": list(item.regions)})
+    placed = 0
+    while placed < n_regions and any(st["free"].any() for st in state):
+        for st in state:
+            if placed == n_regions or not st["free"].any():
+                continue
+            free, density = st["free"], st["density"]
+            centre = st["others"][rng.choice(np.flatnonzero(free & (density >= np.quantile(density[free], 0.8))))]
+            free &= np.linalg.norm(st["others"] - centre, axis=1) > 2 * st["r"]  # the next one does not overlap
+            st["regions"].append(LabelRegion(circle(centre, st["r"]), si.taught, "negative"))
+            placed += 1
+    return [_subset(item, np.ones(len(item.classes), bool), st["regions"]) for item, st in zip(items, state, strict=True)]
+
+
 def scores(metrics: dict, threshold: float, taught: str) -> dict[str, float]:
     """F1 at 6 µm per class, and the taught class's precision and recall."""
     det = metrics["detection"][f"t{threshold:g}"]["6um"]
@@ -175,8 +203,9 @@ def labels_for(args, si: StandIn, variant: str, n: int, seed: int, train: list[P
     """The simulated pathologist's labels of one run (the same for a given variant, count and seed)."""
     rng = np.random.default_rng([seed, n, 0 if variant == "clicks" else 1])
     images = pick_images(train, args.images, args.min_taught, rng, si.taught)
-    return (click_items(images, n, args.extra_clicks, rng, si) if variant == "clicks"
-            else region_items(images, n, args.extra_clicks, rng, si))
+    items = (click_items(images, n, args.extra_clicks, rng, si) if variant == "clicks"
+             else region_items(images, n, args.extra_clicks, rng, si))
+    return negative_regions(items, images, args.negative_regions, rng, si) if args.negative_regions else items
 
 
 def holdout_shares(args, si: StandIn, plan: list[tuple], train: list[PointImage]) -> str:
@@ -300,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=4, help="train images the labels come from")
     p.add_argument("--min-taught", type=int, default=60, help="an image qualifies with this many taught nuclei")
     p.add_argument("--extra-clicks", type=int, default=10, help="clicks of each class the base knows")
+    p.add_argument("--negative-regions", type=int, default=0,
+                   help="also draw this many 'no taught-class nucleus here' regions (same clicks per seed)")
     p.add_argument("--val-limit", type=int, default=0, help="score on the first N val images only (0 = all)")
     p.add_argument("--settings", default="", help='FinetuneSettings overrides as JSON (pilots), e.g. \'{"steps": 50}\'')
     p.add_argument("--threads", type=int, default=2)
