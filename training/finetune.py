@@ -116,8 +116,7 @@ class FinetuneSettings:
         Also judge the new version on the cells the base model was sure of on the user's images
         (:mod:`training.own_cells`), a replay set that needs no original training data.
     head_adapter : int
-        Hidden maps of a non-linear output branch for the reset channels (:func:`training.new_class.with_adapter`;
-        0: none; measured not to help, docs/learning_curve.md).
+        Hidden maps of a non-linear output branch for the reset channels (0: none; :func:`.new_class.with_adapter`).
 
     Raises
     ------
@@ -312,8 +311,7 @@ def iter_finetune(
         desc["reset_channels"] = reset_head_channels(init_state, base.class_names, new)
     cfg = _new_config(base, ft.name, settings, desc, counts, before)
     if ft.head_adapter and new and not cfg.architecture.get("head_adapter"):
-        init_state = new_class.with_adapter(cfg, init_state, new, ft.head_adapter, ft.seed)
-        desc["head_adapter"] = cfg.architecture["head_adapter"]
+        init_state, desc["head_adapter"] = new_class.with_adapter(cfg, init_state, new, ft.head_adapter, ft.seed)
     del net
     history: list[dict] = []
     stopped = []

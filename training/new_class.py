@@ -114,9 +114,12 @@ def choose_class_gain(net, items: list[PointImage], config, dev, cls: str, gains
     return best, scores
 
 
-def with_adapter(cfg, state: dict, channels: list[str], hidden: int, seed: int) -> dict:
-    """Add a :class:`~napari_cellularity.models.fpn.AdaptedHead` for ``channels`` to ``cfg``'s architecture;
-    ``state`` plus the branch's initial weights (its output layer zero: the network starts as its base)."""
+def with_adapter(cfg, state: dict, channels: list[str], hidden: int, seed: int) -> tuple[dict, dict]:
+    """Add a :class:`~napari_cellularity.models.fpn.AdaptedHead` for ``channels`` to ``cfg``'s architecture.
+
+    Returns ``state`` plus the branch's initial weights (its output layer zero: the network starts as its base),
+    and the architecture entry. Measured not to help a taught class (docs/learning_curve.md, fifth round).
+    """
     import torch
 
     from napari_cellularity.models.fpn import build_network
@@ -124,4 +127,4 @@ def with_adapter(cfg, state: dict, channels: list[str], hidden: int, seed: int) 
     cfg.architecture = {**cfg.architecture, "head_adapter": {"channels": list(channels), "hidden": int(hidden)}}
     torch.manual_seed(seed)
     fresh = build_network(cfg).state_dict()
-    return {**state, **{k: v for k, v in fresh.items() if k not in state}}
+    return {**state, **{k: v for k, v in fresh.items() if k not in state}}, cfg.architecture["head_adapter"]
