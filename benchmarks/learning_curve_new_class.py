@@ -39,7 +39,7 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +179,7 @@ def negative_regions(items: list[PointImage], images: list[PointImage], n_region
             free &= np.linalg.norm(st["others"] - centre, axis=1) > 2 * st["r"]  # the next one does not overlap
             st["regions"].append(LabelRegion(circle(centre, st["r"]), si.taught, "negative"))
             placed += 1
-    return [_subset(item, np.ones(len(item.classes), bool), st["regions"]) for item, st in zip(items, state, strict=True)]
+    return [replace(item, regions=st["regions"]) for item, st in zip(items, state, strict=True)]
 
 
 def scores(metrics: dict, threshold: float, taught: str) -> dict[str, float]:

@@ -40,10 +40,10 @@ def build_network(config: SegmentationConfig) -> torch.nn.Module:
     )
     adapter = arch.get("head_adapter")
     if adapter:
-        channels, hidden = adapter.get("channels") if isinstance(adapter, dict) else None, None
-        if isinstance(adapter, dict) and isinstance(adapter.get("hidden"), int) and adapter["hidden"] > 0:
-            hidden = adapter["hidden"]
-        if not channels or not isinstance(channels, list) or not set(channels) <= set(config.class_names) or not hidden:
+        channels = adapter.get("channels") if isinstance(adapter, dict) else None
+        hidden = adapter.get("hidden") if isinstance(adapter, dict) else None
+        if not (channels and isinstance(channels, list) and set(channels) <= set(config.class_names)
+                and isinstance(hidden, int) and hidden > 0):
             raise ValueError(f"head_adapter must name some of the classes {list(config.class_names)} and a positive "
                              f"number of hidden maps, got {adapter!r}")
         net.segmentation_head = AdaptedHead(net.segmentation_head, [config.class_names.index(c) for c in channels],
@@ -65,11 +65,11 @@ class AdaptedHead(torch.nn.Module):
         for name, module in head.named_children():
             self.add_module(name, module)
         conv = head[0]
-        self.channels = list(channels)
+        self.register_buffer("channels", torch.tensor(list(channels), dtype=torch.long), persistent=False)
         self.adapter = torch.nn.Sequential(
             torch.nn.Conv2d(conv.in_channels, hidden, 3, padding=1),
             torch.nn.ReLU(inplace=True),
-            torch.nn.Conv2d(hidden, len(self.channels), 1),
+            torch.nn.Conv2d(hidden, len(channels), 1),
         )
         torch.nn.init.zeros_(self.adapter[2].weight)
         torch.nn.init.zeros_(self.adapter[2].bias)
@@ -77,9 +77,7 @@ class AdaptedHead(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._modules["0"](x)
-        extra = torch.zeros_like(y)
-        extra[:, self.channels] = self.adapter(x).to(y.dtype)
-        y = y + extra
+        y = y.index_add(1, self.channels, self.adapter(x).to(y.dtype))
         for name in self._rest:
             y = self._modules[name](y)
         return y

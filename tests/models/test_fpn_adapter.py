@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import torch
 
 from napari_cellularity.models.config import SegmentationConfig
@@ -34,10 +37,6 @@ def test_adapted_network_starts_as_its_base_and_changes_only_its_channels():
 
 
 def test_a_config_with_a_broken_adapter_is_refused_in_one_line(tiny_model, user_home):
-    import json
-
-    import pytest
-
     from napari_cellularity.models.registry import ModelFileError, load_segmentation_model
 
     path = next((user_home / "models").glob("*.json"))
